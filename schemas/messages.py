@@ -1,0 +1,567 @@
+"""The message types that travel on Kafka (DESIGN.md §3).
+
+Strategy: every payload is a frozen ``msgspec.Struct`` whose identity — schema name and
+version — are class attributes (``SCHEMA``, ``VERSION``), the one source of truth the codec's
+registry is built from. Quantities are ``Decimal`` (a BCD register value of 12345.67 m³ stays
+exactly that, and money must be decimal); times are timezone-aware and produced in UTC.
+
+Compatibility rules (checked by ``tests/schemas/test_compat.py`` against golden v1 messages):
+a new field gets a default, so old messages still decode; a field is never renamed, retyped
+or removed within a major version; a change that cannot follow these rules bumps ``VERSION``
+and the decoder keeps reading the old one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "Alert",
+    "AwareDatetime",
+    "BalanceChange",
+    "Charge",
+    "ChargeSegment",
+    "CommandDispatch",
+    "CommandRequest",
+    "CommandResult",
+    "DeadLetter",
+    "DeviceEvent",
+    "Dimensions",
+    "EditInfo",
+    "IntervalConsumption",
+    "LedgerAccount",
+    "LedgerMeter",
+    "LedgerTariff",
+    "LedgerVeeGroup",
+    "Message",
+    "RawFrame",
+    "Reading",
+    "TariffTier",
+    "ValidatedReading",
+]
+
+#: A datetime that must carry a time zone (msgspec rejects naive values when decoding).
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+#: JSON scalars allowed in free-form attribute maps (money goes as a decimal string).
+Scalar = str | int | float | bool | None
+
+Direction = Literal["in", "out"]
+ReadingKind = Literal["cumulative", "interval", "instantaneous", "state"]
+Quality = Literal[
+    "actual", "validated", "estimated", "edited", "missing", "questionable", "final", "derived",
+]
+Method = Literal[
+    "none", "linear", "flat", "like_day", "average_like_day", "profile", "average_daily",
+    "scaled_to_register", "check_meter", "zero", "agreed", "manual", "meter_history",
+]
+Severity = Literal["info", "warning", "major", "critical"]
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every payload. ``SCHEMA``/``VERSION`` identify it inside the envelope."""
+
+    SCHEMA: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+    def key(self) -> bytes:
+        """The Kafka key of this message (DESIGN.md §3): meter, device, account or object id."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+class RawFrame(Message, frozen=True, kw_only=True):
+    """One frame exactly as it crossed the wire, in either direction.
+
+    Kept for audit, for replay through a newer decoder, and for the fault-test oracle.
+    ``frame_id`` is unique per FEP instance (``fep/session/sequence``), so an archive sink can
+    store it idempotently.
+    """
+
+    SCHEMA: ClassVar[str] = "frame.raw"
+    VERSION: ClassVar[int] = 1
+
+    frame_id: str
+    device_id: str
+    fep: str
+    service_point: str
+    peer: str
+    protocol: str
+    direction: Direction
+    received_at: AwareDatetime
+    data: bytes
+    valid: bool = True
+    error: str | None = None
+
+    def key(self) -> bytes:
+        return (self.device_id or self.peer).encode()
+
+
+class Reading(Message, frozen=True, kw_only=True):
+    """A canonical reading as decoded from a device, before any validation.
+
+    ``register`` is a canonical register name (``volume``, ``volume_settlement``,
+    ``energy_import``, ``heat_energy``, ``flow_rate``, ``remaining_money`` …) and ``unit`` a
+    canonical unit (``m3``, ``kWh``, ``GJ``, ``m3/h``, ``degC``, ``CNY`` …); the report
+    templates of ``decoders/`` map protocol data items onto them. The natural key is
+    (``meter_id``, ``register``, ``ts``): a device re-sending the same reading produces the
+    same key, which is how every writer stays idempotent.
+    """
+
+    SCHEMA: ClassVar[str] = "reading.raw"
+    VERSION: ClassVar[int] = 1
+
+    meter_id: str
+    register: str
+    ts: AwareDatetime
+    value: Decimal
+    unit: str
+    received_at: AwareDatetime
+    kind: ReadingKind = "cumulative"
+    interval_s: int | None = None
+    meter_clock: AwareDatetime | None = None
+    source: str = "tcp"
+    device_id: str = ""
+    fep: str = ""
+    protocol: str = ""
+    status: tuple[str, ...] = ()
+    frame_id: str | None = None
+
+    def key(self) -> bytes:
+        return self.meter_id.encode()
+
+
+class DeviceEvent(Message, frozen=True, kw_only=True):
+    """Something a device or its link did: online/offline, login, heartbeat, alarm, status.
+
+    ``kind`` examples: ``online``, ``offline``, ``login``, ``logout``, ``heartbeat``,
+    ``alarm``, ``status``, ``admission_rejected``, ``clock_set``, ``valve_changed``.
+    """
+
+    SCHEMA: ClassVar[str] = "device.event"
+    VERSION: ClassVar[int] = 1
+
+    event_id: str
+    device_id: str
+    kind: str
+    ts: AwareDatetime
+    meter_id: str | None = None
+    fep: str = ""
+    severity: Severity = "info"
+    attributes: dict[str, Scalar] = msgspec.field(default_factory=dict)
+
+    def key(self) -> bytes:
+        return self.device_id.encode()
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+class Dimensions(msgspec.Struct, frozen=True, kw_only=True):
+    """Ledger dimensions attached to a reading at enrichment time (DESIGN.md §4).
+
+    Aggregates group by these without joins, and history keeps the attribution it had when the
+    reading was validated, even after a customer moves or a tariff changes.
+    """
+
+    account_id: str | None = None
+    customer_type: str | None = None
+    region: str | None = None
+    org_unit: str | None = None
+    supply_node: str | None = None
+    tariff_id: str | None = None
+    vee_group: str | None = None
+    medium: str | None = None
+
+
+class IntervalConsumption(msgspec.Struct, frozen=True, kw_only=True):
+    """The part of a reading's consumption that falls in one UTC hour ``[start, end)``.
+
+    A delta between two register reads that spans several hours is prorated over them, so
+    hourly, daily and monthly aggregates sum correctly whatever the reading frequency.
+    """
+
+    start: AwareDatetime
+    end: AwareDatetime
+    volume: Decimal
+    estimated: bool = False
+
+
+class EditInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Who changed a validated value, when, why and how (kept with every new version)."""
+
+    user: str
+    at: AwareDatetime
+    reason_code: str
+    previous_value: Decimal | None = None
+    previous_version: int | None = None
+    note: str | None = None
+
+
+class ValidatedReading(Message, frozen=True, kw_only=True):
+    """A reading after VEE: quality, method, event flags, version and interval consumption.
+
+    Natural key (``meter_id``, ``register``, ``ts``, ``version``). A late or corrected reading
+    produces a higher ``version`` of the same key; consumers keep the highest version.
+    ``value`` is ``None`` only for a ``missing`` marker that no rule could estimate.
+    ``original_value`` keeps what the device sent when the value was estimated or edited.
+    """
+
+    SCHEMA: ClassVar[str] = "reading.validated"
+    VERSION: ClassVar[int] = 1
+
+    meter_id: str
+    register: str
+    ts: AwareDatetime
+    value: Decimal | None
+    unit: str
+    version: int
+    quality: Quality
+    method: Method = "none"
+    flags: tuple[str, ...] = ()
+    kind: ReadingKind = "cumulative"
+    consumption: Decimal | None = None
+    interval_start: AwareDatetime | None = None
+    intervals: tuple[IntervalConsumption, ...] = ()
+    original_value: Decimal | None = None
+    received_at: AwareDatetime | None = None
+    validated_at: AwareDatetime | None = None
+    dims: Dimensions = msgspec.field(default_factory=Dimensions)
+    edit: EditInfo | None = None
+    source: str = ""
+    frame_id: str | None = None
+
+    def key(self) -> bytes:
+        return self.meter_id.encode()
+
+
+# --------------------------------------------------------------------------- billing
+
+
+class ChargeSegment(msgspec.Struct, frozen=True, kw_only=True):
+    """One priced piece of a charge: a volume at one tier, price component and tariff version."""
+
+    tier: int
+    volume: Decimal
+    unit_price: Decimal
+    amount: Decimal
+    component: str = "total"
+    tariff_id: str = ""
+    tariff_version: int = 1
+
+
+class Charge(Message, frozen=True, kw_only=True):
+    """Priced consumption of one account for one reading version (or an adjustment).
+
+    ``charge_id`` is the natural key. An adjustment (``kind='adjustment'``) carries the
+    difference between a new reading version and what was charged before, and names the charge
+    it corrects in ``corrects``; history is never rewritten.
+    """
+
+    SCHEMA: ClassVar[str] = "billing.charge"
+    VERSION: ClassVar[int] = 1
+
+    charge_id: str
+    account_id: str
+    meter_id: str
+    kind: Literal["consumption", "adjustment", "settlement", "receivable", "bill"]
+    period_start: AwareDatetime
+    period_end: AwareDatetime
+    volume: Decimal
+    amount: Decimal
+    currency: str = "CNY"
+    segments: tuple[ChargeSegment, ...] = ()
+    reading_ts: AwareDatetime | None = None
+    reading_version: int | None = None
+    register: str = ""
+    provisional: bool = False
+    tariff_id: str = ""
+    cycle_id: str = ""
+    cycle_volume_after: Decimal | None = None
+    corrects: str | None = None
+    created_at: AwareDatetime | None = None
+
+    def key(self) -> bytes:
+        return self.account_id.encode()
+
+
+class BalanceChange(Message, frozen=True, kw_only=True):
+    """A movement of a prepaid account's balance, with the balance after it.
+
+    ``kind``: ``charge``, ``top_up``, ``adjustment``, ``refund``, ``opening``, ``settlement``.
+    ``entry_id`` is the natural key; ``amount`` is signed (a charge is negative).
+    """
+
+    SCHEMA: ClassVar[str] = "billing.balance"
+    VERSION: ClassVar[int] = 1
+
+    entry_id: str
+    account_id: str
+    ts: AwareDatetime
+    kind: str
+    amount: Decimal
+    balance_after: Decimal
+    currency: str = "CNY"
+    reference: str | None = None
+    alarm_state: str | None = None
+
+    def key(self) -> bytes:
+        return self.account_id.encode()
+
+
+# --------------------------------------------------------------------------- operations
+
+
+class Alert(Message, frozen=True, kw_only=True):
+    """An operator alert: what object, how severe, which rule or condition, and why."""
+
+    SCHEMA: ClassVar[str] = "alert"
+    VERSION: ClassVar[int] = 1
+
+    alert_id: str
+    object_type: str
+    object_id: str
+    severity: Severity
+    code: str
+    reason: str
+    ts: AwareDatetime
+    source: str = ""
+    state: Literal["raised", "cleared"] = "raised"
+    attributes: dict[str, Scalar] = msgspec.field(default_factory=dict)
+
+    def key(self) -> bytes:
+        return self.object_id.encode()
+
+
+class CommandRequest(Message, frozen=True, kw_only=True):
+    """A request to act on a device, from the API, the CLI, billing or a service operation.
+
+    ``command`` is a catalog name (``valve_close``, ``read_now`` …); ``params`` its typed
+    parameters as JSON values. ``client_command_id`` makes submission idempotent.
+    """
+
+    SCHEMA: ClassVar[str] = "command.request"
+    VERSION: ClassVar[int] = 1
+
+    command_id: str
+    device_id: str
+    command: str
+    requested_by: str
+    requested_at: AwareDatetime
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    client_command_id: str | None = None
+    origin: str = "api"
+    reason: str = ""
+    expires_at: AwareDatetime | None = None
+    priority: int = 5
+    group_id: str | None = None
+
+    def key(self) -> bytes:
+        return self.device_id.encode()
+
+
+class CommandDispatch(Message, frozen=True, kw_only=True):
+    """An approved command routed to the FEP that holds the device's link.
+
+    The FEP encodes it with ``decoders/`` for ``protocol``/``address``, delivers it through
+    ``link_id`` now, or on the device's next wake-up when ``delivery='on_wake'``.
+    """
+
+    SCHEMA: ClassVar[str] = "command.dispatch"
+    VERSION: ClassVar[int] = 1
+
+    command_id: str
+    device_id: str
+    command: str
+    protocol: str
+    address: str
+    dispatched_at: AwareDatetime
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    device_type: str = ""
+    link_id: str | None = None
+    fep: str | None = None
+    service_point: str | None = None
+    delivery: Literal["now", "on_wake"] = "now"
+    attempt: int = 1
+    max_attempts: int = 3
+    reply_timeout_s: float = 10.0
+    expires_at: AwareDatetime | None = None
+
+    def key(self) -> bytes:
+        return self.device_id.encode()
+
+
+class CommandResult(Message, frozen=True, kw_only=True):
+    """What happened to a dispatched command at the FEP and at the device."""
+
+    SCHEMA: ClassVar[str] = "command.result"
+    VERSION: ClassVar[int] = 1
+
+    command_id: str
+    device_id: str
+    status: Literal["queued", "sent", "delivered", "confirmed", "failed", "expired", "rejected"]
+    ts: AwareDatetime
+    fep: str = ""
+    attempt: int = 1
+    detail: str = ""
+    error_code: str | None = None
+    reply: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def key(self) -> bytes:
+        return self.device_id.encode()
+
+
+class DeadLetter(Message, frozen=True, kw_only=True):
+    """Input a stage could not use: the reason and the original bytes, so nothing is lost."""
+
+    SCHEMA: ClassVar[str] = "dlq.record"
+    VERSION: ClassVar[int] = 1
+
+    stage: str
+    reason: dict[str, Scalar]
+    ts: AwareDatetime
+    value: bytes
+    key_bytes: bytes | None = None
+    source_topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+    def key(self) -> bytes:
+        return self.key_bytes or b""
+
+
+# --------------------------------------------------------------------------- ledger (compacted)
+
+
+class LedgerMeter(Message, frozen=True, kw_only=True):
+    """A meter as the stream needs it: identity, register shape, and its billing dimensions."""
+
+    SCHEMA: ClassVar[str] = "ledger.meter"
+    VERSION: ClassVar[int] = 1
+
+    meter_id: str
+    status: Literal["in_stock", "installed", "active", "removed"]
+    medium: Literal["gas", "water", "heat", "electricity"]
+    updated_at: AwareDatetime
+    address: str = ""
+    device_type: str = ""
+    protocol: str = ""
+    manufacturer: str = ""
+    size: str | None = None
+    qmax: Decimal | None = None
+    register_digits: int = 5
+    register_decimals: int = 3
+    unit: str = "m3"
+    has_valve: bool = False
+    link_id: str | None = None
+    service_point: str | None = None
+    account_id: str | None = None
+    customer_type: str | None = None
+    region: str | None = None
+    org_unit: str | None = None
+    supply_node: str | None = None
+    tariff_id: str | None = None
+    vee_group: str | None = None
+    installed_at: AwareDatetime | None = None
+    removed_at: AwareDatetime | None = None
+    ledger_version: int = 1
+
+    def key(self) -> bytes:
+        return self.meter_id.encode()
+
+
+class LedgerAccount(Message, frozen=True, kw_only=True):
+    """A billing account without personal data: mode, limits, tariff, protection."""
+
+    SCHEMA: ClassVar[str] = "ledger.account"
+    VERSION: ClassVar[int] = 1
+
+    account_id: str
+    customer_type: str
+    billing_mode: Literal["prepaid_money", "prepaid_volume", "postpaid"]
+    updated_at: AwareDatetime
+    customer_id: str | None = None
+    tariff_id: str | None = None
+    status: Literal["active", "suspended", "closed"] = "active"
+    protected: bool = False
+    alarm1: Decimal | None = None
+    alarm2: Decimal | None = None
+    overdraft_limit: Decimal = Decimal("0")
+    max_balance: Decimal | None = None
+    reconnect_limit: Decimal = Decimal("0")
+    tier_override: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    region: str | None = None
+    ledger_version: int = 1
+
+    def key(self) -> bytes:
+        return self.account_id.encode()
+
+
+class TariffTier(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of a step tariff: volume up to ``upper`` (None = no limit) at ``price``.
+
+    ``components`` splits the price into the parts owed to different parties (water: tap
+    water, water-resource fee, sewage fee); they sum to ``price``.
+    """
+
+    upper: Decimal | None
+    price: Decimal
+    components: dict[str, Decimal] = msgspec.field(default_factory=dict)
+
+
+class LedgerTariff(Message, frozen=True, kw_only=True):
+    """One effective-dated version of a tariff (step, flat, time-of-use or real-time)."""
+
+    SCHEMA: ClassVar[str] = "ledger.tariff"
+    VERSION: ClassVar[int] = 1
+
+    tariff_id: str
+    version: int
+    kind: Literal["step", "flat", "tou", "realtime"]
+    effective_from: AwareDatetime
+    updated_at: AwareDatetime
+    medium: str = "gas"
+    currency: str = "CNY"
+    unit: str = "m3"
+    cycle: Literal["year", "month"] = "year"
+    cycle_start_month: int = 1
+    cycle_start_day: int = 1
+    tiers: tuple[TariffTier, ...] = ()
+    tou: dict[str, Any] = msgspec.field(default_factory=dict)
+    effective_to: AwareDatetime | None = None
+
+    def key(self) -> bytes:
+        return f"{self.tariff_id}:{self.version}".encode()
+
+
+class LedgerVeeGroup(Message, frozen=True, kw_only=True):
+    """A VEE rule group as the stream applies it; ``spec`` is the YAML rule-group document."""
+
+    SCHEMA: ClassVar[str] = "ledger.vee_group"
+    VERSION: ClassVar[int] = 1
+
+    group_id: str
+    version: int
+    spec: str
+    updated_at: AwareDatetime
+
+    def key(self) -> bytes:
+        return self.group_id.encode()
+
+
+#: The registry of payload types, built from the classes' own identities.
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.SCHEMA: cls
+    for cls in (
+        RawFrame, Reading, DeviceEvent, ValidatedReading, Charge, BalanceChange, Alert,
+        CommandRequest, CommandDispatch, CommandResult, DeadLetter,
+        LedgerMeter, LedgerAccount, LedgerTariff, LedgerVeeGroup,
+    )
+}

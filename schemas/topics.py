@@ -1,0 +1,106 @@
+"""The topic catalog (DESIGN.md §3): names, keys, payload types, partitions, retention.
+
+One table, used by ``unimeter topics create``, by producers (to pick the name and check the
+payload type) and by the documentation. Names get the configured prefix
+(:meth:`schemas.settings.KafkaSettings.topic`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas.messages import (
+    Alert,
+    BalanceChange,
+    Charge,
+    CommandDispatch,
+    CommandRequest,
+    CommandResult,
+    DeadLetter,
+    DeviceEvent,
+    LedgerAccount,
+    LedgerMeter,
+    LedgerTariff,
+    LedgerVeeGroup,
+    Message,
+    RawFrame,
+    Reading,
+    ValidatedReading,
+)
+
+__all__ = ["DLQ_STAGES", "TOPICS", "TopicSpec", "topic_spec"]
+
+_DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A catalog entry. ``partitions=None`` means the configured default for keyed data."""
+
+    name: str
+    key: str
+    carries: str
+    payloads: tuple[type[Message], ...]
+    partitions: int | None = None
+    retention_ms: int | None = 7 * _DAY_MS
+    compacted: bool = False
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, str]:
+        """Broker topic configuration for this entry."""
+        cfg = dict(self.extra_config)
+        if self.compacted:
+            cfg["cleanup.policy"] = "compact"
+            cfg.setdefault("min.compaction.lag.ms", "0")
+        elif self.retention_ms is not None:
+            cfg["retention.ms"] = str(self.retention_ms)
+        return cfg
+
+
+#: Stages that may reject input; each has a ``dlq.<stage>`` topic.
+DLQ_STAGES: tuple[str, ...] = ("ingest", "pipeline", "billing", "sink", "commands", "sync")
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("frames.raw", "device id", "every frame in and out, with FEP, peer, protocol",
+              (RawFrame,), retention_ms=30 * _DAY_MS),
+    TopicSpec("readings.raw", "meter id", "canonical readings as decoded", (Reading,),
+              retention_ms=14 * _DAY_MS),
+    TopicSpec("device.events", "device id", "online/offline, login, alarms, status bits",
+              (DeviceEvent,)),
+    TopicSpec("readings.validated", "meter id",
+              "readings with quality, method, flags, version, consumption, dimensions",
+              (ValidatedReading,), retention_ms=14 * _DAY_MS),
+    TopicSpec("billing.charges", "account id", "priced consumption and adjustments", (Charge,),
+              retention_ms=30 * _DAY_MS),
+    TopicSpec("billing.balances", "account id", "balance changes and settlements",
+              (BalanceChange,), retention_ms=30 * _DAY_MS),
+    TopicSpec("alerts", "object id", "operator alerts with severity and reason", (Alert,)),
+    TopicSpec("commands.requests", "device id", "command requests from API, billing, operations",
+              (CommandRequest,)),
+    TopicSpec("commands.dispatch", "device id", "approved commands routed to FEPs",
+              (CommandDispatch,)),
+    TopicSpec("commands.results", "device id", "command outcomes from FEPs", (CommandResult,)),
+    TopicSpec("ledger.meters", "meter id", "meters as the stream sees them", (LedgerMeter,),
+              compacted=True),
+    TopicSpec("ledger.accounts", "account id", "accounts as the stream sees them",
+              (LedgerAccount,), compacted=True),
+    TopicSpec("ledger.tariffs", "tariff id:version", "effective-dated tariff versions",
+              (LedgerTariff,), compacted=True),
+    TopicSpec("ledger.vee_groups", "group id", "VEE rule groups", (LedgerVeeGroup,),
+              compacted=True),
+    *(
+        TopicSpec(f"dlq.{stage}", "original key", f"input rejected by {stage}, with the reason",
+                  (DeadLetter,), partitions=1, retention_ms=30 * _DAY_MS)
+        for stage in DLQ_STAGES
+    ),
+)
+
+_BY_NAME = {spec.name: spec for spec in TOPICS}
+
+
+def topic_spec(name: str) -> TopicSpec:
+    """The catalog entry of ``name`` (without prefix); ``KeyError`` names the known topics."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown topic '{name}'; known: {', '.join(sorted(_BY_NAME))}") from None

@@ -1,0 +1,5 @@
+"""``python -m unimeter`` = the ``unimeter`` command."""
+
+from unimeter.cli.main import main
+
+main()

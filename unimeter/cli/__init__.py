@@ -1,0 +1,1 @@
+"""The ``unimeter`` command line. Each subcommand lives in its own module of ``commands/``."""

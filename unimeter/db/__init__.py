@@ -1,0 +1,1 @@
+"""Database administration: migrations and the connection used for them."""

@@ -1,0 +1,75 @@
+"""Create the catalog's topics on the broker (``unimeter topics create``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from schemas.settings import KafkaSettings
+from schemas.topics import TOPICS, TopicSpec
+from unimeter.errors import ServiceError
+
+__all__ = ["TopicReport", "create_topics", "delete_topics"]
+
+
+@dataclass
+class TopicReport:
+    created: list[str]
+    existing: list[str]
+
+
+def _admin(kafka: KafkaSettings):  # type: ignore[no-untyped-def]
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, RetriableError
+
+    try:
+        return KafkaAdminClient(bootstrap_servers=kafka.bootstrap, request_timeout_ms=15000,
+                                bootstrap_timeout_ms=15000, client_id=f"{kafka.client_id}-admin")
+    except (RetriableError, KafkaConnectionError, KafkaTimeoutError, OSError) as exc:
+        raise ServiceError(f"Kafka is not reachable at {kafka.bootstrap}: {exc}",
+                           hint="start it with `unimeter services up` or correct "
+                                "UNIMETER_KAFKA_BOOTSTRAP") from None
+
+
+def create_topics(kafka: KafkaSettings, specs: tuple[TopicSpec, ...] = TOPICS, *,
+                  progress: Callable[[str], None] = lambda _m: None) -> TopicReport:
+    """Create every catalog topic that does not exist yet; existing ones are left as they are."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = _admin(kafka)
+    try:
+        existing = set(admin.list_topics())
+        report = TopicReport(created=[], existing=[])
+        new = []
+        for spec in specs:
+            name = kafka.topic(spec.name)
+            if name in existing:
+                report.existing.append(name)
+                continue
+            partitions = spec.partitions or kafka.default_partitions
+            new.append(NewTopic(name, partitions, kafka.replication_factor,
+                                topic_configs=spec.config()))
+        if new:
+            # Created concurrently by another process: fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(new, timeout_ms=30000)
+            for topic in new:
+                report.created.append(topic.name)
+                progress(f"created {topic.name} ({topic.num_partitions} partitions)")
+        return report
+    finally:
+        admin.close()
+
+
+def delete_topics(kafka: KafkaSettings, names: list[str]) -> None:
+    """Delete topics by full name (tests clean up their prefixed topics with this)."""
+    admin = _admin(kafka)
+    try:
+        present = set(admin.list_topics())
+        doomed = [n for n in names if n in present]
+        if doomed:
+            admin.delete_topics(doomed, timeout_ms=30000)
+    finally:
+        admin.close()
