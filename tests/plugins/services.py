@@ -165,3 +165,70 @@ def mqtt_settings(config: Config) -> MqttSettings:
         pytest.fail(f"MQTT broker not reachable at {config.mqtt.url}: run `unimeter services "
                     "up` (make test does) or set UNIMETER_MQTT_URL")
     return config.mqtt.model_copy(update={"topic_root": f"test/{RUN_ID}"})
+
+
+# --------------------------------------------------------------------------- private services
+#
+# Fault tests stop and kill brokers and databases. They must never touch the shared services
+# other test runs are using, so they start private instances on free ports, in a state
+# directory of their own under .unimeter/private/ (the Kafka jars are shared by symlink).
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def private_services_settings(config: Config, name: str):  # type: ignore[no-untyped-def]
+    """ServicesSettings for a private instance: own state dir and free ports."""
+    import os
+
+    state = config.services.state_dir / "private" / f"{RUN_ID}-{name}-{uuid.uuid4().hex[:4]}"
+    (state / "kafka").mkdir(parents=True, exist_ok=True)
+    shared_lib = config.services.state_dir / "kafka" / "lib"
+    if shared_lib.exists():
+        os.symlink(shared_lib, state / "kafka" / "lib")
+    return config.services.model_copy(update={
+        "state_dir": state, "kafka_port": free_port(), "kafka_controller_port": free_port(),
+        "postgres_port": free_port(), "mosquitto_port": free_port(), "kafka_heap": "384m",
+    })
+
+
+@pytest.fixture
+def private_kafka(config: Config) -> Iterator[object]:
+    """A private Kafka broker (``LocalKafka``) a test may stop, kill and restart.
+
+    ``private_kafka.bootstrap`` is its address; topics are not created — use
+    ``unimeter.topics.create_topics`` with a ``KafkaSettings`` pointing at it.
+    """
+    import shutil
+
+    from unimeter.services.kafka import LocalKafka
+
+    settings = private_services_settings(config, "kafka")
+    kafka = LocalKafka(settings)
+    kafka.start()
+    yield kafka
+    kafka.stop()
+    shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres(config: Config) -> Iterator[object]:
+    """A private PostgreSQL server (``LocalPostgres``) a test may stop, kill and restart.
+
+    ``private_postgres.url()`` is its superuser URL for the ``unimeter`` database.
+    """
+    import shutil
+
+    from unimeter.services.postgres import LocalPostgres
+
+    settings = private_services_settings(config, "pg")
+    pg = LocalPostgres(settings)
+    pg.start()
+    yield pg
+    pg.stop()
+    shutil.rmtree(settings.state_dir, ignore_errors=True)

@@ -16,6 +16,7 @@ import pwd
 import secrets
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -211,8 +212,15 @@ class LocalPostgres:
         self._write_config(bindir)
         cmd = [*self._run_as(), str(bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
                "-w", "-t", str(int(self.settings.start_timeout_s)), "start"]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                                start_new_session=True)
+        crashed = (self.data / "postmaster.pid").exists()
+        for attempt in range(10 if crashed else 1):
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                                    start_new_session=True)
+            if result.returncode == 0:
+                break
+            # After a crash (kill -9) the old backends notice their postmaster is gone and exit
+            # within a second or two; until then the server refuses to start on the same data.
+            time.sleep(1.0 + attempt * 0.5)
         if result.returncode != 0:
             raise ServiceError("PostgreSQL did not start",
                                hint=f"{result.stdout.strip()[-300:]}\n{tail(self.log)}")
@@ -244,6 +252,9 @@ class LocalPostgres:
         if pid_alive(pid):
             assert pid is not None
             os.kill(pid, 9)
+            deadline = time.monotonic() + 10
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def status(self) -> ServiceStatus:
         address = f"127.0.0.1:{self.settings.postgres_port}"
