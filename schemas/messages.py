@@ -42,6 +42,7 @@ __all__ = [
     "RawFrame",
     "Reading",
     "TariffTier",
+    "TopUp",
     "ValidatedReading",
 ]
 
@@ -316,6 +317,31 @@ class BalanceChange(Message, frozen=True, kw_only=True):
         return self.account_id.encode()
 
 
+class TopUp(Message, frozen=True, kw_only=True):
+    """Money paid into a prepaid account (counter, app, bank, IC-card sale), or taken back.
+
+    Comes from the utility's customer/billing system through the sync topics; the billing
+    agent applies it to the balance exactly once per ``top_up_id``. ``kind='refund'`` and
+    ``kind='adjustment'`` carry signed amounts decided by the utility.
+    """
+
+    SCHEMA: ClassVar[str] = "billing.topup"
+    VERSION: ClassVar[int] = 1
+
+    top_up_id: str
+    account_id: str
+    amount: Decimal
+    ts: AwareDatetime
+    kind: Literal["top_up", "refund", "adjustment"] = "top_up"
+    channel: str = ""
+    currency: str = "CNY"
+    operator: str | None = None
+    reason: str = ""
+
+    def key(self) -> bytes:
+        return self.account_id.encode()
+
+
 # --------------------------------------------------------------------------- operations
 
 
@@ -560,7 +586,7 @@ class LedgerVeeGroup(Message, frozen=True, kw_only=True):
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.SCHEMA: cls
     for cls in (
-        RawFrame, Reading, DeviceEvent, ValidatedReading, Charge, BalanceChange, Alert,
+        RawFrame, Reading, DeviceEvent, ValidatedReading, Charge, BalanceChange, TopUp, Alert,
         CommandRequest, CommandDispatch, CommandResult, DeadLetter,
         LedgerMeter, LedgerAccount, LedgerTariff, LedgerVeeGroup,
     )

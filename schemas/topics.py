@@ -25,6 +25,7 @@ from schemas.messages import (
     Message,
     RawFrame,
     Reading,
+    TopUp,
     ValidatedReading,
 )
 
@@ -74,6 +75,8 @@ TOPICS: tuple[TopicSpec, ...] = (
               retention_ms=30 * _DAY_MS),
     TopicSpec("billing.balances", "account id", "balance changes and settlements",
               (BalanceChange,), retention_ms=30 * _DAY_MS),
+    TopicSpec("billing.topups", "account id", "top-ups, refunds and adjustments to apply",
+              (TopUp,), retention_ms=30 * _DAY_MS),
     TopicSpec("alerts", "object id", "operator alerts with severity and reason", (Alert,)),
     TopicSpec("commands.requests", "device id", "command requests from API, billing, operations",
               (CommandRequest,)),

@@ -29,6 +29,7 @@ from schemas.messages import (
     RawFrame,
     Reading,
     TariffTier,
+    TopUp,
     ValidatedReading,
 )
 
@@ -78,6 +79,8 @@ def sample_messages() -> dict[str, Message]:
         BalanceChange(entry_id="ACC-1:c:1", account_id="ACC-1", ts=T0, kind="charge",
                       amount=Decimal("-21.54"), balance_after=Decimal("28.46"),
                       reference="ACC-1:GAS-000001:2026-07-10T01:00:00Z:2", alarm_state="alarm1"),
+        TopUp(top_up_id="CIS-TOPUP-77", account_id="ACC-1", amount=Decimal("100.00"),
+              ts=T0, channel="counter", operator="teller-4"),
         Alert(alert_id="al-1", object_type="account", object_id="ACC-1", severity="warning",
               code="billing.alarm1", reason="balance 28.46 fell below alarm level 1 (30.00)",
               ts=T0, source="billing", attributes={"balance": "28.46"}),
