@@ -120,7 +120,7 @@ def test_unreachable_database_is_a_clear_error(config: Config) -> None:
 def test_services_status_shows_addresses_and_logs() -> None:
     from tests.unimeter.test_cli import run_cli
 
-    result = run_cli("services", "status")
+    result = run_cli("services", "status", keep_env=True)
     assert result.returncode == 0, result.stderr
     for name in ("kafka", "postgres", "mosquitto"):
         line = next(ln for ln in result.stdout.splitlines() if ln.startswith(name))
@@ -131,6 +131,6 @@ def test_services_status_shows_addresses_and_logs() -> None:
 def test_services_up_twice_is_harmless() -> None:
     from tests.unimeter.test_cli import run_cli
 
-    result = run_cli("services", "up")
+    result = run_cli("services", "up", keep_env=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("already running") == 3

@@ -13,8 +13,11 @@ import pytest
 from unimeter.cli.main import _command_modules
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("UNIMETER_")}
+def run_cli(*args: str, env: dict[str, str] | None = None,
+            keep_env: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI; ``keep_env`` keeps the caller's UNIMETER_* settings (service ports)."""
+    full_env = {k: v for k, v in os.environ.items()
+                if keep_env or not k.startswith("UNIMETER_")}
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "unimeter", *args], capture_output=True,
                           text=True, env=full_env, timeout=120, check=False)

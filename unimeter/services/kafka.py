@@ -245,7 +245,11 @@ class LocalKafka:
 
     def start(self) -> bool:
         """Start the broker; returns False when it was already running (harmless)."""
-        if self.running() and kafka_reachable(self.bootstrap):
+        if self.running():
+            # Already running (perhaps still starting): wait for it, never start a second one.
+            wait_until(lambda: kafka_reachable(self.bootstrap, 2000),
+                       timeout=self.settings.start_timeout_s, what="the running Kafka",
+                       alive=self.running, log=self.log)
             return False
         self.fetch()
         props = self._write_config()

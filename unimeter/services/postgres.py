@@ -204,7 +204,12 @@ class LocalPostgres:
 
     def start(self) -> bool:
         """Start the server (initialising it once); False when it was already running."""
-        if self.running() and postgres_reachable(self.url("postgres")):
+        if self.running():
+            # Already running (perhaps still recovering after a crash): wait for it rather
+            # than starting a second postmaster on the same data directory.
+            wait_until(lambda: postgres_reachable(self.url("postgres")),
+                       timeout=self.settings.start_timeout_s, what="the running PostgreSQL",
+                       alive=self.running, log=self.log)
             self._ensure_database()
             return False
         bindir = self.bin_dir()
