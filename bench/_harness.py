@@ -91,7 +91,7 @@ def write_results(results: list[BenchResult], folder: Path) -> tuple[Path, Path]
     """``bench/results/<stamp>.json`` + ``latest.json`` and a markdown table ``latest.md``."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    doc = {"at": stamp, "machine": machine(),
+    doc: dict[str, Any] = {"at": stamp, "machine": machine(),
            "results": [{**asdict(r), "ratio": r.ratio} for r in results]}
     path = folder / f"{stamp}.json"
     path.write_text(json.dumps(doc, indent=2, default=str))
