@@ -419,6 +419,10 @@ class CommandDispatch(Message, frozen=True, kw_only=True):
     max_attempts: int = 3
     reply_timeout_s: float = 10.0
     expires_at: AwareDatetime | None = None
+    #: The ``decoders`` command handler of the device type (``protocol[:variant]``) and its
+    #: options (password level, vendor valve codes …), from the control plane's catalog.
+    handler: str = ""
+    handler_options: dict[str, Scalar] = msgspec.field(default_factory=dict)
 
     def key(self) -> bytes:
         return self.device_id.encode()

@@ -4,16 +4,17 @@ Strategy: states and events are enums and the whole machine is one table,
 :data:`TRANSITIONS` — ``(state, event) -> next state``. Everything that changes a command's
 state (the service, the result consumer, the expiry sweep, the API) goes through
 :func:`next_state`, so an illegal step (approving a cancelled command, confirming an expired
-one) is refused in one place with the allowed events listed. The table is the documentation::
+one) is refused in one place with the allowed events listed. The main paths::
 
-    requested ──approve──> approved ──dispatch──> queued ──sent──> sent ──confirm──> confirmed
-      │  ^  │                 │  │                  │ ^             │ │
-      │  │  └─quarantine─> quarantined              │ └───retry─────┘ │
-      │  └────release────────┘                      │                 │
-      └─reject─> rejected     └─fail─┐              └──fail──> failed <┘
-    requested|quarantined|approved ──cancel──> cancelled
-    any live state ──expire──> expired
+    requested --approve--> approved --dispatch--> queued --sent--> sent --confirm--> confirmed
+    requested --quarantine--> quarantined --release--> requested
+    requested --reject--> rejected           (the safety policy refuses it)
+    queued|sent --fail--> failed             sent --retry--> queued --dispatch--> queued
+    requested|quarantined|approved --cancel--> cancelled
+    every live state --expire--> expired
 
+A ``queued`` command is dispatched again (the next attempt) when its FEP reported a retryable
+failure or no result came within the reply timeout plus a grace period.
 ``quarantined`` holds the commands of an operator who passed the anomaly threshold until an
 approver releases them; ``rejected`` is the safety policy's refusal. A result for a command
 already in a terminal state is kept in its history but changes nothing (:func:`is_terminal`).
@@ -81,6 +82,7 @@ TRANSITIONS: dict[tuple[CommandState, CommandEvent], CommandState] = {
     (S.APPROVED, E.FAIL): S.FAILED,
     (S.APPROVED, E.CANCEL): S.CANCELLED,
     (S.APPROVED, E.EXPIRE): S.EXPIRED,
+    (S.QUEUED, E.DISPATCH): S.QUEUED,
     (S.QUEUED, E.SENT): S.SENT,
     (S.QUEUED, E.RETRY): S.QUEUED,
     (S.QUEUED, E.CONFIRM): S.CONFIRMED,

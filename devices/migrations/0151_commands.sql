@@ -25,6 +25,7 @@ CREATE TABLE ops.command_groups (
     last_wave_at       timestamptz,
     waves              int         NOT NULL DEFAULT 0,
     paused_reason      text        NOT NULL DEFAULT '',
+    failures_acknowledged int      NOT NULL DEFAULT 0,
     finished_at        timestamptz,
     updated_at         timestamptz NOT NULL DEFAULT now()
 );
@@ -82,7 +83,6 @@ CREATE TABLE ops.commands (
     link_id            text,
     handler            text        NOT NULL DEFAULT '',
     dispatched_at      timestamptz,
-    dispatch_pending   boolean     NOT NULL DEFAULT false,
     sent_at            timestamptz,
     acknowledged_at    timestamptz,
     finished_at        timestamptz,
@@ -96,8 +96,6 @@ CREATE UNIQUE INDEX commands_client_id ON ops.commands (requested_by, client_com
     WHERE client_command_id IS NOT NULL;
 CREATE INDEX commands_due ON ops.commands (next_check_at)
     WHERE state IN ('requested', 'quarantined', 'approved', 'queued', 'sent');
-CREATE INDEX commands_dispatch_pending ON ops.commands (requested_at)
-    WHERE dispatch_pending;
 CREATE INDEX commands_device ON ops.commands (device_id, requested_at DESC);
 CREATE INDEX commands_requester ON ops.commands (requested_by, requested_at DESC);
 CREATE INDEX commands_group ON ops.commands (group_id, state) WHERE group_id IS NOT NULL;

@@ -1,28 +1,22 @@
--- Per device type: which unified commands it supports and through which decoders handler
--- (devices/commands/capabilities.py). The profile row holds the type-level facts the safety
--- policy and the dispatcher need.
-
-CREATE TABLE ledger.device_type_command_profiles (
-    device_type     text        PRIMARY KEY,
-    protocol        text        NOT NULL,
-    valve_arming    boolean     NOT NULL DEFAULT false,
-    delivery        text        NOT NULL DEFAULT 'now' CHECK (delivery IN ('now', 'on_wake')),
-    reply_timeout_s double precision NOT NULL DEFAULT 10 CHECK (reply_timeout_s > 0),
-    max_attempts    int         NOT NULL DEFAULT 3 CHECK (max_attempts BETWEEN 1 AND 20),
-    updated_at      timestamptz NOT NULL DEFAULT now()
-);
+-- Per-command overrides of a device type's command profile (devices/commands/facts.py).
+-- The profile itself comes from ledger.device_types (protocol, command_handler/variant,
+-- wake_mode, has_valve, valve_arm_supported, read_back, capabilities); a row here adds a
+-- command the defaults do not give the type, routes it to another handler or variant, turns
+-- its read-back off, or (enabled = false) takes it away.
 
 CREATE TABLE ledger.device_type_commands (
-    device_type text    NOT NULL REFERENCES ledger.device_type_command_profiles
-                            ON DELETE CASCADE,
+    device_type text    NOT NULL,
     command     text    NOT NULL,
-    handler     text    NOT NULL,
-    readback    boolean NOT NULL DEFAULT true,
+    enabled     boolean NOT NULL DEFAULT true,
+    handler     text    NOT NULL DEFAULT '',
+    readback    boolean,
     options     jsonb   NOT NULL DEFAULT '{}'::jsonb,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (device_type, command)
 );
+COMMENT ON TABLE ledger.device_type_commands IS
+    'Per-command overrides of a device type''s command profile: handler/variant, read-back, '
+    'options for the encoder (password level ...), or enabled = false to withdraw a command.';
 
-GRANT SELECT, INSERT, UPDATE, DELETE ON ledger.device_type_command_profiles,
-    ledger.device_type_commands TO {{role.api}};
-GRANT SELECT ON ledger.device_type_command_profiles, ledger.device_type_commands
-    TO {{role.pipeline}}, {{role.billing}};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ledger.device_type_commands TO {{role.api}};
+GRANT SELECT ON ledger.device_type_commands TO {{role.pipeline}}, {{role.billing}};

@@ -1,0 +1,222 @@
+"""What the control plane reads about target devices: ledger facts, profiles and routes.
+
+Strategy: one query per batch of devices joins the ledger (device, type, location → region,
+meter → account → protected), the per-command overrides of the type's profile and the active
+safety locks, so a mass command of 10,000 meters costs a handful of round trips. A device
+type's command profile is derived from its ``ledger.device_types`` row — protocol, command
+handler and variant, wake mode, valve and arming capabilities, read-back — with
+``capabilities.commands`` (an explicit list) or the defaults below, then the overrides of
+``ledger.device_type_commands``. Routes come from the FEPs' session registry
+(``ops.device_sessions``): an online session names the FEP and link that deliver now; without
+one the command waits for the device to wake or reconnect (``delivery='on_wake'``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from devices.commands.capabilities import CommandBinding, Delivery, DeviceTypeCommands
+from devices.commands.catalog import CATALOG
+from devices.commands.errors import CommandNotFoundError
+from devices.safety import DeviceFacts, SafetyLock
+
+__all__ = [
+    "DeviceRecord",
+    "Route",
+    "default_commands",
+    "load_devices",
+    "profile_from_row",
+    "route_for",
+]
+
+_READS = ("read_now", "read_history", "sync_time")
+_VALVE = ("valve_close", "valve_open")
+_RELAY = ("relay_trip", "relay_close")
+_MONEY = ("set_price", "top_up", "set_balance")
+
+
+def default_commands(row: Mapping[str, Any]) -> list[str]:
+    """The commands a device type supports when its ``capabilities`` list none explicitly."""
+    caps = row.get("capabilities") or {}
+    if isinstance(caps.get("commands"), list):
+        return [str(c) for c in caps["commands"] if str(c) in CATALOG]
+    names: list[str] = ["read_now", "sync_time"]
+    if row.get("kind", "meter") == "meter":
+        names.append("read_history")
+        if row.get("has_valve"):
+            names.extend(_VALVE)
+            if row.get("valve_arm_supported"):
+                names.append("valve_arm_open")
+        if caps.get("relay") or (row.get("medium") == "electricity" and caps.get("relay", True)
+                                 and not row.get("has_valve")):
+            names.extend(_RELAY)
+        if caps.get("prepaid"):
+            names.extend(_MONEY)
+        if row.get("wake_mode") == "on_wake" or caps.get("report_interval"):
+            names.append("set_report_interval")
+    return names
+
+
+def profile_from_row(row: Mapping[str, Any],
+                     overrides: Iterable[Mapping[str, Any]] = ()) -> DeviceTypeCommands:
+    """A device type's profile from its ledger row and its per-command override rows."""
+    handler = str(row.get("command_handler") or row["protocol"])
+    variant = str(row.get("command_variant") or "")
+    handler_name = f"{handler}:{variant}" if variant else handler
+    readback = bool(row.get("read_back", True))
+    bindings = {name: CommandBinding(name, handler_name, readback)
+                for name in default_commands(row)}
+    for ov in overrides:
+        name = str(ov["command"])
+        if name not in CATALOG:
+            continue
+        if not ov.get("enabled", True):
+            bindings.pop(name, None)
+            continue
+        base = bindings.get(name, CommandBinding(name, handler_name, readback))
+        bindings[name] = CommandBinding(
+            name, str(ov.get("handler") or base.handler),
+            base.readback if ov.get("readback") is None else bool(ov["readback"]),
+            {str(k): str(v) for k, v in (ov.get("options") or {}).items()})
+    delivery: Delivery = "on_wake" if row.get("wake_mode") == "on_wake" else "now"
+    caps = row.get("capabilities") or {}
+    return DeviceTypeCommands(
+        device_type=str(row["device_type"]), protocol=str(row["protocol"]), bindings=bindings,
+        valve_arming=bool(row.get("valve_arm_supported")), delivery=delivery,
+        reply_timeout_s=float(caps.get("reply_timeout_s", 10.0)),
+        max_attempts=int(caps.get("max_attempts", 3)))
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """A target device with everything submission and dispatch need."""
+
+    device_id: str
+    device_type: str
+    kind: str
+    status: str
+    protocol: str
+    address: str
+    region: str | None
+    link_id: str | None
+    service_point_id: str | None
+    facts: DeviceFacts
+
+
+_DEVICES_SQL = """
+SELECT d.device_id, d.device_type, d.kind, d.status, d.address, d.service_point_id,
+       COALESCE(d.link_id, (SELECT p.link_id FROM ledger.devices p
+                            WHERE p.device_id = ANY (d.path) AND p.link_id IS NOT NULL
+                            ORDER BY array_position(d.path, p.device_id) DESC LIMIT 1))
+           AS link_id,
+       COALESCE(loc.path[1], (SELECT l2.path[1] FROM ledger.devices p
+                              JOIN ledger.locations l2 ON l2.location_id = p.location_id
+                              WHERE p.device_id = ANY (d.path)
+                              ORDER BY array_position(d.path, p.device_id) DESC LIMIT 1))
+           AS region,
+       t.protocol, t.command_handler, t.command_variant, t.wake_mode, t.has_valve,
+       t.valve_arm_supported, t.read_back, t.capabilities, t.medium, t.kind AS type_kind,
+       m.account_id, COALESCE(a.protected, false) AS protected,
+       sl.cause AS lock_cause, sl.locked_at AS lock_since, sl.command_id AS lock_command
+FROM ledger.devices d
+JOIN ledger.device_types t ON t.device_type = d.device_type
+LEFT JOIN ledger.locations loc ON loc.location_id = d.location_id
+LEFT JOIN ledger.meters m ON m.meter_id = d.device_id
+LEFT JOIN ledger.accounts a ON a.account_id = m.account_id
+LEFT JOIN ops.safety_locks sl ON sl.device_id = d.device_id AND sl.cleared_at IS NULL
+WHERE d.device_id = ANY (%s)
+"""
+
+
+def load_devices(conn: psycopg.Connection[Any], device_ids: Sequence[str]
+                 ) -> dict[str, DeviceRecord]:
+    """Facts of the given devices that exist in the ledger (missing ones are left out)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_DEVICES_SQL, (list(device_ids),)).fetchall()
+        types = sorted({r["device_type"] for r in rows})
+        overrides: dict[str, list[dict[str, Any]]] = {t: [] for t in types}
+        if types:
+            for ov in cur.execute("SELECT * FROM ledger.device_type_commands "
+                                  "WHERE device_type = ANY (%s)", (types,)):
+                overrides[ov["device_type"]].append(ov)
+    profiles: dict[str, DeviceTypeCommands] = {}
+    out: dict[str, DeviceRecord] = {}
+    for r in rows:
+        profile = profiles.get(r["device_type"])
+        if profile is None:
+            type_row = {**r, "kind": r["type_kind"]}
+            profile = profiles[r["device_type"]] = profile_from_row(
+                type_row, overrides[r["device_type"]])
+        lock = (SafetyLock(r["lock_cause"], r["lock_since"], r["lock_command"])
+                if r["lock_cause"] else None)
+        facts = DeviceFacts(device_id=r["device_id"], profile=profile, region=r["region"],
+                            account_id=r["account_id"], protected_customer=bool(r["protected"]),
+                            safety_lock=lock)
+        out[r["device_id"]] = DeviceRecord(
+            device_id=r["device_id"], device_type=r["device_type"], kind=r["kind"],
+            status=r["status"], protocol=r["protocol"], address=r["address"] or "",
+            region=r["region"], link_id=r["link_id"], service_point_id=r["service_point_id"],
+            facts=facts)
+    return out
+
+
+def load_device(conn: psycopg.Connection[Any], device_id: str) -> DeviceRecord:
+    found = load_devices(conn, [device_id]).get(device_id)
+    if found is None:
+        raise CommandNotFoundError(f"device '{device_id}' is not in the ledger",
+                                   where=f"device {device_id}",
+                                   hint="check the id, or import the device with "
+                                        "`unimeter ledger import`")
+    return found
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a dispatch goes: the FEP and link holding the device, and how it is delivered."""
+
+    delivery: Delivery
+    fep: str | None = None
+    service_point: str | None = None
+    link_id: str | None = None
+    online: bool = False
+    last_heard: datetime | None = None
+
+
+_has_sessions: dict[str, bool] = {}
+
+
+def _sessions_table(conn: psycopg.Connection[Any]) -> bool:
+    key = conn.info.dbname
+    if key not in _has_sessions:
+        row = conn.execute("SELECT to_regclass('ops.device_sessions') IS NOT NULL").fetchone()
+        _has_sessions[key] = bool(row and row[0])
+    return _has_sessions[key]
+
+
+def route_for(conn: psycopg.Connection[Any], device: DeviceRecord) -> Route:
+    """The route of one device, from the FEPs' session registry and the ledger."""
+    profile_delivery = device.facts.profile.delivery
+    if _sessions_table(conn):
+        row = conn.execute(
+            "SELECT s.fep, s.service_point, COALESCE(s.link_id, CASE WHEN s.kind = 'link' "
+            "THEN s.device_id END), s.online, s.last_heard "
+            "FROM ops.device_sessions s WHERE s.device_id = %s", (device.device_id,)).fetchone()
+        if row is None and device.link_id:
+            # A meter behind a link that the FEP knows only by the link.
+            row = conn.execute(
+                "SELECT s.fep, s.service_point, %s, s.online, s.last_heard "
+                "FROM ops.device_sessions s WHERE s.device_id = %s OR "
+                "(s.kind = 'link' AND s.link_id = %s) ORDER BY s.online DESC LIMIT 1",
+                (device.link_id, device.link_id, device.link_id)).fetchone()
+        if row is not None:
+            fep, service_point, link_id, online, last_heard = row
+            delivery: Delivery = "now" if online and profile_delivery == "now" else "on_wake"
+            return Route(delivery, fep if online else None, service_point,
+                         link_id or device.link_id, bool(online), last_heard)
+    return Route("on_wake", None, device.service_point_id, device.link_id)

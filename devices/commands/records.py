@@ -1,0 +1,173 @@
+"""Stored commands as typed records, and the one function that moves a command's state.
+
+Strategy: :func:`transition` is the only writer of ``ops.commands.state``. It asks the state
+machine (:func:`~devices.commands.lifecycle.next_state`) whether the step is allowed, updates
+the row, and appends the audit record in the caller's transaction — so no state change can
+happen without its audit record, and none is audited that did not happen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from devices import audit
+from devices.commands.errors import CommandNotFoundError
+from devices.commands.lifecycle import CommandEvent, CommandState, next_state
+
+__all__ = [
+    "CommandRecord",
+    "fingerprint",
+    "get_command",
+    "lock_command",
+    "transition",
+]
+
+_JSON_COLUMNS = {"params", "policy_reasons", "reply"}
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable digest of a request's content, to tell a retry from a different request."""
+    data = json.dumps(audit.canonical_details(list(parts)), sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """One command as stored, with its approvals."""
+
+    command_id: str
+    client_command_id: str | None
+    requested_by: str
+    origin: str
+    device_id: str
+    device_type: str
+    protocol: str
+    address: str
+    region: str | None
+    requested_command: str
+    command: str
+    params: Mapping[str, Any]
+    safety_class: str
+    state: CommandState
+    approvals_required: int
+    policy_reasons: list[str]
+    readback: bool
+    sets_safety_lock: bool
+    purpose: str
+    parent_command_id: str | None
+    group_id: str | None
+    operation_id: str | None
+    reason: str
+    priority: int
+    fingerprint: str
+    requested_at: datetime
+    expires_at: datetime
+    attempt: int
+    max_attempts: int
+    delivery: str
+    reply_timeout_s: float
+    fep: str | None
+    service_point: str | None
+    link_id: str | None
+    handler: str
+    dispatched_at: datetime | None
+    sent_at: datetime | None
+    acknowledged_at: datetime | None
+    finished_at: datetime | None
+    next_check_at: datetime | None
+    result_detail: str
+    error_code: str | None
+    reply: Mapping[str, Any]
+    updated_at: datetime
+    approvals: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], approvals: tuple[str, ...] = ()) -> CommandRecord:
+        data = {k: row[k] for k in cls.__dataclass_fields__ if k in row}
+        data["state"] = CommandState(row["state"])
+        data["approvals"] = approvals
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["state"] = self.state.value
+        out["approvals"] = list(self.approvals)
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+        return out
+
+
+def _approvals(conn: psycopg.Connection[Any], command_id: str) -> tuple[str, ...]:
+    rows = conn.execute("SELECT approver FROM ops.command_approvals WHERE command_id = %s "
+                        "ORDER BY approved_at, approver", (command_id,)).fetchall()
+    return tuple(r[0] for r in rows)
+
+
+def get_command(conn: psycopg.Connection[Any], command_id: str, *,
+                for_update: bool = False) -> CommandRecord:
+    """The stored command, or :class:`CommandNotFoundError`."""
+    lock = " FOR UPDATE" if for_update else ""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(f"SELECT * FROM ops.commands WHERE command_id = %s{lock}",
+                          (command_id,)).fetchone()
+    if row is None:
+        raise CommandNotFoundError(f"no command '{command_id}'", where=f"command {command_id}",
+                                   hint="list commands with `unimeter command status`")
+    return CommandRecord.from_row(row, _approvals(conn, command_id))
+
+
+def lock_command(conn: psycopg.Connection[Any], command_id: str) -> CommandRecord:
+    return get_command(conn, command_id, for_update=True)
+
+
+def transition(conn: psycopg.Connection[Any], record: CommandRecord, event: CommandEvent, *,
+               actor: str, details: Mapping[str, Any] | None = None,
+               audit_key: bytes | None = None, now: datetime,
+               **updates: Any) -> CommandRecord:
+    """Apply ``event`` to ``record`` (locked by the caller), update columns, audit the step."""
+    new_state = next_state(record.state, event, command_id=record.command_id)
+    values: dict[str, Any] = {"state": new_state.value, "updated_at": now, **updates}
+    if new_state.value in ("confirmed", "failed", "expired", "cancelled", "rejected"):
+        values.setdefault("finished_at", now)
+        values.setdefault("next_check_at", None)
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder()) for k in values)
+    args = [Jsonb(v) if k in _JSON_COLUMNS else v for k, v in values.items()]
+    conn.execute(sql.SQL("UPDATE ops.commands SET {} WHERE command_id = {}").format(
+        assignments, sql.Placeholder()), [*args, record.command_id])
+    audit.append(conn, actor=actor, action=f"command.{_ACTIONS[event]}", object_type="command",
+                 object_id=record.command_id,
+                 details={"from": record.state.value, "to": new_state.value,
+                          "device_id": record.device_id, "command": record.command,
+                          **(details or {})},
+                 key=audit_key, ts=now)
+    merged = {**asdict(record), **values, "state": new_state}
+    merged["approvals"] = record.approvals
+    return CommandRecord(**{k: merged[k] for k in CommandRecord.__dataclass_fields__})
+
+
+_ACTIONS = {
+    CommandEvent.APPROVE: "approved",
+    CommandEvent.QUARANTINE: "quarantined",
+    CommandEvent.RELEASE: "released",
+    CommandEvent.REJECT: "rejected",
+    CommandEvent.DISPATCH: "dispatched",
+    CommandEvent.SENT: "sent",
+    CommandEvent.RETRY: "retry",
+    CommandEvent.CONFIRM: "confirmed",
+    CommandEvent.FAIL: "failed",
+    CommandEvent.EXPIRE: "expired",
+    CommandEvent.CANCEL: "cancelled",
+}
