@@ -30,6 +30,7 @@ __all__ = [
     "DeviceRecord",
     "Route",
     "default_commands",
+    "load_device",
     "load_devices",
     "profile_from_row",
     "route_for",
@@ -110,27 +111,15 @@ class DeviceRecord:
 
 
 _DEVICES_SQL = """
-SELECT d.device_id, d.device_type, d.kind, d.status, d.address, d.service_point_id,
-       COALESCE(d.link_id, (SELECT p.link_id FROM ledger.devices p
-                            WHERE p.device_id = ANY (d.path) AND p.link_id IS NOT NULL
-                            ORDER BY array_position(d.path, p.device_id) DESC LIMIT 1))
-           AS link_id,
-       COALESCE(loc.path[1], (SELECT l2.path[1] FROM ledger.devices p
-                              JOIN ledger.locations l2 ON l2.location_id = p.location_id
-                              WHERE p.device_id = ANY (d.path)
-                              ORDER BY array_position(d.path, p.device_id) DESC LIMIT 1))
-           AS region,
-       t.protocol, t.command_handler, t.command_variant, t.wake_mode, t.has_valve,
-       t.valve_arm_supported, t.read_back, t.capabilities, t.medium, t.kind AS type_kind,
-       m.account_id, COALESCE(a.protected, false) AS protected,
+SELECT c.device_id, c.device_type, c.kind, c.status, c.address, c.service_point_id, c.link_id,
+       c.region_id AS region, c.protocol, c.command_handler, c.command_variant, c.wake_mode,
+       c.has_valve, c.valve_arm_supported, c.read_back, c.medium, c.account_id, c.protected,
+       dt.capabilities, dt.kind AS type_kind,
        sl.cause AS lock_cause, sl.locked_at AS lock_since, sl.command_id AS lock_command
-FROM ledger.devices d
-JOIN ledger.device_types t ON t.device_type = d.device_type
-LEFT JOIN ledger.locations loc ON loc.location_id = d.location_id
-LEFT JOIN ledger.meters m ON m.meter_id = d.device_id
-LEFT JOIN ledger.accounts a ON a.account_id = m.account_id
-LEFT JOIN ops.safety_locks sl ON sl.device_id = d.device_id AND sl.cleared_at IS NULL
-WHERE d.device_id = ANY (%s)
+FROM ledger.device_context c
+JOIN ledger.device_types dt ON dt.device_type = c.device_type
+LEFT JOIN ops.safety_locks sl ON sl.device_id = c.device_id AND sl.cleared_at IS NULL
+WHERE c.device_id = ANY (%s)
 """
 
 
@@ -145,13 +134,15 @@ def load_devices(conn: psycopg.Connection[Any], device_ids: Sequence[str]
             for ov in cur.execute("SELECT * FROM ledger.device_type_commands "
                                   "WHERE device_type = ANY (%s)", (types,)):
                 overrides[ov["device_type"]].append(ov)
-    profiles: dict[str, DeviceTypeCommands] = {}
+    # A meter may override its type's valve flag, so profiles are per type and valve.
+    profiles: dict[tuple[str, bool], DeviceTypeCommands] = {}
     out: dict[str, DeviceRecord] = {}
     for r in rows:
-        profile = profiles.get(r["device_type"])
+        profile_key = (r["device_type"], bool(r["has_valve"]))
+        profile = profiles.get(profile_key)
         if profile is None:
             type_row = {**r, "kind": r["type_kind"]}
-            profile = profiles[r["device_type"]] = profile_from_row(
+            profile = profiles[profile_key] = profile_from_row(
                 type_row, overrides[r["device_type"]])
         lock = (SafetyLock(r["lock_cause"], r["lock_since"], r["lock_command"])
                 if r["lock_cause"] else None)

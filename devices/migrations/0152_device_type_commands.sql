@@ -5,7 +5,7 @@
 -- its read-back off, or (enabled = false) takes it away.
 
 CREATE TABLE ledger.device_type_commands (
-    device_type text    NOT NULL,
+    device_type text    NOT NULL REFERENCES ledger.device_types ON DELETE CASCADE,
     command     text    NOT NULL,
     enabled     boolean NOT NULL DEFAULT true,
     handler     text    NOT NULL DEFAULT '',

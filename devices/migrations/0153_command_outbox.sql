@@ -11,4 +11,5 @@ CREATE TABLE ops.command_outbox (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
-GRANT SELECT, INSERT, DELETE ON ops.command_outbox TO {{role.api}};
+-- FOR UPDATE SKIP LOCKED (claiming a batch) needs the UPDATE privilege.
+GRANT SELECT, INSERT, UPDATE, DELETE ON ops.command_outbox TO {{role.api}};

@@ -108,6 +108,13 @@ def migrated_template(config: Config) -> Iterator[str]:
     """A migrated plain-PostgreSQL database used as a template for fast fresh copies."""
     name = f"umt_{RUN_ID}_template"
     create_database(config, name)
+    # Nothing may stay connected to a template, or CREATE DATABASE ... TEMPLATE fails: close
+    # it to new connections (TimescaleDB's background-worker scheduler connects to every
+    # database when the server preloads the library) and end the ones already there.
+    with _admin_conn(config) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
     yield name
     drop_database(config, name)
 
