@@ -9,7 +9,6 @@ through the ledger's own tables (as the ``api`` role), so the views the control 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +74,7 @@ def seed_fleet(conn: psycopg.Connection[Any]) -> None:
                 x("INSERT INTO ledger.locations (location_id, kind, parent_id, name) VALUES "
                   "(%s, 'unit', %s, %s) ON CONFLICT DO NOTHING",
                   (f"{region}-{b}-U{u}", f"{region}-{b}", f"Unit {u}"))
-    for cust, protected in (("CUST-1", False), ("CUST-PROT", True)):
+    for cust in ("CUST-1", "CUST-PROT"):
         x("INSERT INTO ledger.customers (customer_id, customer_type, name) VALUES "
           "(%s, 'residential', %s) ON CONFLICT DO NOTHING", (cust, f"Customer {cust}"))
     for account in ("ACC-1", "ACC-2", "ACC-4", "ACC-5", "ACC-R2", "ACC-PROT"):
@@ -104,9 +103,9 @@ def seed_fleet(conn: psycopg.Connection[Any]) -> None:
 
 
 @pytest.fixture
-def fleet(database: DbHandle) -> Iterator[Fleet]:
+def fleet(database: DbHandle) -> Fleet:
     """A fresh migrated database with the test utility in its ledger."""
     with database.connect("api") as conn, conn.transaction():
         conn.execute("SELECT set_config('unimeter.actor', 'test-seed', true)")
         seed_fleet(conn)
-    yield Fleet(database)
+    return Fleet(database)
