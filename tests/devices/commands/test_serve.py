@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -28,6 +28,23 @@ from schemas.settings import KafkaSettings
 from tests.plugins.fleet import Fleet
 
 pytestmark = pytest.mark.integration
+
+_TOPICS = ("commands.requests", "commands.results", "commands.dispatch", "device.events",
+           "alerts", "dlq.commands")
+
+
+@pytest.fixture
+def kafka(kafka_settings: KafkaSettings) -> Iterator[KafkaSettings]:
+    """Topics of this test alone: what it writes (garbage included) disturbs no other test."""
+    from schemas.topics import topic_spec
+    from unimeter.topics import create_topics, delete_topics
+
+    own = kafka_settings.model_copy(
+        update={"topic_prefix": f"{kafka_settings.topic_prefix}{uuid.uuid4().hex[:6]}."})
+    create_topics(own, tuple(topic_spec(t) for t in _TOPICS))
+    yield own
+    with contextlib.suppress(Exception):
+        delete_topics(own, [own.topic(t) for t in _TOPICS])
 
 
 @contextlib.asynccontextmanager
@@ -89,26 +106,26 @@ async def _wait_state(service: CommandService, command_id: str, state: CommandSt
 
 
 async def test_requests_in_dispatches_out_results_applied(fleet: Fleet,
-                                                          kafka_settings: KafkaSettings) -> None:
+                                                          kafka: KafkaSettings) -> None:
     service = CommandService(direct_source(fleet.db.settings.conninfo("api")))
     run = uuid.uuid4().hex[:8]
-    producer = await _producer(kafka_settings)
+    producer = await _producer(kafka)
     try:
-        async with running(fleet, kafka_settings) as server:
+        async with running(fleet, kafka) as server:
             # Billing closes a valve for debt through Kafka; a second copy is a no-op.
             request = CommandRequest(
                 command_id=f"bill-{run}", device_id="GAS-ARM-1", command="valve_close",
                 requested_by="billing", requested_at=datetime.now(UTC),
                 params={"cause": "debt"}, origin="billing", client_command_id=f"b-{run}")
             for _ in range(2):
-                await _send(producer, kafka_settings, "commands.requests", request,
+                await _send(producer, kafka, "commands.requests", request,
                             request.key())
             # An operator's command goes straight into the database (API/CLI path).
             direct = await asyncio.to_thread(service.submit, make_request(
                 device_id="ELEC-1", command="read_now", requested_by="op-1",
                 client_command_id=f"r-{run}"))
             wanted = {request.command_id, direct.command_id}
-            sent = await _collect(kafka_settings, "commands.dispatch", 2,
+            sent = await _collect(kafka, "commands.dispatch", 2,
                                   lambda m: isinstance(m, CommandDispatch)
                                   and m.command_id in wanted)
             assert {m.command_id for m in sent} == wanted  # type: ignore[attr-defined]
@@ -119,7 +136,7 @@ async def test_requests_in_dispatches_out_results_applied(fleet: Fleet,
             reply = CommandResult(command_id=close.command_id, device_id=close.device_id,
                                   status="delivered", ts=datetime.now(UTC), fep="fep-9",
                                   attempt=close.attempt, reply={"valve": "closed"})
-            await _send(producer, kafka_settings, "commands.results", reply, reply.key())
+            await _send(producer, kafka, "commands.results", reply, reply.key())
             await _wait_state(service, close.command_id, CommandState.CONFIRMED)
             assert server.stats.requests >= 2
             listed = await asyncio.to_thread(service.list, requested_by="billing")
@@ -129,24 +146,24 @@ async def test_requests_in_dispatches_out_results_applied(fleet: Fleet,
 
 
 async def test_bad_input_goes_to_the_dead_letter_topic(fleet: Fleet,
-                                                       kafka_settings: KafkaSettings) -> None:
+                                                       kafka: KafkaSettings) -> None:
     run = uuid.uuid4().hex[:8]
-    producer = await _producer(kafka_settings)
+    producer = await _producer(kafka)
     try:
-        async with running(fleet, kafka_settings):
-            await _send(producer, kafka_settings, "commands.requests", b"not an envelope",
+        async with running(fleet, kafka):
+            await _send(producer, kafka, "commands.requests", b"not an envelope",
                         key=f"garbage-{run}".encode())
             unknown = CommandRequest(
                 command_id=f"u-{run}", device_id="NO-SUCH-METER", command="read_now",
                 requested_by="billing", requested_at=datetime.now(UTC), origin="billing")
-            await _send(producer, kafka_settings, "commands.requests", unknown, unknown.key())
+            await _send(producer, kafka, "commands.requests", unknown, unknown.key())
             stray = CommandResult(command_id=f"stray-{run}", device_id="GAS-ARM-1",
                                   status="confirmed", ts=datetime.now(UTC))
-            await _send(producer, kafka_settings, "commands.results", stray,
+            await _send(producer, kafka, "commands.results", stray,
                         f"stray-{run}".encode())
             keys = {f"garbage-{run}".encode(), b"NO-SUCH-METER", f"stray-{run}".encode()}
             letters = await _collect(
-                kafka_settings, "dlq.commands", 3,
+                kafka, "dlq.commands", 3,
                 lambda m: isinstance(m, DeadLetter) and (m.key_bytes in keys))
             reasons = sorted(str(m.reason.get("error")) for m in letters)  # type: ignore[attr-defined]
             assert reasons == ["CommandError", "CommandNotFoundError", "MessageDecodeError"]
@@ -156,17 +173,17 @@ async def test_bad_input_goes_to_the_dead_letter_topic(fleet: Fleet,
 
 
 async def test_a_meter_closing_for_tamper_locks_automatic_reopening(
-        fleet: Fleet, kafka_settings: KafkaSettings) -> None:
+        fleet: Fleet, kafka: KafkaSettings) -> None:
     from devices.commands.errors import SafetyPolicyError
 
     service = CommandService(direct_source(fleet.db.settings.conninfo("api")))
-    producer = await _producer(kafka_settings)
+    producer = await _producer(kafka)
     try:
-        async with running(fleet, kafka_settings) as server:
+        async with running(fleet, kafka) as server:
             event = DeviceEvent(event_id=uuid.uuid4().hex, device_id="GAS-ARM-2", kind="alarm",
                                 ts=datetime.now(UTC),
                                 attributes={"valve": "closed", "cause": "tamper"})
-            await _send(producer, kafka_settings, "device.events", event, event.key())
+            await _send(producer, kafka, "device.events", event, event.key())
             async def seen() -> bool:
                 return server.stats.events >= 1
             await _poll(seen)
