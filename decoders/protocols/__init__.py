@@ -1,0 +1,1 @@
+"""Built-in frame templates (``*.yaml``); the file name is the protocol name."""

@@ -1,0 +1,1 @@
+"""Frame templates: the YAML format, its elements and layouts, and template protocols."""
