@@ -1,0 +1,137 @@
+"""The scheduler process: periodic jobs of every package, run by APScheduler.
+
+Strategy: a job is a named import path (``package.module:function``) with a trigger (a cron
+expression in the utility's time zone, or an interval) and keyword arguments. The function
+receives the effective :class:`~unimeter.config.Config` as its first argument. Jobs are
+resolved at start-up, so a wrong path fails then, not at 02:00. Each job runs at most once at
+a time and missed runs coalesce into one. Success and failure are counted and logged per job;
+a job that raises is logged with its traceback and retried at its next trigger, never
+stopping the scheduler. The process touches a heartbeat file so the supervisor can see it is
+alive.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unimeter.config import Config
+from unimeter.errors import ConfigurationError
+
+__all__ = ["JobSpec", "JobStats", "SchedulerRunner", "resolve"]
+
+log = logging.getLogger("unimeter.scheduler")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    target: str  # "package.module:function"
+    cron: str | None = None  # five-field cron, in the utility's zone
+    every_s: float | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    jitter_s: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.cron is None) == (self.every_s is None):
+            raise ConfigurationError(f"job '{self.name}' needs exactly one of cron or every_s")
+
+
+@dataclass
+class JobStats:
+    runs: int = 0
+    failures: int = 0
+    last_error: str = ""
+    last_duration_s: float = 0.0
+
+
+def resolve(target: str) -> Callable[..., Any]:
+    """Import ``package.module:function``; a wrong path is a configuration error."""
+    module_name, _, attr = target.partition(":")
+    try:
+        func = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"scheduled job target '{target}' cannot be imported: {exc}",
+                                 hint="check the job list of the scheduler") from None
+    if not callable(func):
+        raise ConfigurationError(f"scheduled job target '{target}' is not callable")
+    return func  # type: ignore[no-any-return]
+
+
+class SchedulerRunner:
+    """Runs a list of jobs until stopped."""
+
+    def __init__(self, config: Config, jobs: list[JobSpec], *,
+                 heartbeat: Path | None = None) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.config = config
+        self.jobs = jobs
+        self.stats = {job.name: JobStats() for job in jobs}
+        self.heartbeat = heartbeat
+        self._funcs = {job.name: resolve(job.target) for job in jobs}
+        self._scheduler = BackgroundScheduler(timezone=config.utility.timezone)
+        self._stop = threading.Event()
+        for job in jobs:
+            self._scheduler.add_job(self._run, trigger=self._trigger(job), args=[job],
+                                    id=job.name, name=job.name, max_instances=1,
+                                    coalesce=True, misfire_grace_time=300)
+
+    def _trigger(self, job: JobSpec) -> Any:
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        if job.cron is not None:
+            try:
+                return CronTrigger.from_crontab(job.cron, timezone=self.config.utility.timezone)
+            except ValueError as exc:
+                raise ConfigurationError(f"job '{job.name}': bad cron '{job.cron}': {exc}",
+                                         hint="use five fields: minute hour day month weekday"
+                                         ) from None
+        return IntervalTrigger(seconds=job.every_s, jitter=job.jitter_s or None)
+
+    def _run(self, job: JobSpec) -> None:
+        stats = self.stats[job.name]
+        started = time.monotonic()
+        try:
+            self._funcs[job.name](self.config, **job.kwargs)
+        except Exception as exc:  # a failing job must never stop the scheduler
+            stats.failures += 1
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("job %s failed", job.name)
+        finally:
+            stats.runs += 1
+            stats.last_duration_s = time.monotonic() - started
+
+    def run_now(self, name: str) -> None:
+        """Run one job immediately in this thread (``unimeter scheduler --once NAME``)."""
+        job = next((j for j in self.jobs if j.name == name), None)
+        if job is None:
+            raise ConfigurationError(f"no job named '{name}'",
+                                     hint=f"known: {', '.join(j.name for j in self.jobs)}")
+        self._run(job)
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._scheduler.shutdown(wait=True)
+
+    def serve(self) -> None:
+        """Run until :meth:`stop`; touch the heartbeat file every few seconds."""
+        self.start()
+        try:
+            while not self._stop.wait(5.0):
+                if self.heartbeat is not None:
+                    self.heartbeat.parent.mkdir(parents=True, exist_ok=True)
+                    self.heartbeat.touch()
+        finally:
+            if self._scheduler.running:
+                self._scheduler.shutdown(wait=True)
