@@ -149,9 +149,11 @@ class _DryRunDoneError(Exception):
 
 
 def _rejected(problems: list[Problem]) -> ImportRejectedError:
+    problems = sorted(problems, key=lambda p: (p.source, p.line))
     lines = len({(p.source, p.line) for p in problems})
     return ImportRejectedError(
-        f"import rejected: {len(problems)} problem(s) in {lines} row(s); nothing was changed",
+        f"import rejected: {len(problems)} problem(s) in {lines} row(s), the first: "
+        f"{problems[0]}; nothing was changed",
         hint="fix the rows listed and import the same files again", problems=problems)
 
 

@@ -97,7 +97,8 @@ class LedgerKeys:
         devices = {r[0]: (r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(
             "SELECT device_id, device_type, kind, status, parent_device_id, link_id "
             "FROM ledger.devices").fetchall()}
-        sizes: dict[str, str] = dict(conn.execute("SELECT size, medium FROM ledger.meter_sizes").fetchall())
+        sizes: dict[str, str] = dict(conn.execute(
+            "SELECT size, medium FROM ledger.meter_sizes").fetchall())
         transitions = {(r[0], r[1]) for r in conn.execute(
             "SELECT status_from, status_to FROM ledger.device_transitions").fetchall()}
         ids["device_types"] = set(device_types)

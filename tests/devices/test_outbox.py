@@ -101,17 +101,17 @@ async def test_account_and_topology_changes_republish_affected_meters(
 
 async def test_versions_increase_and_deleted_meters_become_tombstones(
         ledger_db: DbHandle, kafka_settings: KafkaSettings) -> None:
-    async with OutboxPublisher(ledger_db.settings, kafka_settings) as publisher:
-        async with TopicTail(kafka_settings, "ledger.meters") as tail:
-            await publisher.drain()
-            first = latest(await tail.read())
-            _sql(ledger_db, "UPDATE ledger.meters SET register_digits = 8 "
-                            "WHERE meter_id = 'M1'")
-            await publisher.drain()
-            _sql(ledger_db, "DELETE FROM ledger.meters WHERE meter_id = 'M2'",
-                 "DELETE FROM ledger.devices WHERE device_id = 'M2'")
-            await publisher.drain()
-            records = await tail.read()
+    async with (OutboxPublisher(ledger_db.settings, kafka_settings) as publisher,
+                TopicTail(kafka_settings, "ledger.meters") as tail):
+        await publisher.drain()
+        first = latest(await tail.read())
+        _sql(ledger_db, "UPDATE ledger.meters SET register_digits = 8 "
+                        "WHERE meter_id = 'M1'")
+        await publisher.drain()
+        _sql(ledger_db, "DELETE FROM ledger.meters WHERE meter_id = 'M2'",
+             "DELETE FROM ledger.devices WHERE device_id = 'M2'")
+        await publisher.drain()
+        records = await tail.read()
     final = latest(records)
     assert final[("ledger.meters", "M1")].register_digits == 8
     assert final[("ledger.meters", "M1")].ledger_version > \
