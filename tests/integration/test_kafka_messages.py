@@ -33,18 +33,20 @@ async def test_every_message_type_through_the_broker(kafka_settings: KafkaSettin
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 group_id=None)
     await consumer.start()
-    received: dict[str, tuple[bytes | None, Message]] = {}
+    # Other tests of this session publish to the same topics (compacted ledger topics carry
+    # tombstones too): look for each sample among everything received.
+    received: dict[str, list[tuple[bytes | None, Message]]] = {}
     try:
         async with asyncio.timeout(60):
-            while len(received) < len(samples):
+            while not all((m.key(), m) in received.get(s, []) for s, m in samples.items()):
                 batch = await consumer.getmany(timeout_ms=1000)
                 for records in batch.values():
                     for record in records:
+                        if record.value is None:
+                            continue
                         _, message = codec.decode(record.value)
-                        received[message.SCHEMA] = (record.key, message)
+                        received.setdefault(message.SCHEMA, []).append((record.key, message))
     finally:
         await consumer.stop()
     for schema, message in samples.items():
-        key, decoded = received[schema]
-        assert decoded == message, schema
-        assert key == message.key(), schema
+        assert (message.key(), message) in received[schema], schema
