@@ -41,6 +41,7 @@ __all__ = [
     "Message",
     "RawFrame",
     "Reading",
+    "Settlement",
     "TariffTier",
     "TopUp",
     "ValidatedReading",
@@ -247,7 +248,13 @@ class ValidatedReading(Message, frozen=True, kw_only=True):
 
 
 class ChargeSegment(msgspec.Struct, frozen=True, kw_only=True):
-    """One priced piece of a charge: a volume at one tier, price component and tariff version."""
+    """One priced piece of a charge: a volume at one tier, price component and tariff version.
+
+    ``amount`` is ``volume × unit_price`` rounded half-up to 0.01 — money is rounded once per
+    segment, and a charge's amount is the sum of its segments. A tier whose price is split into
+    components (water: tap water, resource fee, sewage fee) gives one segment per component.
+    A negative volume and amount reverse part of an earlier charge (an adjustment).
+    """
 
     tier: int
     volume: Decimal
@@ -256,6 +263,9 @@ class ChargeSegment(msgspec.Struct, frozen=True, kw_only=True):
     component: str = "total"
     tariff_id: str = ""
     tariff_version: int = 1
+    #: Time-of-use period name (``peak``, ``valley`` …) or, for a real-time tariff, the start
+    #: of the priced interval in ISO form; empty for step and flat tariffs.
+    period: str = ""
 
 
 class Charge(Message, frozen=True, kw_only=True):
@@ -312,6 +322,10 @@ class BalanceChange(Message, frozen=True, kw_only=True):
     currency: str = "CNY"
     reference: str | None = None
     alarm_state: str | None = None
+    #: Volume-mode accounts (pre-purchased m³): the signed volume moved and the m³ left.
+    #: ``amount``/``balance_after`` then carry the money value at the purchase prices.
+    volume: Decimal | None = None
+    volume_after: Decimal | None = None
 
     def key(self) -> bytes:
         return self.account_id.encode()
@@ -337,6 +351,50 @@ class TopUp(Message, frozen=True, kw_only=True):
     currency: str = "CNY"
     operator: str | None = None
     reason: str = ""
+    #: Volume-mode accounts: the m³ sold for ``amount`` (None: billing buys at the tariff).
+    volume: Decimal | None = None
+
+    def key(self) -> bytes:
+        return self.account_id.encode()
+
+
+class Settlement(Message, frozen=True, kw_only=True):
+    """Settled consumption of one account for one local day, month or year (a bill).
+
+    The billing engine settles each local day (the utility's time zone) once the day is over
+    and a later reading arrived or the agent's clock closed it, and rolls days up into month
+    and year settlements — the monthly and yearly bills of accounts whose meters have no
+    billing functions. A correction to a settled period (an actual reading replacing an
+    estimate, a re-validated value) publishes the next ``revision`` of the same
+    ``settlement_id``; consumers keep the highest revision and may keep the history.
+    ``provisional`` is true while ``estimated_volume`` > 0 (estimated days are settled
+    provisionally and corrected by adjustments when actual readings arrive).
+    Natural key (``settlement_id``, ``revision``).
+    """
+
+    SCHEMA: ClassVar[str] = "billing.settlement"
+    VERSION: ClassVar[int] = 1
+
+    settlement_id: str
+    account_id: str
+    period: Literal["day", "month", "year"]
+    period_id: str
+    period_start: AwareDatetime
+    period_end: AwareDatetime
+    revision: int
+    volume: Decimal
+    amount: Decimal
+    currency: str = "CNY"
+    estimated_volume: Decimal = Decimal("0")
+    provisional: bool = False
+    segments: tuple[ChargeSegment, ...] = ()
+    charges: int = 0
+    meters: tuple[str, ...] = ()
+    tariff_id: str = ""
+    cycle_id: str = ""
+    cycle_volume_after: Decimal | None = None
+    balance_after: Decimal | None = None
+    created_at: AwareDatetime | None = None
 
     def key(self) -> bytes:
         return self.account_id.encode()
@@ -508,7 +566,15 @@ class LedgerMeter(Message, frozen=True, kw_only=True):
 
 
 class LedgerAccount(Message, frozen=True, kw_only=True):
-    """A billing account without personal data: mode, limits, tariff, protection."""
+    """A billing account without personal data: mode, limits, tariff, protection.
+
+    Limits are in the account's credit unit (money; m³ for ``prepaid_volume``): alarm levels
+    1 and 2 warn when the balance falls below them, the supply is cut off when the balance
+    falls below ``-overdraft_limit`` and re-armed when a top-up lifts it above
+    ``reconnect_limit``; ``max_balance`` refuses hoarding top-ups. ``tier_override`` maps a tier
+    number (``"1"``) to the upper volume that replaces the tariff's for this account (large
+    households). ``protected`` accounts are never cut off for debt.
+    """
 
     SCHEMA: ClassVar[str] = "ledger.account"
     VERSION: ClassVar[int] = 1
@@ -529,6 +595,11 @@ class LedgerAccount(Message, frozen=True, kw_only=True):
     tier_override: dict[str, Decimal] = msgspec.field(default_factory=dict)
     region: str | None = None
     ledger_version: int = 1
+    #: Where billing starts for an account taken over from another system: the credit then
+    #: (money; m³ for ``prepaid_volume``) and the volume already used in the tier cycle.
+    opening_balance: Decimal | None = None
+    opening_cycle_volume: Decimal | None = None
+    opened_at: AwareDatetime | None = None
 
     def key(self) -> bytes:
         return self.account_id.encode()
@@ -547,7 +618,13 @@ class TariffTier(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LedgerTariff(Message, frozen=True, kw_only=True):
-    """One effective-dated version of a tariff (step, flat, time-of-use or real-time)."""
+    """One effective-dated version of a tariff (step, flat, time-of-use or real-time).
+
+    The version in force at an instant is the one with the latest ``effective_from`` not after
+    it (``effective_to`` ends a version early). ``tou`` holds the time-of-use schedule or the
+    real-time interval prices; its shape is documented and validated by
+    :mod:`billing.tariffs` (see ``docs/tariff-file.md``).
+    """
 
     SCHEMA: ClassVar[str] = "ledger.tariff"
     VERSION: ClassVar[int] = 1
@@ -590,7 +667,8 @@ class LedgerVeeGroup(Message, frozen=True, kw_only=True):
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.SCHEMA: cls
     for cls in (
-        RawFrame, Reading, DeviceEvent, ValidatedReading, Charge, BalanceChange, TopUp, Alert,
+        RawFrame, Reading, DeviceEvent, ValidatedReading, Charge, BalanceChange, TopUp,
+        Settlement, Alert,
         CommandRequest, CommandDispatch, CommandResult, DeadLetter,
         LedgerMeter, LedgerAccount, LedgerTariff, LedgerVeeGroup,
     )

@@ -25,6 +25,7 @@ from schemas.messages import (
     Message,
     RawFrame,
     Reading,
+    Settlement,
     TopUp,
     ValidatedReading,
 )
@@ -77,6 +78,9 @@ TOPICS: tuple[TopicSpec, ...] = (
               (BalanceChange,), retention_ms=30 * _DAY_MS),
     TopicSpec("billing.topups", "account id", "top-ups, refunds and adjustments to apply",
               (TopUp,), retention_ms=30 * _DAY_MS),
+    TopicSpec("billing.settlements", "account id",
+              "daily, monthly and yearly settlements (bills), revised by corrections",
+              (Settlement,), retention_ms=30 * _DAY_MS),
     TopicSpec("alerts", "object id", "operator alerts with severity and reason", (Alert,)),
     TopicSpec("commands.requests", "device id", "command requests from API, billing, operations",
               (CommandRequest,)),
