@@ -1,0 +1,182 @@
+"""Daily settlement and the monthly and yearly bills built from it.
+
+Every charge and adjustment of an account is settled on one local day (the utility's time
+zone): the day that contains the last instant of its consumption period (a daily read for
+10 July, ``[10 Jul 00:00, 11 Jul 00:00)``, settles on 10 July). Days roll up into calendar
+months and years — the monthly and yearly bills of meters without billing functions.
+
+A period stays *open* while its consumption can still grow in the normal course: it is
+closed, and its first revision published, when the account's first charge for a later day
+arrives (every period ending by that day's start closes) or when the clock passes its end
+plus a grace time (:meth:`Settler.close_due`, called by the agent's timer). A charge that
+lands in an already closed period — a late reading, a new version of a reading, an actual
+read replacing an estimate — publishes the period's next revision at once: corrections
+revise, they never rewrite. A period is ``provisional`` while it holds estimated volume.
+
+Settlement amounts are sums of the charges' rounded segments, never re-rounded, so a bill
+always equals the charges it settles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from billing.cycles import local_midnight as _local_midnight
+from billing.money import ZERO
+from billing.state import AccountState, PeriodAccumulator
+from schemas.messages import Charge, ChargeSegment, Settlement
+
+__all__ = ["Settler"]
+
+_EPSILON = timedelta(microseconds=1)
+Period = Literal["day", "month", "year"]
+
+
+@dataclass(frozen=True, slots=True)
+class _PeriodRef:
+    period: Period
+    period_id: str
+    start: datetime
+    end: datetime
+
+
+class Settler:
+    """Keeps the open settlement periods of accounts and publishes their revisions."""
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self._days: dict[date, tuple[_PeriodRef, _PeriodRef, _PeriodRef]] = {}
+
+    def periods_of(self, ts: datetime) -> tuple[_PeriodRef, _PeriodRef, _PeriodRef]:
+        """The local day, month and year that contain instant ``ts``."""
+        day = ts.astimezone(self.tz).date()
+        found = self._days.get(day)
+        if found is None:
+            tz = self.tz
+
+            def local_midnight(day: date, tz: ZoneInfo = tz) -> datetime:
+                return _local_midnight(day, tz).astimezone(UTC)
+
+            next_day = day + timedelta(days=1)
+            month = date(day.year, day.month, 1)
+            next_month = date(day.year + day.month // 12, day.month % 12 + 1, 1)
+            found = (
+                _PeriodRef("day", day.isoformat(), local_midnight(day, tz),
+                           local_midnight(next_day, tz)),
+                _PeriodRef("month", f"{day.year}-{day.month:02d}", local_midnight(month, tz),
+                           local_midnight(next_month, tz)),
+                _PeriodRef("year", str(day.year), local_midnight(date(day.year, 1, 1), tz),
+                           local_midnight(date(day.year + 1, 1, 1), tz)),
+            )
+            if len(self._days) > 4096:
+                self._days.clear()
+            self._days[day] = found
+        return found
+
+    def settlement_instant(self, charge: Charge) -> datetime:
+        """The instant whose local day a charge settles on."""
+        end = charge.period_end
+        return end - _EPSILON if end > charge.period_start else end
+
+    def post(self, state: AccountState, charge: Charge, estimated_volume: Decimal,
+             balance_after: Decimal | None, closed: MutableMapping[str, PeriodAccumulator],
+             now: datetime) -> tuple[str, list[Settlement]]:
+        """Add ``charge`` to its day, month and year; returns the day's key and the
+        settlements to publish (periods it closed, and revisions of closed periods)."""
+        refs = self.periods_of(self.settlement_instant(charge))
+        out = self.close_before(state, refs[0].start, closed, now)
+        account_id = state.account_id
+        day_key = ""
+        for ref in refs:
+            key = f"{account_id}|{ref.period}|{ref.period_id}"
+            if not day_key:
+                day_key = key
+            acc = state.open_periods.get(key)
+            if acc is None:
+                acc = closed.get(key)
+            if acc is None:
+                acc = PeriodAccumulator(account_id=account_id, period=ref.period,
+                                        period_id=ref.period_id, start=ref.start, end=ref.end,
+                                        currency=charge.currency)
+            _add(acc, charge, estimated_volume, balance_after)
+            if acc.closed:
+                acc.revision += 1
+                closed[key] = acc
+                out.append(_settlement(acc, now))
+            else:
+                state.open_periods[key] = acc
+        return day_key, out
+
+    def close_before(self, state: AccountState, boundary: datetime,
+                     closed: MutableMapping[str, PeriodAccumulator],
+                     now: datetime) -> list[Settlement]:
+        """Close every open period of the account that ends by ``boundary``."""
+        if not state.open_periods:
+            return []
+        due = [k for k, acc in state.open_periods.items() if acc.end <= boundary]
+        out = []
+        # Days before months before years, each in time order: a bill follows its days.
+        order = {"day": 0, "month": 1, "year": 2}
+        due.sort(key=lambda k: (order[state.open_periods[k].period], state.open_periods[k].end))
+        for key in due:
+            acc = state.open_periods.pop(key)
+            acc.closed = True
+            acc.revision += 1
+            closed[key] = acc
+            out.append(_settlement(acc, now))
+        return out
+
+    def close_due(self, state: AccountState, now: datetime, grace: timedelta,
+                  closed: MutableMapping[str, PeriodAccumulator]) -> list[Settlement]:
+        """Close the periods whose end plus ``grace`` has passed (the agent's daily timer)."""
+        return self.close_before(state, now - grace, closed, now)
+
+
+def _add(acc: PeriodAccumulator, charge: Charge, estimated_volume: Decimal,
+         balance_after: Decimal | None) -> None:
+    acc.volume += charge.volume
+    acc.amount += charge.amount
+    acc.estimated_volume += estimated_volume
+    acc.charges += 1
+    if charge.meter_id and charge.meter_id not in acc.meters:
+        acc.meters.append(charge.meter_id)
+    if charge.tariff_id:
+        acc.tariff_id = charge.tariff_id
+    if charge.cycle_id:
+        acc.cycle_id = charge.cycle_id
+        acc.cycle_volume_after = charge.cycle_volume_after
+    if balance_after is not None:
+        acc.balance_after = balance_after
+    if charge.segments:
+        acc.segments = _merge(acc.segments, charge.segments)
+
+
+def _merge(have: list[ChargeSegment],
+           new: tuple[ChargeSegment, ...]) -> list[ChargeSegment]:
+    totals: dict[tuple[str, int, int, str, str, Decimal], tuple[Decimal, Decimal]] = {}
+    for s in (*have, *new):
+        key = (s.tariff_id, s.tariff_version, s.tier, s.component, s.period, s.unit_price)
+        volume, amount = totals.get(key, (ZERO, ZERO))
+        totals[key] = (volume + s.volume, amount + s.amount)
+    return [ChargeSegment(tier=tier, volume=volume, unit_price=unit, amount=amount,
+                          component=component, tariff_id=tariff_id, tariff_version=version,
+                          period=period)
+            for (tariff_id, version, tier, component, period, unit), (volume, amount)
+            in totals.items() if volume or amount]
+
+
+def _settlement(acc: PeriodAccumulator, now: datetime) -> Settlement:
+    return Settlement(
+        settlement_id=f"{acc.account_id}:{acc.period}:{acc.period_id}",
+        account_id=acc.account_id, period=acc.period, period_id=acc.period_id,
+        period_start=acc.start, period_end=acc.end, revision=acc.revision, volume=acc.volume,
+        amount=acc.amount, currency=acc.currency, estimated_volume=acc.estimated_volume,
+        provisional=acc.estimated_volume > 0, segments=tuple(acc.segments),
+        charges=acc.charges, meters=tuple(acc.meters), tariff_id=acc.tariff_id,
+        cycle_id=acc.cycle_id, cycle_volume_after=acc.cycle_volume_after,
+        balance_after=acc.balance_after, created_at=now)
