@@ -14,7 +14,9 @@ any number of which may run side by side (consumer group; ``FOR UPDATE SKIP LOCK
   :meth:`~.dispatch.CommandEngine.sweep` whenever ``NOTIFY unimeter_commands`` says there is
   work (the API and the CLI notify on commit), and at least every ``poll_interval_s``.
 * **publisher** sends outbox rows (dispatches, alerts) with ``acks=all`` and deletes them in
-  the same transaction that locked them.
+  the same transaction that locked them;
+* service operations (:mod:`devices.operations`) are advanced after every sweep, so a step
+  whose command finished moves on within a poll interval;
 * **heartbeat** touches a file the supervisor (``unimeter run``) checks.
 
 Blocking database work runs in worker threads (``asyncio.to_thread``); the outbox publisher
@@ -42,6 +44,7 @@ from devices.commands.dispatch import CommandEngine
 from devices.commands.errors import CommandError, SafetyPolicyError
 from devices.commands.service import CommandService
 from devices.commands.settings import CommandSettings
+from devices.operations import OperationService
 from schemas import codec
 from schemas.errors import MessageDecodeError, UnimeterError
 from schemas.messages import CommandRequest, CommandResult, DeadLetter, DeviceEvent
@@ -65,6 +68,7 @@ class ServerStats:
     dispatched: int = 0
     published: int = 0
     sweeps: int = 0
+    operations_moved: int = 0
     started_at: float = field(default_factory=time.time)
 
 
@@ -84,6 +88,7 @@ class CommandServer:
         kwargs: dict[str, Any] = {"clock": clock} if clock else {}
         self.service = CommandService(self.pool, self.settings, **kwargs)
         self.engine = CommandEngine(self.service)
+        self.operations = OperationService(self.service)
         self.stats = ServerStats()
         self._wake = asyncio.Event()          # the dispatcher has work
         self._wake_publish = asyncio.Event()  # the outbox has rows
@@ -212,6 +217,7 @@ class CommandServer:
                     break
             report = await asyncio.to_thread(self.engine.sweep)
             self.stats.sweeps += 1
+            self.stats.operations_moved += await asyncio.to_thread(self.operations.advance_due)
             self._wake_publish.set()
             if report.total():
                 log.info("sweep: %s", report)

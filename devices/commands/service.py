@@ -142,45 +142,55 @@ class CommandService:
         """Validate, judge and store one command; return it (existing one on a retry).
 
         ``operation_id`` ties the command to a service operation step; ``parent_command_id``
-        makes it the read-back of another command.
+        makes it the read-back of another command. A refusal by the safety policy is stored
+        (state ``rejected``) and then raised as :class:`SafetyPolicyError` with its
+        ``command_id``.
         """
+        with self.transaction() as conn:
+            record, refusal = self.submit_in(conn, request, operation_id=operation_id,
+                                             parent_command_id=parent_command_id)
+        if refusal is not None:
+            raise refusal
+        return record
+
+    def submit_in(self, conn: psycopg.Connection[Any], request: CommandRequest, *,
+                  operation_id: str | None = None, parent_command_id: str | None = None
+                  ) -> tuple[CommandRecord, SafetyPolicyError | None]:
+        """:meth:`submit` inside the caller's transaction; a policy refusal is returned with
+        the stored ``rejected`` record instead of raised (commit to keep it)."""
         spec = command_spec(request.command)
         params = spec.validate(request.params)
         now = self.clock()
         refusal: SafetyPolicyError | None = None
-        with self.transaction() as conn:
-            existing = self._existing(conn, request, params.canonical())
-            if existing is not None:
-                return existing
-            device = load_device(conn, request.device_id)
-            if device.status == "removed":
-                raise DeviceUnavailableError(
-                    f"device {device.device_id} is removed and takes no commands",
-                    where=f"device {device.device_id}",
-                    hint="commands go to installed or active devices; check the device id")
-            self._lock_operator(conn, request.requested_by)
-            try:
-                decision = decide(spec, params, device.facts, requested_by=request.requested_by,
-                                  origin=request.origin, mass=request.group_id is not None,
-                                  limits=self.limits)
-            except SafetyPolicyError as exc:
-                refusal = exc
-                decision = Decision(command=spec.name, params=params.canonical(),
-                                    approvals_required=0)
-            record = self._insert(conn, request, spec, decision, device, now,
-                                  operation_id=operation_id, parent_command_id=parent_command_id)
-            if refusal is not None:
-                record = transition(conn, record, CommandEvent.REJECT, actor="policy",
-                                    details={"rule": refusal.context.get("rule", ""),
-                                             "reason": refusal.message},
-                                    result_detail=refusal.message, error_code="safety_policy",
-                                    audit_key=self.audit_key, now=now)
-            else:
-                record = self._after_insert(conn, record, spec, decision, now)
+        existing = self._existing(conn, request, params.canonical())
+        if existing is not None:
+            return existing, None
+        device = load_device(conn, request.device_id)
+        if device.status == "removed":
+            raise DeviceUnavailableError(
+                f"device {device.device_id} is removed and takes no commands",
+                where=f"device {device.device_id}",
+                hint="commands go to installed or active devices; check the device id")
+        self._lock_operator(conn, request.requested_by)
+        try:
+            decision = decide(spec, params, device.facts, requested_by=request.requested_by,
+                              origin=request.origin, mass=request.group_id is not None,
+                              limits=self.limits)
+        except SafetyPolicyError as exc:
+            refusal = exc
+            decision = Decision(command=spec.name, params=params.canonical(),
+                                approvals_required=0)
+        record = self._insert(conn, request, spec, decision, device, now,
+                              operation_id=operation_id, parent_command_id=parent_command_id)
         if refusal is not None:
+            record = transition(conn, record, CommandEvent.REJECT, actor="policy",
+                                details={"rule": refusal.context.get("rule", ""),
+                                         "reason": refusal.message},
+                                result_detail=refusal.message, error_code="safety_policy",
+                                audit_key=self.audit_key, now=now)
             refusal.context["command_id"] = record.command_id
-            raise refusal
-        return record
+            return record, refusal
+        return self._after_insert(conn, record, spec, decision, now), None
 
     def _existing(self, conn: psycopg.Connection[Any], request: CommandRequest,
                   params: Mapping[str, Any]) -> CommandRecord | None:

@@ -28,6 +28,8 @@ FLEET: dict[str, tuple[str, str, str | None, str | None]] = {
     "CONC-1": ("concentrator_376", "R1-B2", None, None),
     "GAS-R2-1": ("gas_nbiot_g4", "R2-B1-U1", "ACC-R2", None),
 }
+#: prepaid NB-IoT gas meters in the store, for install and replace
+STOCK_METERS = ["GAS-STOCK-1", "GAS-STOCK-2"]
 #: meters below the concentrator (wired, online, valve opens directly)
 CONC_METERS = [f"GAS-C1-{i:02d}" for i in range(1, 13)]
 
@@ -74,13 +76,20 @@ def seed_fleet(conn: psycopg.Connection[Any]) -> None:
                 x("INSERT INTO ledger.locations (location_id, kind, parent_id, name) VALUES "
                   "(%s, 'unit', %s, %s) ON CONFLICT DO NOTHING",
                   (f"{region}-{b}-U{u}", f"{region}-{b}", f"Unit {u}"))
+    x("INSERT INTO ledger.tariffs (tariff_id, name) VALUES ('BJ-GAS', 'Beijing residential gas') "
+      "ON CONFLICT DO NOTHING")
+    x("INSERT INTO ledger.tariff_versions (tariff_id, version, kind, effective_from, tiers) "
+      "VALUES ('BJ-GAS', 1, 'step', '2020-01-01T00:00:00+08:00', %s) ON CONFLICT DO NOTHING",
+      ('[{"upper": "350", "price": "2.61"}, {"upper": "500", "price": "2.83"}, '
+       '{"upper": null, "price": "4.23"}]',))
     for cust in ("CUST-1", "CUST-PROT"):
         x("INSERT INTO ledger.customers (customer_id, customer_type, name) VALUES "
           "(%s, 'residential', %s) ON CONFLICT DO NOTHING", (cust, f"Customer {cust}"))
-    for account in ("ACC-1", "ACC-2", "ACC-4", "ACC-5", "ACC-R2", "ACC-PROT"):
+    for account in ("ACC-1", "ACC-2", "ACC-4", "ACC-5", "ACC-R2", "ACC-PROT", "ACC-NEW-1",
+                    "ACC-NEW-2"):
         protected = account == "ACC-PROT"
-        x("INSERT INTO ledger.accounts (account_id, customer_id, protected, protected_reason) "
-          "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        x("INSERT INTO ledger.accounts (account_id, customer_id, protected, protected_reason, "
+          "tariff_id) VALUES (%s, %s, %s, %s, 'BJ-GAS') ON CONFLICT DO NOTHING",
           (account, "CUST-PROT" if protected else "CUST-1", protected,
            "home oxygen equipment" if protected else ""))
     for n, (device_id, (dtype, location, account, parent)) in enumerate(FLEET.items()):
@@ -93,6 +102,12 @@ def seed_fleet(conn: psycopg.Connection[Any]) -> None:
         if medium is not None:
             x("INSERT INTO ledger.meters (meter_id, medium, account_id) VALUES (%s, %s, %s) "
               "ON CONFLICT DO NOTHING", (device_id, medium, account))
+    for i, device_id in enumerate(STOCK_METERS):
+        x("INSERT INTO ledger.devices (device_id, device_type, address, status) VALUES "
+          "(%s, 'gas_nbiot_g4', %s, 'in_stock') ON CONFLICT DO NOTHING",
+          (device_id, f"7{i:013d}"))
+        x("INSERT INTO ledger.meters (meter_id, medium) VALUES (%s, 'gas') "
+          "ON CONFLICT DO NOTHING", (device_id,))
     for i, device_id in enumerate(CONC_METERS):
         x("INSERT INTO ledger.devices (device_id, device_type, address, status, location_id, "
           "parent_device_id, point_no) VALUES (%s, 'gas_wired_g2_5', %s, 'active', %s, "
