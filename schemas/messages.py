@@ -477,8 +477,11 @@ class CommandDispatch(Message, frozen=True, kw_only=True):
     max_attempts: int = 3
     reply_timeout_s: float = 10.0
     expires_at: AwareDatetime | None = None
-    #: The ``decoders`` command handler of the device type (``protocol[:variant]``) and its
-    #: options (password level, vendor valve codes …), from the control plane's catalog.
+    #: The ``decoders`` protocol (registry name, ``protocol[:variant]``) that encodes this
+    #: command; ``command`` and ``params`` are then exactly what its encoder takes:
+    #: ``get_protocol(handler).encode_command(command, address, params, ...)``. A
+    #: ``sync_time`` without ``time`` is set to the FEP's clock at delivery. The options are
+    #: the device type's handler options, for information (already merged into ``params``).
     handler: str = ""
     handler_options: dict[str, Scalar] = msgspec.field(default_factory=dict)
 

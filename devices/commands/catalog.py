@@ -9,11 +9,14 @@ judged. *How* a command is put on the wire is not here: per device type a bindin
 it into frames and interprets the reply, so one command controls different device types.
 
 Replies and read-backs arrive interpreted (``CommandResult.reply``) with these keys, the
-contract with the protocol encoders: ``valve`` (``open``/``closed``/``armed``/``abnormal``),
-``relay`` (``closed``/``open``), ``balance`` (decimal string), ``tariff_id`` and
-``tariff_version`` or ``prices`` (list of decimal strings), ``report_interval_min`` (int),
-``clock`` (ISO 8601). A read-back predicate answers True (confirmed), False (the device
-disagrees: fail) or None (the reply does not say: keep waiting or confirm by acknowledgement).
+contract with the protocol encoders' ``CommandOutcome.data``: ``valve`` or ``valve_state``
+(``open``/``closed``/``armed``/``abnormal``), ``relay`` or ``relay_state``
+(``closed``/``open``), ``balance`` (decimal string), ``tariff_id`` and ``tariff_version`` or
+``prices`` (list of decimal strings), ``report_interval_min`` (int), ``clock`` or
+``meter_time`` (ISO 8601; a meter's local time without a zone is read in the utility's zone,
+passed to the checks as ``_timezone``), ``observed_at`` (when the reply arrived). A
+read-back predicate answers True (confirmed), False (the device disagrees: fail) or None
+(the reply does not say: keep waiting or confirm by acknowledgement).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
@@ -123,7 +127,7 @@ def validate_params(spec: CommandSpec, params: Mapping[str, Any] | None) -> Comm
 
 def _valve_is(*states: str) -> ReadbackCheck:
     def check(reply: Mapping[str, Any], _params: Mapping[str, Any]) -> bool | None:
-        valve = reply.get("valve")
+        valve = reply.get("valve", reply.get("valve_state"))
         if valve is None:
             return None
         return str(valve) in states
@@ -132,7 +136,7 @@ def _valve_is(*states: str) -> ReadbackCheck:
 
 def _relay_is(state: str) -> ReadbackCheck:
     def check(reply: Mapping[str, Any], _params: Mapping[str, Any]) -> bool | None:
-        relay = reply.get("relay")
+        relay = reply.get("relay", reply.get("relay_state"))
         return None if relay is None else str(relay) == state
     return check
 
@@ -172,7 +176,7 @@ CLOCK_TOLERANCE = timedelta(seconds=30)
 
 
 def _clock_matches(reply: Mapping[str, Any], params: Mapping[str, Any]) -> bool | None:
-    clock = reply.get("clock")
+    clock = reply.get("clock", reply.get("meter_time"))
     observed = reply.get("observed_at")
     if clock is None or observed is None:
         return None
@@ -181,6 +185,8 @@ def _clock_matches(reply: Mapping[str, Any], params: Mapping[str, Any]) -> bool 
         at = datetime.fromisoformat(str(observed))
     except ValueError:
         return False
+    if device.tzinfo is None:  # meters keep local time
+        device = device.replace(tzinfo=ZoneInfo(str(params.get("_timezone") or "UTC")))
     return abs(device - at) <= CLOCK_TOLERANCE
 
 

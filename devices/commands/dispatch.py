@@ -83,10 +83,15 @@ class CommandEngine:
         now = self.service.clock()
         limit = limit or self.settings.batch_size
         with self.service.transaction() as conn:
+            # A top-up waits while an earlier one to the same meter is in flight: the meter
+            # takes purchases in sequence.
             ids = [r[0] for r in conn.execute(
-                "SELECT command_id FROM ops.commands WHERE state = 'approved' AND "
-                "next_check_at <= %s ORDER BY priority, requested_at LIMIT %s "
-                "FOR UPDATE SKIP LOCKED", (now, limit)).fetchall()]
+                "SELECT c.command_id FROM ops.commands c WHERE c.state = 'approved' AND "
+                "c.next_check_at <= %s AND NOT (c.wire_command = 'top_up' AND EXISTS ("
+                "SELECT 1 FROM ops.commands o WHERE o.device_id = c.device_id AND "
+                "o.wire_command = 'top_up' AND o.state IN ('queued', 'sent'))) "
+                "ORDER BY c.priority, c.requested_at LIMIT %s FOR UPDATE OF c SKIP LOCKED",
+                (now, limit)).fetchall()]
             if not ids:
                 return 0
             devices = load_devices(conn, sorted({get_command(conn, i).device_id for i in ids}))
@@ -115,15 +120,21 @@ class CommandEngine:
         route = route_for(conn, device)
         attempt = record.attempt + 1
         binding = device.facts.profile.bindings.get(record.command)
+        wire = dict(record.wire_params)
+        extra: dict[str, Any] = {}
+        if record.wire_command == "top_up" and "purchase_sequence" not in wire:
+            # The meter accepts purchase n+1 only: number at first dispatch, keep it after.
+            wire["purchase_sequence"] = _next_purchase(conn, record.device_id)
+            extra["wire_params"] = wire
         dispatch = CommandDispatch(
-            command_id=record.command_id, device_id=record.device_id, command=record.command,
-            protocol=device.protocol, address=device.address, dispatched_at=now,
-            params=dict(record.params), device_type=device.device_type, link_id=route.link_id,
-            fep=route.fep, service_point=route.service_point, delivery=route.delivery,
-            attempt=attempt, max_attempts=record.max_attempts,
-            reply_timeout_s=record.reply_timeout_s, expires_at=record.expires_at,
-            handler=binding.handler if binding else record.handler,
-            handler_options=dict(binding.options) if binding else {})
+            command_id=record.command_id, device_id=record.device_id,
+            command=record.wire_command or record.command, protocol=device.protocol,
+            address=device.address, dispatched_at=now, params=wire,
+            device_type=device.device_type, link_id=route.link_id, fep=route.fep,
+            service_point=route.service_point, delivery=route.delivery, attempt=attempt,
+            max_attempts=record.max_attempts, reply_timeout_s=record.reply_timeout_s,
+            expires_at=record.expires_at, handler=record.handler,
+            handler_options={k: v for k, v in (binding.options if binding else {}).items()})
         outbox.enqueue(conn, "commands.dispatch", dispatch)
         lost_after = (self.settings.on_wake_lost_after_s if route.delivery == "on_wake"
                       else self.settings.lost_after_s)
@@ -136,7 +147,7 @@ class CommandEngine:
                      **({"why": why} if why else {})},
             attempt=attempt, dispatched_at=now, fep=route.fep,
             service_point=route.service_point, link_id=route.link_id, delivery=route.delivery,
-            next_check_at=next_check, audit_key=self._key, now=now)
+            next_check_at=next_check, audit_key=self._key, now=now, **extra)
 
     # ------------------------------------------------------------------ results
 
@@ -228,7 +239,7 @@ class CommandEngine:
                                 fep=result.fep or record.fep, audit_key=self._key, now=now)
         verdict = None
         if spec.readback_check is not None:
-            verdict = spec.readback_check(result.reply, record.params)
+            verdict = spec.readback_check(_observed(result), self._check_params(record))
         if verdict is False:
             return transition(conn, record, CommandEvent.FAIL, actor=actor,
                               details={**details, "why": "the reply contradicts the command"},
@@ -248,12 +259,15 @@ class CommandEngine:
         how = "read back from the device reply" if verdict else "acknowledged by the device"
         record = transition(conn, record, CommandEvent.CONFIRM, actor=actor,
                             details={**details, "confirmation": how},
-                            reply=dict(result.reply), result_detail=how,
+                            reply=_observed(result), result_detail=how,
                             acknowledged_at=now, audit_key=self._key, now=now)
         self._after_confirm(conn, record, now)
         return record
 
     # ------------------------------------------------------------------ read-back
+
+    def _check_params(self, record: CommandRecord) -> dict[str, Any]:
+        return {**dict(record.params), "_timezone": self.service.timezone}
 
     def _start_readback(self, conn: psycopg.Connection[Any], parent: CommandRecord,
                         now: datetime) -> None:
@@ -276,6 +290,7 @@ class CommandEngine:
         decision = decide(read, params, device.facts, requested_by=request.requested_by,
                           origin=request.origin, mass=False, limits=self.service.limits)
         child = self.service._insert(conn, request, read, decision, device, now,
+                                     encoded=self.service.encode(device, decision, now),
                                      operation_id=parent.operation_id,
                                      parent_command_id=parent.command_id)
         transition(conn, child, CommandEvent.APPROVE, actor="policy",
@@ -289,7 +304,7 @@ class CommandEngine:
             return
         spec = command_spec(parent.command)
         if child.state is CommandState.CONFIRMED:
-            verdict = spec.readback_check(child.reply, parent.params) \
+            verdict = spec.readback_check(child.reply, self._check_params(parent)) \
                 if spec.readback_check else None
             if verdict is False:
                 transition(conn, parent, CommandEvent.FAIL, actor="system",
@@ -385,6 +400,26 @@ class CommandEngine:
                                 details={"why": why}, audit_key=self._key, now=now)
         self._dispatch(conn, record, device, now, why=why)
         report.redispatched += 1
+
+
+def _observed(result: CommandResult) -> dict[str, Any]:
+    """The reply with the time it was observed (for clock read-backs)."""
+    return {"observed_at": result.ts.isoformat(), **dict(result.reply)}
+
+
+def _next_purchase(conn: psycopg.Connection[Any], device_id: str) -> int:
+    """The meter's next purchase number: its recorded base plus confirmed top-ups, plus one.
+
+    ``ledger.devices.parameters.purchase_sequence`` is the number of the last purchase the
+    meter took before this platform (card or vendor top-ups); confirmed and in-flight
+    top-ups since count on from it.
+    """
+    row = conn.execute(
+        "SELECT COALESCE((SELECT (parameters->>'purchase_sequence')::int FROM ledger.devices "
+        "WHERE device_id = %s), 0) + (SELECT count(*) FROM ops.commands WHERE device_id = %s "
+        "AND wire_command = 'top_up' AND (state = 'confirmed' OR state IN ('queued', 'sent') "
+        "AND attempt > 0))", (device_id, device_id)).fetchone()
+    return int(row[0]) + 1 if row else 1
 
 
 def _mismatch(command: str, reply: Mapping[str, Any]) -> str:

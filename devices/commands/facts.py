@@ -6,7 +6,9 @@ safety locks, so a mass command of 10,000 meters costs a handful of round trips.
 type's command profile is derived from its ``ledger.device_types`` row — protocol, command
 handler and variant, wake mode, valve and arming capabilities, read-back — with
 ``capabilities.commands`` (an explicit list) or the defaults below, then the overrides of
-``ledger.device_type_commands``. Routes come from the FEPs' session registry
+``ledger.device_type_commands`` — each kept only where the handler's ``decoders`` encoder can
+carry it (:func:`devices.commands.encoding.handler_commands`). Routes come from the FEPs'
+session registry
 (``ops.device_sessions``): an online session names the FEP and link that deliver now; without
 one the command waits for the device to wake or reconnect (``delivery='on_wake'``).
 """
@@ -23,6 +25,7 @@ from psycopg.rows import dict_row
 
 from devices.commands.capabilities import CommandBinding, Delivery, DeviceTypeCommands
 from devices.commands.catalog import CATALOG
+from devices.commands.encoding import handler_commands
 from devices.commands.errors import CommandNotFoundError
 from devices.safety import DeviceFacts, SafetyLock
 
@@ -68,11 +71,12 @@ def profile_from_row(row: Mapping[str, Any],
                      overrides: Iterable[Mapping[str, Any]] = ()) -> DeviceTypeCommands:
     """A device type's profile from its ledger row and its per-command override rows."""
     handler = str(row.get("command_handler") or row["protocol"])
-    variant = str(row.get("command_variant") or "")
+    variant = str(row.get("command_variant") or row.get("protocol_variant") or "")
     handler_name = f"{handler}:{variant}" if variant else handler
     readback = bool(row.get("read_back", True))
+    carried = handler_commands(handler_name)
     bindings = {name: CommandBinding(name, handler_name, readback)
-                for name in default_commands(row)}
+                for name in default_commands(row) if carried is not None and name in carried}
     for ov in overrides:
         name = str(ov["command"])
         if name not in CATALOG:
@@ -81,6 +85,10 @@ def profile_from_row(row: Mapping[str, Any],
             bindings.pop(name, None)
             continue
         base = bindings.get(name, CommandBinding(name, handler_name, readback))
+        other = handler_commands(str(ov.get("handler") or base.handler))
+        if other is None or name not in other:
+            bindings.pop(name, None)  # no encoder can carry it: not commandable
+            continue
         bindings[name] = CommandBinding(
             name, str(ov.get("handler") or base.handler),
             base.readback if ov.get("readback") is None else bool(ov["readback"]),
@@ -108,11 +116,13 @@ class DeviceRecord:
     link_id: str | None
     service_point_id: str | None
     facts: DeviceFacts
+    medium: str | None = None
 
 
 _DEVICES_SQL = """
 SELECT c.device_id, c.device_type, c.kind, c.status, c.address, c.service_point_id, c.link_id,
-       c.region_id AS region, c.protocol, c.command_handler, c.command_variant, c.wake_mode,
+       c.region_id AS region, c.protocol, c.protocol_variant, c.command_handler,
+       c.command_variant, c.wake_mode,
        c.has_valve, c.valve_arm_supported, c.read_back, c.medium, c.account_id, c.protected,
        dt.capabilities, dt.kind AS type_kind,
        sl.cause AS lock_cause, sl.locked_at AS lock_since, sl.command_id AS lock_command
@@ -153,7 +163,7 @@ def load_devices(conn: psycopg.Connection[Any], device_ids: Sequence[str]
             device_id=r["device_id"], device_type=r["device_type"], kind=r["kind"],
             status=r["status"], protocol=r["protocol"], address=r["address"] or "",
             region=r["region"], link_id=r["link_id"], service_point_id=r["service_point_id"],
-            facts=facts)
+            facts=facts, medium=r["medium"])
     return out
 
 

@@ -4,7 +4,8 @@ Strategy: creating a group resolves its target (a list of devices, a place in th
 tree, everything under a concentrator, a device type) against the ledger and runs the safety
 policy for every device, producing a *preview*: per device the command that will really run
 (an open may become an arm), or why the device is left out (a protected customer in a debt
-close, an unsupported type, a removed meter). The preview's SHA-256 is what approvers
+close, an unsupported type, a removed meter), with the frame its protocol encoder builds
+for it. The preview's SHA-256 is what approvers
 approve: an approval names the hash it saw, so nobody approves something other than what was
 shown. Included devices become member commands (``requested``, not individually
 approvable). When the configured number of distinct approvers (never the requester) have
@@ -31,6 +32,7 @@ from psycopg.types.json import Jsonb
 from devices import audit
 from devices.commands import outbox
 from devices.commands.catalog import command_spec
+from devices.commands.encoding import EncodedCommand
 from devices.commands.errors import (
     ApprovalError,
     CommandConflictError,
@@ -196,7 +198,7 @@ def create_group(service: CommandService, *, command: str, params: Mapping[str, 
                                hint="split the mass command by area or device type")
         devices = load_devices(conn, device_ids)
         items: list[dict[str, Any]] = []
-        decisions: dict[str, Decision] = {}
+        decisions: dict[str, tuple[Decision, EncodedCommand]] = {}
         for device_id in device_ids:
             device = devices.get(device_id)
             item: dict[str, Any] = {"device_id": device_id}
@@ -210,12 +212,14 @@ def create_group(service: CommandService, *, command: str, params: Mapping[str, 
                 try:
                     decision = decide(spec, typed, device.facts, requested_by=requested_by,
                                       origin=origin, mass=True, limits=service.limits)
+                    encoded = service.encode(device, decision, now)
                 except CommandError as exc:
                     item["excluded"] = exc.message
                 else:
-                    decisions[device_id] = decision
+                    decisions[device_id] = (decision, encoded)
                     item.update(command=decision.command, params=dict(decision.params),
-                                device_type=device.device_type, region=device.region)
+                                device_type=device.device_type, region=device.region,
+                                frame=encoded.preview_hex)
                     if decision.rewritten:
                         item["requested_command"] = decision.requested_command
             items.append(item)
@@ -252,8 +256,9 @@ def create_group(service: CommandService, *, command: str, params: Mapping[str, 
                 params=canonical, origin=origin, reason=reason, priority=priority,
                 group_id=group_id, command_id=f"{group_id}:{item['device_id']}",
                 ttl=expires_at - now, now=now)
-            decision = decisions[item["device_id"]]
-            member = service._insert(conn, request, spec, decision, device, now)
+            decision, encoded = decisions[item["device_id"]]
+            member = service._insert(conn, request, spec, decision, device, now,
+                                     encoded=encoded)
             if decision.sets_safety_lock:
                 service._set_safety_lock(conn, member, now)
         return _get(conn, group_id)

@@ -73,14 +73,23 @@ class ReadNowParams(CommandParams):
 
 
 class ReadHistoryParams(CommandParams):
-    """Read stored history (daily or monthly frozen values) between two instants."""
+    """Read stored history: the frozen values of ``months_ago`` settlement periods back
+    (1 = the last), or those covering ``start`` .. ``end`` (the handler picks the stored
+    period that holds ``start``; meters keep about twelve)."""
 
-    start: AwareDatetime
-    end: AwareDatetime
-    granularity: Literal["hour", "day", "month"] = "day"
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    months_ago: int | None = Field(default=None, ge=1, le=12)
+    granularity: Literal["hour", "day", "month"] = "month"
 
     @model_validator(mode="after")
     def _check_span(self) -> ReadHistoryParams:
+        if self.months_ago is not None:
+            if self.start is not None or self.end is not None:
+                raise ValueError("give months_ago or start/end, not both")
+            return self
+        if self.start is None or self.end is None:
+            raise ValueError("give months_ago (1..12) or both start and end")
         if self.end <= self.start:
             raise ValueError("end must be after start")
         if self.end - self.start > MAX_HISTORY_SPAN:

@@ -32,7 +32,7 @@ __all__ = [
     "transition",
 ]
 
-_JSON_COLUMNS = {"params", "policy_reasons", "reply"}
+_JSON_COLUMNS = {"params", "policy_reasons", "reply", "wire_params"}
 
 
 def fingerprint(*parts: Any) -> str:
@@ -90,6 +90,9 @@ class CommandRecord:
     error_code: str | None
     reply: Mapping[str, Any]
     updated_at: datetime
+    wire_command: str
+    wire_params: Mapping[str, Any]
+    preview_hex: str
     approvals: tuple[str, ...] = field(default=())
 
     @classmethod

@@ -29,6 +29,7 @@ from psycopg.types.json import Jsonb
 from devices import audit
 from devices.commands import outbox
 from devices.commands.catalog import CommandSpec, SafetyClass, command_spec
+from devices.commands.encoding import EncodedCommand, encode_for_device
 from devices.commands.errors import (
     ApprovalError,
     CommandConflictError,
@@ -123,8 +124,10 @@ class CommandService:
     """The command control plane over one database."""
 
     def __init__(self, source: ConnectionSource, settings: CommandSettings | None = None, *,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now, timezone: str = "Asia/Shanghai"
+                 ) -> None:
         self.source = source
+        self.timezone = timezone
         self.settings = settings or CommandSettings()
         self.limits = self.settings.limits()
         self.audit_key = self.settings.audit_key_bytes()
@@ -180,7 +183,8 @@ class CommandService:
             refusal = exc
             decision = Decision(command=spec.name, params=params.canonical(),
                                 approvals_required=0)
-        record = self._insert(conn, request, spec, decision, device, now,
+        encoded = None if refusal is not None else self.encode(device, decision, now)
+        record = self._insert(conn, request, spec, decision, device, now, encoded=encoded,
                               operation_id=operation_id, parent_command_id=parent_command_id)
         if refusal is not None:
             record = transition(conn, record, CommandEvent.REJECT, actor="policy",
@@ -215,9 +219,18 @@ class CommandService:
     def _lock_operator(self, conn: psycopg.Connection[Any], operator: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"operator:{operator}",))
 
+    def encode(self, device: DeviceRecord, decision: Decision, now: datetime
+               ) -> EncodedCommand:
+        """The encoder's form of the decided command for ``device`` (refuses what its
+        protocol cannot carry). A top-up's purchase sequence is assigned at first dispatch."""
+        binding = device.facts.profile.binding(decision.command)
+        return encode_for_device(binding.handler, decision.command, decision.params,
+                                 address=device.address, options=binding.options,
+                                 medium=device.medium, timezone=self.timezone, now=now)
+
     def _insert(self, conn: psycopg.Connection[Any], request: CommandRequest, spec: CommandSpec,
                 decision: Decision, device: DeviceRecord, now: datetime, *,
-                operation_id: str | None = None,
+                encoded: EncodedCommand | None = None, operation_id: str | None = None,
                 parent_command_id: str | None = None) -> CommandRecord:
         effective = command_spec(decision.command)
         expires_at = request.expires_at or (now + spec.default_ttl)
@@ -257,6 +270,9 @@ class CommandService:
             "delivery": device.facts.profile.delivery,
             "reply_timeout_s": device.facts.profile.reply_timeout_s,
             "handler": binding.handler if binding else "",
+            "wire_command": encoded.command if encoded else "",
+            "wire_params": Jsonb(_without_sequence(encoded.params) if encoded else {}),
+            "preview_hex": encoded.preview_hex if encoded else "",
             "updated_at": now,
         }
         cols = ", ".join(values)
@@ -583,3 +599,7 @@ def make_request(*, device_id: str, command: str, requested_by: str,
         client_command_id=client_command_id, origin=origin, reason=reason,
         expires_at=at + ttl if ttl else None, priority=priority, group_id=group_id)
 
+
+def _without_sequence(params: Mapping[str, Any]) -> dict[str, Any]:
+    # The purchase sequence of a top-up is the meter's next one at first dispatch.
+    return {k: v for k, v in params.items() if k != "purchase_sequence"}

@@ -9,6 +9,9 @@ final read of the old meter, its balance, the tariff to write). A step may be co
 and balances. A command step may name its compensation — the command that undoes it when a
 later step fails (a service close is undone by *arming* the valve, never by opening it).
 
+Balances are *set* where the meter can (``set_balance``), else an opening balance is
+*credited* (``top_up``) to the new meter, which starts at zero.
+
 * register — bind account, initial read, price, balance, arm valve;
 * transfer — final read, close the old account and bind the new, price, balance, arm valve;
 * deregister — final read, close valve, close account;
@@ -102,6 +105,7 @@ class StepContext:
     context: Mapping[str, Any]
     #: per device id: the commands its type supports, its tariff and billing mode
     devices: Mapping[str, Mapping[str, Any]]
+    operation_id: str = ""
 
     def supports(self, device_key: str, command: str) -> bool:
         device = self.devices.get(str(self.params.get(device_key)), {})
@@ -170,20 +174,42 @@ def _has_price(device_key: str) -> Condition:
 
 
 def _balance(c: StepContext) -> dict[str, Any]:
+    return {"balance": str(_opening_amount(c)), "reason": "service operation"}
+
+
+def _opening_amount(c: StepContext) -> Decimal | None:
     carried = c.context.get("old_final_read", {}).get("balance") \
         if c.params.get("carry_balance") else None
     value = carried if carried is not None else c.params.get("opening_balance")
-    return {"balance": str(value), "reason": "service operation"}
+    return None if value is None else Decimal(str(value))
 
 
 def _has_balance(device_key: str) -> Condition:
     def when(c: StepContext) -> bool:
-        if not (c.supports(device_key, "set_balance") and c.prepaid(device_key)):
-            return False
-        carried = c.context.get("old_final_read", {}).get("balance") \
-            if c.params.get("carry_balance") else None
-        return carried is not None or c.params.get("opening_balance") is not None
+        return (c.supports(device_key, "set_balance") and c.prepaid(device_key)
+                and _opening_amount(c) is not None)
     return when
+
+
+def _credit(c: StepContext) -> dict[str, Any]:
+    return {"amount": str(_opening_amount(c)), "topup_id": f"op-{c.operation_id}"}
+
+
+def _has_credit(device_key: str) -> Condition:
+    """Meters that take top-ups but cannot have their balance set (CJ/T 188): a new meter
+    starts at zero, so crediting the opening balance sets it."""
+    def when(c: StepContext) -> bool:
+        amount = _opening_amount(c)
+        return (not c.supports(device_key, "set_balance") and c.supports(device_key, "top_up")
+                and c.prepaid(device_key) and amount is not None and amount > 0)
+    return when
+
+
+def _balance_steps(device_key: str) -> tuple[Step, Step]:
+    return (Step("set balance", "command", "set_balance", device_key, _balance,
+                 _has_balance(device_key)),
+            Step("credit opening balance", "command", "top_up", device_key, _credit,
+                 _has_credit(device_key)))
 
 
 def _can(device_key: str, command: str, flag: str | None = None) -> Condition:
@@ -217,8 +243,7 @@ OPERATIONS: dict[str, OperationKind] = {op.name: op for op in (
              when=_can("meter_id", "read_now"), remember="initial_read"),
         Step("set price", "command", "set_price", params=_price("meter_id"),
              when=_has_price("meter_id")),
-        Step("set balance", "command", "set_balance", params=_balance,
-             when=_has_balance("meter_id")),
+        *_balance_steps("meter_id"),
         _arm_step("meter_id"),
     )),
     OperationKind("transfer", TransferParams, (
@@ -226,8 +251,7 @@ OPERATIONS: dict[str, OperationKind] = {op.name: op for op in (
         Step("transfer account", "ledger", "transfer_account"),
         Step("set price", "command", "set_price", params=_price("meter_id"),
              when=_has_price("meter_id")),
-        Step("set balance", "command", "set_balance", params=_balance,
-             when=_has_balance("meter_id")),
+        *_balance_steps("meter_id"),
         _arm_step("meter_id"),
     )),
     OperationKind("deregister", DeregisterParams, (
@@ -243,8 +267,7 @@ OPERATIONS: dict[str, OperationKind] = {op.name: op for op in (
              when=_can("meter_id", "read_now"), remember="initial_read"),
         Step("set price", "command", "set_price", params=_price("meter_id"),
              when=_has_price("meter_id")),
-        Step("set balance", "command", "set_balance", params=_balance,
-             when=_has_balance("meter_id")),
+        *_balance_steps("meter_id"),
         _arm_step("meter_id"),
         Step("activate", "ledger", "activate_meter"),
     )),
@@ -258,8 +281,7 @@ OPERATIONS: dict[str, OperationKind] = {op.name: op for op in (
              _can("new_meter_id", "read_now"), remember="initial_read"),
         Step("set price", "command", "set_price", "new_meter_id", _price("new_meter_id"),
              _has_price("new_meter_id")),
-        Step("set balance", "command", "set_balance", "new_meter_id", _balance,
-             _has_balance("new_meter_id")),
+        *_balance_steps("new_meter_id"),
         _arm_step("new_meter_id"),
         Step("activate", "ledger", "activate_meter", device="new_meter_id"),
     ), devices=("old_meter_id", "new_meter_id")),

@@ -230,7 +230,8 @@ class OperationService:
         definition = _kind(op.kind)
         ids = [str(op.params[d]) for d in definition.devices]
         return StepContext(params=op.params, context=op.context,
-                           devices=_device_facts(conn, ids, self.commands.clock()))
+                           devices=_device_facts(conn, ids, self.commands.clock()),
+                           operation_id=op.operation_id)
 
     def _run(self, conn: psycopg.Connection[Any], op: OperationRecord) -> None:
         definition = _kind(op.kind)

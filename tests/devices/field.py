@@ -47,6 +47,8 @@ class Field:
                                  error_code="rejected", detail="abnormal reply")
         m = self.meter(d.device_id)
         reply: dict[str, Any] = {}
+        # ``d.command`` is the encoder's command: a direct open on CJ/T 188 travels as the
+        # A017 open code, which the wired meters of the fleet execute as an opening.
         if d.command == "valve_close":
             m.valve = "closed"
         elif d.command == "valve_arm_open":
@@ -54,7 +56,7 @@ class Field:
         elif d.command == "valve_open":
             m.valve = "open"
         elif d.command == "set_price":
-            m.prices = [t["price"] for t in d.params["tiers"]]
+            m.prices = [str(p) for p in d.params["prices"]]
         elif d.command == "set_balance":
             m.balance = Decimal(d.params["balance"])
         elif d.command == "top_up":

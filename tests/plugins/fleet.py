@@ -1,6 +1,8 @@
 """A small utility in the real ledger, for control-plane and API tests.
 
-Two regions (R1, R2); prepaid NB-IoT gas meters whose valve can be armed, wired gas meters
+Two regions (R1, R2); device types on the real protocol encoders of ``decoders``
+(CJ/T 188-2004, DL/T 645-2007; the concentrator's protocol has no encoder, so it takes no
+commands); prepaid NB-IoT gas meters whose valve can be armed, wired gas meters
 whose valve opens only directly, an electricity meter with a breaker, a read-only water meter,
 a concentrator with meters below it, and one protected customer. :func:`seed_fleet` writes it
 through the ledger's own tables (as the ``api`` role), so the views the control plane reads
@@ -35,11 +37,13 @@ CONC_METERS = [f"GAS-C1-{i:02d}" for i in range(1, 13)]
 
 _TYPES = [
     # device_type, kind, medium, protocol, wake_mode, has_valve, arm, capabilities
-    ("gas_nbiot_g4", "meter", "gas", "cjt188", "on_wake", True, True, '{"prepaid": true}'),
-    ("gas_wired_g2_5", "meter", "gas", "cjt188", "online", True, False, '{"prepaid": true}'),
-    ("elec_dlt645", "meter", "electricity", "dlt645", "online", False, False,
+    ("gas_nbiot_g4", "meter", "gas", "cjt188-2004", "on_wake", True, True,
+     '{"prepaid": true}'),
+    ("gas_wired_g2_5", "meter", "gas", "cjt188-2004", "online", True, False,
+     '{"prepaid": true}'),
+    ("elec_dlt645", "meter", "electricity", "dlt645-2007", "online", False, False,
      '{"relay": true, "prepaid": true}'),
-    ("water_cjt188", "meter", "water", "cjt188", "online", False, False, '{}'),
+    ("water_cjt188", "meter", "water", "cjt188-2004", "online", False, False, '{}'),
     ("concentrator_376", "concentrator", None, "gb376", "online", False, False, '{}'),
 ]
 
@@ -96,7 +100,8 @@ def seed_fleet(conn: psycopg.Connection[Any]) -> None:
         x("INSERT INTO ledger.devices (device_id, device_type, address, status, location_id, "
           "parent_device_id, link_id) VALUES (%s, %s, %s, 'active', %s, %s, %s) "
           "ON CONFLICT DO NOTHING",
-          (device_id, dtype, f"{n + 1:014d}", location, parent,
+          (device_id, dtype, f"{n + 1:012d}" if dtype == "elec_dlt645" else f"{n + 1:014d}",
+           location, parent,
            "LINK-CONC-1" if device_id == "CONC-1" else None))
         medium = next(t[2] for t in _TYPES if t[0] == dtype)
         if medium is not None:

@@ -31,13 +31,17 @@ def test_dispatch_carries_what_the_fep_needs(fleet: Fleet) -> None:
     assert engine(service).dispatch_due() == 1
     [dispatch] = dispatches(service)
     assert dispatch.command_id == record.command_id
-    assert dispatch.protocol == "cjt188"
+    assert dispatch.protocol == "cjt188-2004"
     assert dispatch.address == "90000000000002"
     assert dispatch.device_type == "gas_wired_g2_5"
-    assert dispatch.handler == "cjt188"
+    assert dispatch.handler == "cjt188-2004"
     assert dispatch.link_id == "LINK-CONC-1"
     assert dispatch.attempt == 1
-    assert dispatch.params["tiers"][0] == {"upper": "350", "price": "2.61"}
+    # What the CJ/T 188 encoder takes, ready for `encode_command`.
+    assert dispatch.command == "set_price"
+    assert dispatch.params == {"meter_type": "gas", "prices": ["2.61", "2.83", "4.23"],
+                               "step_limits": ["350", "500"]}
+    assert record.preview_hex.startswith("fe fe fe fe 68 30")
     assert dispatch.expires_at == record.expires_at
     stored = service.get(record.command_id)
     assert stored.state is S.QUEUED
@@ -84,10 +88,11 @@ def test_confirmation_by_read_back(fleet: Fleet) -> None:
     assert eng.dispatch_due() == 1
     [read] = dispatches(service)
     assert read.command == "read_now"
-    assert read.params == {"what": "status"}
+    assert read.params == {"meter_type": "gas"}  # CJ/T 188 901F carries the status word
+    assert service.get(read.command_id).params == {"what": "status"}
     assert read.command_id == f"{record.command_id}.rb1"
     child = eng.apply_result(result(read, "confirmed", clock.advance(seconds=2),
-                                    reply={"valve": "closed", "volume": "123.45"}))
+                                    reply={"valve_state": "closed", "current_volume": "123.45"}))
     assert child is not None
     assert child.state is S.CONFIRMED
     parent = service.get(record.command_id)

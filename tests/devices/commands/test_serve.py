@@ -132,7 +132,8 @@ async def test_requests_in_dispatches_out_results_applied(fleet: Fleet,
             close = next(m for m in sent if m.command_id == request.command_id)  # type: ignore[attr-defined]
             assert isinstance(close, CommandDispatch)
             assert close.command == "valve_close"
-            assert close.handler == "cjt188"
+            assert close.handler == "cjt188-2004"
+            assert close.params == {"meter_type": "gas"}
             reply = CommandResult(command_id=close.command_id, device_id=close.device_id,
                                   status="delivered", ts=datetime.now(UTC), fep="fep-9",
                                   attempt=close.attempt, reply={"valve": "closed"})
