@@ -13,7 +13,7 @@ almost always fall in the same cycle.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -78,7 +78,10 @@ class CycleRule:
             end = _add_months(start, 1)
             cycle_id = (f"{start.year}-{start.month:02d}" if self.start_day == 1
                         else start.isoformat())
-        cycle = Cycle(cycle_id, local_midnight(start, self.tz), local_midnight(end, self.tz))
+        # Bounds in UTC: comparing aware datetimes of one fixed zone is far cheaper than
+        # asking a ZoneInfo for its offset on every comparison.
+        cycle = Cycle(cycle_id, local_midnight(start, self.tz).astimezone(UTC),
+                      local_midnight(end, self.tz).astimezone(UTC))
         self._last = cycle
         return cycle
 

@@ -97,7 +97,9 @@ class MemoryStore:
 
 def iso_utc(ts: datetime) -> str:
     """``2026-07-10T01:00:00Z`` — the timestamp form used inside natural keys."""
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return ts.replace(tzinfo=None).isoformat() + "Z"
 
 
 def reading_key(reading: ValidatedReading) -> str:
@@ -214,7 +216,8 @@ class BillingEngine:
         if not account_id:
             return Outcome(status="skipped", detail=f"meter {reading.meter_id} has no account "
                                                     "in the reading's dimensions")
-        key = reading_key(reading)
+        ts_text = iso_utc(reading.ts)
+        key = f"{reading.meter_id}|{reading.register}|{ts_text}"
         record = self.store.readings.get(key)
         if record is not None:
             if reading.version < record.version:
@@ -252,8 +255,8 @@ class BillingEngine:
                 hint="give the account a tariff in the ledger (or the meter's dims a tariff_id)")
         old = record.pieces if record is not None else []
         delta = _delta(old, pieces)
-        estimated_new = sum((p.volume for p in pieces if p.estimated), ZERO)
-        estimated_old = sum((p.volume for p in old if p.estimated), ZERO)
+        estimated_new = _estimated(pieces)
+        estimated_old = _estimated(old)
         if not delta and estimated_new == estimated_old and record is not None:
             record.version = reading.version
             self.store.readings[key] = record
@@ -263,7 +266,8 @@ class BillingEngine:
         positions = dict(state.cycle_volumes)  # committed only if pricing succeeds
         priced = self.pricer.price(tariff_id, delta, positions, account.tier_override or None)
         state.cycle_volumes = positions
-        charge = self._charge(reading, account_id, tariff_id, pieces, priced, record, now)
+        charge = self._charge(reading, ts_text, account_id, tariff_id, pieces, priced, record,
+                              now)
         out.charges.append(charge)
         balance_after = self._post_charge(state, account, charge, priced, now, out)
         day_key, settlements = self.settler.post(
@@ -281,16 +285,17 @@ class BillingEngine:
         out.status = "charged" if record is None else "adjusted"
         return out
 
-    def _charge(self, reading: ValidatedReading, account_id: str, tariff_id: str,
+    def _charge(self, reading: ValidatedReading, ts_text: str, account_id: str, tariff_id: str,
                 pieces: list[Piece], priced: PricingResult, record: ReadingRecord | None,
                 now: datetime) -> Charge:
         version = priced.tariff_version
         return Charge(
-            charge_id=f"{account_id}:{reading.meter_id}:{reading.register}:"
-                      f"{iso_utc(reading.ts)}:{reading.version}",
+            charge_id=f"{account_id}:{reading.meter_id}:{reading.register}:{ts_text}:"
+                      f"{reading.version}",
             account_id=account_id, meter_id=reading.meter_id,
             kind="consumption" if record is None else "adjustment",
-            period_start=min(p.start for p in pieces), period_end=max(p.end for p in pieces),
+            period_start=pieces[0].start if len(pieces) == 1 else min(p.start for p in pieces),
+            period_end=pieces[0].end if len(pieces) == 1 else max(p.end for p in pieces),
             volume=priced.volume, amount=priced.amount,
             currency=version.message.currency if version else self.settings.currency,
             segments=priced.segments, reading_ts=reading.ts, reading_version=reading.version,
@@ -476,6 +481,14 @@ def _pieces(reading: ValidatedReading, key: str) -> list[Piece] | None:
             hint="a register that went backwards is a rollback or a meter exchange: VEE "
                  "should flag it and send the corrected consumption")
     return pieces
+
+
+def _estimated(pieces: list[Piece]) -> Decimal:
+    total = ZERO
+    for piece in pieces:
+        if piece.estimated:
+            total += piece.volume
+    return total
 
 
 def _delta(old: list[Piece], new: list[Piece]) -> list[Piece]:

@@ -85,14 +85,18 @@ def alarm_state(state: AccountState, account: LedgerAccount, credit: Decimal) ->
     return "ok"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Context:
     state: AccountState
     account: LedgerAccount
     now: datetime
     unit: str
     command_ttl: timedelta
-    valve_meters: list[str]
+    meter_has_valve: Callable[[str], bool]
+
+    @property
+    def valve_meters(self) -> list[str]:
+        return [m for m in self.state.meters if self.meter_has_valve(m)]
 
     def alert(self, code: str, severity: Severity, reason: str, credit: Decimal,
               cleared: bool = False, **extra: str) -> Alert:
@@ -117,15 +121,30 @@ def evaluate_credit(state: AccountState, account: LedgerAccount, before: Decimal
                     meter_has_valve: Callable[[str], bool]) -> CreditEffects:
     """Apply the prepayment rules to a movement of the credit from ``before`` to ``after``."""
     effects = CreditEffects()
-    if account.billing_mode == "postpaid" or after == before:
+    if account.billing_mode == "postpaid" or after == before or not _may_act(
+            state, account, before, after):
         return effects
-    ctx = _Context(state, account, now, unit, command_ttl,
-                   [m for m in state.meters if meter_has_valve(m)])
+    ctx = _Context(state, account, now, unit, command_ttl, meter_has_valve)
     if after < before:
         _fall(ctx, effects, before, after)
     else:
         _rise(ctx, effects, after)
     return effects
+
+
+def _may_act(state: AccountState, account: LedgerAccount, before: Decimal,
+              after: Decimal) -> bool:
+    """Cheap test whether a movement can cross anything (most charges cross nothing)."""
+    a1, a2 = account.alarm1, account.alarm2
+    if after < before:
+        return bool((state.alarm1_armed and a1 is not None and after < a1)
+                    or (state.alarm2_armed and a2 is not None and after < a2)
+                    or (state.overdraft_armed and after < 0)
+                    or (state.supply == "on" and after < -account.overdraft_limit))
+    return bool((not state.alarm1_armed and a1 is not None and after >= a1)
+                or (not state.alarm2_armed and a2 is not None and after >= a2)
+                or (not state.overdraft_armed and after >= 0)
+                or state.supply != "on")
 
 
 def _fall(ctx: _Context, effects: CreditEffects, before: Decimal, after: Decimal) -> None:
@@ -162,7 +181,8 @@ def _cut_off(ctx: _Context, effects: CreditEffects, after: Decimal) -> None:
             "billing.cut_off_blocked", "major",
             f"{reason}; protected customer, no debt cut-off — contact the customer", after))
         return
-    if not ctx.valve_meters:
+    valve_meters = ctx.valve_meters
+    if not valve_meters:
         state.supply = "cut_off_blocked"
         effects.alerts.append(ctx.alert(
             "billing.cut_off_blocked", "major",
@@ -172,8 +192,8 @@ def _cut_off(ctx: _Context, effects: CreditEffects, after: Decimal) -> None:
     state.supply = "cut_off"
     effects.alerts.append(ctx.alert("billing.cut_off", "critical",
                                     f"{reason}: valve close requested", after,
-                                    meters=",".join(ctx.valve_meters)))
-    for meter_id in ctx.valve_meters:
+                                    meters=",".join(valve_meters)))
+    for meter_id in valve_meters:
         effects.commands.append(ctx.command("valve_close", meter_id, "cut_off", state.cut_offs,
                                             reason, {"cause": "debt"}))
 

@@ -28,6 +28,7 @@ from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 import msgspec
 
@@ -38,7 +39,7 @@ from billing.schedules import PeriodPrice
 from billing.tariffs import TariffBook, TariffVersion, Tier
 from schemas.messages import ChargeSegment
 
-__all__ = ["Piece", "PricedPart", "Pricer", "PricingResult", "merge_segments"]
+__all__ = ["Piece", "Pricer", "PricingResult"]
 
 
 class Piece(msgspec.Struct, array_like=True, frozen=True):
@@ -51,18 +52,8 @@ class Piece(msgspec.Struct, array_like=True, frozen=True):
     estimated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class PricedPart:
-    """A tier chunk of a piece at one unit price and component, before rounding."""
-
-    volume: Decimal
-    tier: int
-    unit_price: Decimal
-    component: str
-    tariff_id: str
-    tariff_version: int
-    period: str
-    cycle_id: str
+#: Merged priced parts: (tariff id, version, tier, component, period, unit price) → volume.
+_Parts = dict[tuple[str, int, int, str, str, Decimal], Decimal]
 
 
 @dataclass(slots=True)
@@ -78,8 +69,7 @@ class PricingResult:
     tariff_version: TariffVersion | None
 
 
-@dataclass(frozen=True, slots=True)
-class _Sub:
+class _Sub(NamedTuple):
     start: datetime
     end: datetime
     version: TariffVersion
@@ -99,8 +89,10 @@ class Pricer:
         """Price ``pieces`` for an account whose cycle volumes are ``positions`` (cycle id →
         volume so far; updated in place). Decreases are priced before increases, each in time
         order, so a correction first takes volume off the top and then adds the new."""
-        ordered = sorted(pieces, key=lambda p: (p.volume >= 0, p.start, p.end))
-        parts: list[PricedPart] = []
+        ordered = list(pieces)
+        if len(ordered) > 1:
+            ordered.sort(key=lambda p: (p.volume >= 0, p.start, p.end))
+        parts: _Parts = {}
         last_cycle = ""
         last_version: TariffVersion | None = None
         total = ZERO
@@ -118,9 +110,12 @@ class Pricer:
                     _add_parts(parts, sub, tier, chunk)
                 positions[cycle_id] = position + volume
                 last_cycle, last_version = cycle_id, sub.version
-        segments = merge_segments(parts)
+        segments = _round(parts)
+        amount = ZERO
+        for segment in segments:
+            amount += segment.amount
         return PricingResult(
-            segments=segments, amount=sum((s.amount for s in segments), ZERO), volume=total,
+            segments=segments, amount=amount, volume=total,
             cycle_id=last_cycle,
             cycle_volume_after=positions.get(last_cycle) if last_cycle else None,
             tariff_version=last_version)
@@ -204,41 +199,39 @@ def _chunks(tiers: Sequence[Tier], low: Decimal, high: Decimal) -> list[tuple[Ti
     return out
 
 
-def _add_parts(parts: list[PricedPart], sub: _Sub, tier: Tier, volume: Decimal) -> None:
+def _add_parts(parts: _Parts, sub: _Sub, tier: Tier, volume: Decimal) -> None:
     message = sub.version.message
-    tariff_id, version, cycle_id = message.tariff_id, message.version, sub.cycle.cycle_id
+    tariff_id, version = message.tariff_id, message.version
     price = sub.price
     if price is None:  # step or flat: the tier price and its components
         if tier.components:
             for name, unit in tier.components:
-                parts.append(PricedPart(volume, tier.number, unit, name, tariff_id, version,
-                                        "", cycle_id))
+                _put(parts, (tariff_id, version, tier.number, name, "", unit), volume)
         else:
-            parts.append(PricedPart(volume, tier.number, tier.price, "total", tariff_id,
-                                    version, "", cycle_id))
+            _put(parts, (tariff_id, version, tier.number, "total", "", tier.price), volume)
         return
     # time-of-use / real-time: the period price, plus the tier's price as an adder
     if price.components:
         for name, unit in price.components:
-            parts.append(PricedPart(volume, tier.number, unit, name, tariff_id, version,
-                                    price.name, cycle_id))
+            _put(parts, (tariff_id, version, tier.number, name, price.name, unit), volume)
         if tier.price:
-            parts.append(PricedPart(volume, tier.number, tier.price, "step", tariff_id,
-                                    version, price.name, cycle_id))
+            _put(parts, (tariff_id, version, tier.number, "step", price.name, tier.price),
+                 volume)
     else:
-        parts.append(PricedPart(volume, tier.number, price.price + tier.price, "total",
-                                tariff_id, version, price.name, cycle_id))
+        _put(parts, (tariff_id, version, tier.number, "total", price.name,
+                     price.price + tier.price), volume)
 
 
-def merge_segments(parts: Iterable[PricedPart]) -> tuple[ChargeSegment, ...]:
-    """Merge parts with the same key, then round each merged segment once (half-up, 0.01)."""
-    merged: dict[tuple[str, int, int, str, str, Decimal], Decimal] = {}
-    for p in parts:
-        key = (p.tariff_id, p.tariff_version, p.tier, p.component, p.period, p.unit_price)
-        merged[key] = merged.get(key, ZERO) + p.volume
+def _put(parts: _Parts, key: tuple[str, int, int, str, str, Decimal], volume: Decimal) -> None:
+    found = parts.get(key)
+    parts[key] = volume if found is None else found + volume
+
+
+def _round(parts: _Parts) -> tuple[ChargeSegment, ...]:
+    """Round each merged segment once (half-up, 0.01); zero segments are dropped."""
     return tuple(
         ChargeSegment(tier=tier, volume=volume, unit_price=unit,
                       amount=round_money(volume * unit), component=component,
                       tariff_id=tariff_id, tariff_version=version, period=period)
-        for (tariff_id, version, tier, component, period, unit), volume in merged.items()
+        for (tariff_id, version, tier, component, period, unit), volume in parts.items()
         if volume != 0)

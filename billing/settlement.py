@@ -27,7 +27,6 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from billing.cycles import local_midnight as _local_midnight
-from billing.money import ZERO
 from billing.state import AccountState, PeriodAccumulator
 from schemas.messages import Charge, ChargeSegment, Settlement
 
@@ -86,49 +85,94 @@ class Settler:
     def post(self, state: AccountState, charge: Charge, estimated_volume: Decimal,
              balance_after: Decimal | None, closed: MutableMapping[str, PeriodAccumulator],
              now: datetime) -> tuple[str, list[Settlement]]:
-        """Add ``charge`` to its day, month and year; returns the day's key and the
-        settlements to publish (periods it closed, and revisions of closed periods)."""
-        refs = self.periods_of(self.settlement_instant(charge))
-        out = self.close_before(state, refs[0].start, closed, now)
+        """Add ``charge`` to its day; returns the day's key and the settlements to publish
+        (periods it closed, and revisions of closed periods).
+
+        An open day alone takes the charge — its month and year receive the day's totals
+        when it closes. A charge for an already closed day goes to the day, its month and
+        its year at once, publishing a revision of each closed one."""
+        day_ref, month_ref, year_ref = self.periods_of(self.settlement_instant(charge))
+        out = (self.close_before(state, day_ref.start, closed, now)
+               if state.open_periods and _earliest_end(state) <= day_ref.start else [])
         account_id = state.account_id
-        day_key = ""
-        for ref in refs:
+        day_key = f"{account_id}|day|{day_ref.period_id}"
+        day = state.open_periods.get(day_key)
+        if day is not None:
+            _add_charge(day, charge, estimated_volume, balance_after)
+            return day_key, out
+        day = closed.get(day_key)
+        if day is None:  # a new open day (and its month and year, if not yet open)
+            day = self._new(state, day_ref, charge.currency)
+            state.open_periods[day_key] = day
+            for ref in (month_ref, year_ref):
+                key = f"{account_id}|{ref.period}|{ref.period_id}"
+                if key not in state.open_periods and key not in closed:
+                    state.open_periods[key] = self._new(state, ref, charge.currency)
+            _add_charge(day, charge, estimated_volume, balance_after)
+            return day_key, out
+        # a correction or late charge for a settled day: revise the day, month and year
+        for ref in (day_ref, month_ref, year_ref):
             key = f"{account_id}|{ref.period}|{ref.period_id}"
-            if not day_key:
-                day_key = key
-            acc = state.open_periods.get(key)
-            if acc is None:
-                acc = closed.get(key)
-            if acc is None:
-                acc = PeriodAccumulator(account_id=account_id, period=ref.period,
-                                        period_id=ref.period_id, start=ref.start, end=ref.end,
-                                        currency=charge.currency)
-            _add(acc, charge, estimated_volume, balance_after)
-            if acc.closed:
+            acc = state.open_periods.get(key) or closed.get(key) or self._new(
+                state, ref, charge.currency)
+            _add_charge(acc, charge, estimated_volume, balance_after)
+            if acc.closed or key not in state.open_periods:
+                acc.closed = True
                 acc.revision += 1
+                acc.segments = _merge(acc.segments)
                 closed[key] = acc
                 out.append(_settlement(acc, now))
-            else:
-                state.open_periods[key] = acc
         return day_key, out
+
+    @staticmethod
+    def _new(state: AccountState, ref: _PeriodRef, currency: str) -> PeriodAccumulator:
+        return PeriodAccumulator(account_id=state.account_id, period=ref.period,
+                                 period_id=ref.period_id, start=ref.start, end=ref.end,
+                                 currency=currency)
 
     def close_before(self, state: AccountState, boundary: datetime,
                      closed: MutableMapping[str, PeriodAccumulator],
                      now: datetime) -> list[Settlement]:
-        """Close every open period of the account that ends by ``boundary``."""
+        """Close every open period of the account that ends by ``boundary``: days first (each
+        rolled into its month and year), then months, then years, each in time order."""
         if not state.open_periods:
             return []
-        due = [k for k, acc in state.open_periods.items() if acc.end <= boundary]
-        out = []
-        # Days before months before years, each in time order: a bill follows its days.
         order = {"day": 0, "month": 1, "year": 2}
-        due.sort(key=lambda k: (order[state.open_periods[k].period], state.open_periods[k].end))
-        for key in due:
-            acc = state.open_periods.pop(key)
+        due = sorted((acc for acc in state.open_periods.values() if acc.end <= boundary),
+                     key=lambda a: (order[a.period], a.end))
+        out = []
+        for acc in due:
+            key = acc.key
+            del state.open_periods[key]
             acc.closed = True
             acc.revision += 1
+            acc.segments = _merge(acc.segments)
             closed[key] = acc
             out.append(_settlement(acc, now))
+            if acc.period == "day":
+                out.extend(self._roll_up(state, acc, closed, now))
+        return out
+
+    def _roll_up(self, state: AccountState, day: PeriodAccumulator,
+                 closed: MutableMapping[str, PeriodAccumulator],
+                 now: datetime) -> list[Settlement]:
+        """Add a closed day's totals to its month and year (revising them if closed)."""
+        out = []
+        _, month_ref, year_ref = self.periods_of(day.start)
+        for ref in (month_ref, year_ref):
+            key = f"{day.account_id}|{ref.period}|{ref.period_id}"
+            acc = state.open_periods.get(key)
+            if acc is None:
+                acc = closed.get(key)
+            if acc is None:
+                acc = self._new(state, ref, day.currency)
+                state.open_periods[key] = acc
+            _add_totals(acc, day)
+            if acc.closed:
+                acc.segments = _merge(acc.segments)
+                acc.revision += 1
+                closed[key] = acc
+                out.append(_settlement(acc, now))
         return out
 
     def close_due(self, state: AccountState, now: datetime, grace: timedelta,
@@ -137,11 +181,19 @@ class Settler:
         return self.close_before(state, now - grace, closed, now)
 
 
-def _add(acc: PeriodAccumulator, charge: Charge, estimated_volume: Decimal,
-         balance_after: Decimal | None) -> None:
+def _earliest_end(state: AccountState) -> datetime:
+    return min(acc.end for acc in state.open_periods.values())
+
+
+_MERGE_AT = 48
+
+
+def _add_charge(acc: PeriodAccumulator, charge: Charge, estimated_volume: Decimal,
+                balance_after: Decimal | None) -> None:
     acc.volume += charge.volume
     acc.amount += charge.amount
-    acc.estimated_volume += estimated_volume
+    if estimated_volume:
+        acc.estimated_volume += estimated_volume
     acc.charges += 1
     if charge.meter_id and charge.meter_id not in acc.meters:
         acc.meters.append(charge.meter_id)
@@ -153,16 +205,37 @@ def _add(acc: PeriodAccumulator, charge: Charge, estimated_volume: Decimal,
     if balance_after is not None:
         acc.balance_after = balance_after
     if charge.segments:
-        acc.segments = _merge(acc.segments, charge.segments)
+        acc.segments.extend(charge.segments)
+        if len(acc.segments) > _MERGE_AT:  # merged lazily: appending is what is cheap
+            acc.segments = _merge(acc.segments)
 
 
-def _merge(have: list[ChargeSegment],
-           new: tuple[ChargeSegment, ...]) -> list[ChargeSegment]:
+def _add_totals(acc: PeriodAccumulator, day: PeriodAccumulator) -> None:
+    acc.volume += day.volume
+    acc.amount += day.amount
+    acc.estimated_volume += day.estimated_volume
+    acc.charges += day.charges
+    for meter_id in day.meters:
+        if meter_id not in acc.meters:
+            acc.meters.append(meter_id)
+    if day.tariff_id:
+        acc.tariff_id = day.tariff_id
+    if day.cycle_id:
+        acc.cycle_id, acc.cycle_volume_after = day.cycle_id, day.cycle_volume_after
+    if day.balance_after is not None:
+        acc.balance_after = day.balance_after
+    acc.segments.extend(day.segments)
+    if len(acc.segments) > _MERGE_AT:
+        acc.segments = _merge(acc.segments)
+
+
+def _merge(segments: list[ChargeSegment]) -> list[ChargeSegment]:
     totals: dict[tuple[str, int, int, str, str, Decimal], tuple[Decimal, Decimal]] = {}
-    for s in (*have, *new):
+    for s in segments:
         key = (s.tariff_id, s.tariff_version, s.tier, s.component, s.period, s.unit_price)
-        volume, amount = totals.get(key, (ZERO, ZERO))
-        totals[key] = (volume + s.volume, amount + s.amount)
+        found = totals.get(key)
+        totals[key] = ((s.volume, s.amount) if found is None
+                       else (found[0] + s.volume, found[1] + s.amount))
     return [ChargeSegment(tier=tier, volume=volume, unit_price=unit, amount=amount,
                           component=component, tariff_id=tariff_id, tariff_version=version,
                           period=period)
@@ -171,6 +244,7 @@ def _merge(have: list[ChargeSegment],
 
 
 def _settlement(acc: PeriodAccumulator, now: datetime) -> Settlement:
+    """The next revision of a period, as published (segments merged)."""
     return Settlement(
         settlement_id=f"{acc.account_id}:{acc.period}:{acc.period_id}",
         account_id=acc.account_id, period=acc.period, period_id=acc.period_id,
