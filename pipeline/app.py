@@ -1,0 +1,367 @@
+"""The faust app of the pipeline, built from settings, and the way agents plug into it.
+
+Strategy: :func:`create_app` builds one :class:`PipelineApp` — a faust app plus what every
+agent needs: catalog topics with the configured prefix, the ledger view
+(:mod:`pipeline.ledger`), a sender that encodes with our envelope codec and *waits for the
+broker's acknowledgement*, and dead-lettering. Topics carry raw bytes (faust's own
+serializers never touch the wire): an agent decodes with :mod:`schemas.codec`, and a record
+it cannot decode goes to ``dlq.pipeline`` with the reason and the original bytes.
+
+Agents are registered with :meth:`PipelineApp.batch_agent`: the handler gets a batch of
+decoded messages and returns a :class:`BatchResult` — the messages to produce and an
+``after_send`` step that writes the agent's table state. The app sends the outputs, waits
+until the broker has them, and only then runs ``after_send``; faust commits the input
+offsets after the handler returns. A crash anywhere therefore replays input whose state was
+not yet written, and the agent produces the same messages again (at-least-once, made exact
+by the natural keys downstream). We never use faust's ``exactly_once``. A handler that
+raises on a batch is retried message by message, and the message that still fails is
+dead-lettered with the error: bad input never stops the worker.
+
+Agent modules are ``pipeline/<name>_agent.py`` defining ``register(app: PipelineApp)``;
+they are discovered by name (see CONTRIBUTING.md, "Adding a pipeline agent").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import pkgutil
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+import faust
+
+from pipeline._follow import follow_ledger
+from pipeline.errors import PipelineError
+from pipeline.ledger import LedgerView, open_ledger_store
+from pipeline.settings import PipelineSettings
+from schemas import codec
+from schemas.errors import MessageDecodeError, UnimeterError
+from schemas.messages import DeadLetter, Message
+from schemas.settings import KafkaSettings, UtilitySettings
+from schemas.topics import topic_spec
+
+__all__ = [
+    "BatchResult",
+    "Incoming",
+    "KafkaSender",
+    "Output",
+    "PipelineApp",
+    "Sender",
+    "create_app",
+    "discover_agents",
+]
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to produce: catalog topic (no prefix), key, encoded value."""
+
+    topic: str
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming(Generic[M]):
+    """A decoded input message with where it came from."""
+
+    message: M
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    #: The record's value exactly as it arrived (for dead letters).
+    raw: bytes = b""
+
+
+@dataclass
+class BatchResult:
+    """What a batch handler wants done: produce ``outputs``, then run ``after_send``."""
+
+    outputs: list[Output] = field(default_factory=list)
+    after_send: Callable[[], None] | None = None
+
+
+BatchHandler = Callable[[list[Incoming[Any]]], "BatchResult | Awaitable[BatchResult]"]
+
+
+class Sender(Protocol):
+    """Produces outputs and returns once the broker acknowledged every one of them."""
+
+    async def send(self, outputs: Sequence[Output]) -> None: ...
+
+
+class KafkaSender:
+    """Sends through the faust app's producer (acks=all, idempotent) and awaits the acks."""
+
+    def __init__(self, app: PipelineApp) -> None:
+        self.app = app
+
+    async def send(self, outputs: Sequence[Output]) -> None:
+        if not outputs:
+            return
+        producer = self.app.faust.producer
+        futures = []
+        for out in outputs:
+            futures.append(await producer.send(self.app.kafka.topic(out.topic), out.key,
+                                               out.value, partition=None, timestamp=None,
+                                               headers=None))
+        await asyncio.wait_for(asyncio.gather(*futures), self.app.settings.send_timeout_s)
+
+
+def discover_agents() -> list[str]:
+    """Names of the agent modules of the pipeline package (``<name>_agent.py``)."""
+    import pipeline
+
+    return sorted(m.name.removesuffix("_agent") for m in pkgutil.iter_modules(pipeline.__path__)
+                  if m.name.endswith("_agent") and not m.name.startswith("_"))
+
+
+class PipelineApp:
+    """The faust app with the topics, ledger view, sender and dead-letter handling of unimeter.
+
+    ``faust`` is the underlying :class:`faust.App` (for tables, timers, web views);
+    ``ledger`` the :class:`~pipeline.ledger.LedgerView`; ``sender`` may be replaced in unit
+    tests (``agent.test_context()``) by one that records instead of producing.
+    """
+
+    def __init__(self, settings: PipelineSettings, kafka: KafkaSettings,
+                 utility: UtilitySettings | None = None, *, worker_index: int = 0) -> None:
+        self.settings = settings
+        self.kafka = kafka
+        self.utility = utility or UtilitySettings()
+        self.worker_index = worker_index
+        self.producer_name = f"{settings.app_id}-{worker_index}"
+        self.app_id = f"{kafka.topic_prefix}{settings.app_id}"
+        self.data_dir = Path(settings.data_dir) / self.app_id / f"worker-{worker_index}"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        brokers = [f"kafka://{b.strip()}" for b in kafka.bootstrap.split(",") if b.strip()]
+        self.faust = faust.App(
+            self.app_id,
+            broker=brokers or "kafka://127.0.0.1:9092",
+            store=settings.store,
+            datadir=str(self.data_dir / "faust"),
+            key_serializer="raw",
+            value_serializer="raw",
+            processing_guarantee="at_least_once",
+            producer_acks=-1,
+            consumer_auto_offset_reset="earliest",
+            topic_partitions=kafka.default_partitions,
+            topic_replication_factor=kafka.replication_factor,
+            topic_disable_leader=True,
+            web_enabled=settings.web_port > 0,
+            web_port=settings.web_port or 6066,
+            broker_client_id=f"{kafka.client_id}-{self.producer_name}",
+            autodiscover=False,
+        )
+        self.ledger = LedgerView(
+            open_ledger_store(settings.store, self.data_dir / "ledger"),
+            cache_size=settings.ledger_cache_size, on_reject=self._reject_ledger_record)
+        self.sender: Sender = KafkaSender(self)
+        self.ledger_ready = asyncio.Event()
+        self._topics: dict[str, Any] = {}
+        self._pending_rejects: list[Output] = []
+        self.counters: dict[str, int] = {}
+        self.faust.task(self._follow_ledger)
+        self.faust.task(self._flush_rejects_forever)
+        if settings.heartbeat_file is not None:
+            self.faust.timer(5.0)(self._heartbeat)
+
+    # ------------------------------------------------------------------ topics and tables
+
+    def topic(self, name: str) -> Any:
+        """The faust topic of a catalog topic (``readings.raw``), raw bytes in and out."""
+        if name not in self._topics:
+            topic_spec(name)  # a KeyError naming the known topics for a typo
+            self._topics[name] = self.faust.topic(
+                self.kafka.topic(name), key_type=bytes, value_type=bytes,
+                key_serializer="raw", value_serializer="raw", internal=False)
+        return self._topics[name]
+
+    def table(self, name: str, *, help_text: str = "") -> Any:
+        """A partitioned table of bytes (per-meter state), co-partitioned with the input:
+        each key lives in the partition of the event that wrote it."""
+        return self.faust.Table(name, default=None, key_type=bytes, value_type=bytes,
+                                key_serializer="raw", value_serializer="raw",
+                                help=help_text or name)
+
+    # ------------------------------------------------------------------ agents
+
+    def batch_agent(self, topic: str, expected: type[M], *, name: str) -> Callable[
+            [BatchHandler], BatchHandler]:
+        """Register a batch handler as a faust agent consuming catalog topic ``topic``.
+
+        The handler receives ``list[Incoming[expected]]`` (undecodable records have already
+        gone to ``dlq.pipeline``) and returns a :class:`BatchResult` (or an awaitable of
+        one). One agent instance per worker (``concurrency=1``): ordering per partition is
+        what per-meter state relies on.
+        """
+
+        def decorate(handler: BatchHandler) -> BatchHandler:
+            async def agent(stream: Any) -> None:
+                await self.wait_for_ledger()
+                async for events in stream.take_events(self.settings.batch_max,
+                                                       within=self.settings.batch_within_s):
+                    await self.handle_events(events, expected, handler, topic=topic)
+
+            self.faust.agent(self.topic(topic), name=name, concurrency=1)(agent)
+            return handler
+
+        return decorate
+
+    async def handle_events(self, events: Sequence[Any], expected: type[M],
+                            handler: BatchHandler, *, topic: str) -> None:
+        """Decode ``events``, run ``handler`` and send its outputs (the agent loop's body)."""
+        batch: list[Incoming[Any]] = []
+        rejects: list[Output] = []
+        for event in events:
+            message = event.message
+            incoming = self.decode(event.value, expected, key=event.key, topic=topic,
+                                   partition=message.partition, offset=message.offset,
+                                   rejects=rejects)
+            if incoming is not None:
+                batch.append(incoming)
+        if rejects:
+            await self.sender.send(rejects)
+        if not batch:
+            return
+        try:
+            result = await _maybe_await(handler(batch))
+        except Exception:
+            if len(batch) == 1:
+                raise_from = batch[0]
+                log.exception("agent failed on %s[%d]@%d; dead-lettered", topic,
+                              raise_from.partition, raise_from.offset)
+                await self.sender.send([self._internal_error_record(raise_from)])
+                return
+            log.warning("batch of %d failed; retrying message by message", len(batch))
+            for one in batch:
+                try:
+                    single = await _maybe_await(handler([one]))
+                except Exception:
+                    log.exception("agent failed on %s[%d]@%d; dead-lettered", topic,
+                                  one.partition, one.offset)
+                    await self.sender.send([self._internal_error_record(one)])
+                    continue
+                await self._complete(single)
+            return
+        await self._complete(result)
+
+    async def _complete(self, result: BatchResult) -> None:
+        await self.sender.send(result.outputs)
+        if result.after_send is not None:
+            result.after_send()
+
+    async def wait_for_ledger(self) -> None:
+        """Wait (at most ``ledger_wait_s``) until the ledger view has caught up."""
+        if self.ledger_ready.is_set() or self.settings.ledger_wait_s == 0:
+            return
+        try:
+            await asyncio.wait_for(self.ledger_ready.wait(), self.settings.ledger_wait_s)
+        except TimeoutError:
+            log.warning("ledger view not caught up after %.0f s; processing anyway (readings "
+                        "of unknown meters carry no dimensions)", self.settings.ledger_wait_s)
+
+    # ------------------------------------------------------------------ encoding
+
+    def output(self, topic: str, message: Message, *, event_time: datetime | None = None,
+               message_id: str | None = None) -> Output:
+        """Encode ``message`` in the envelope for catalog topic ``topic``."""
+        return Output(topic, message.key(),
+                      codec.encode(message, producer=self.producer_name,
+                                   event_time=event_time, message_id=message_id))
+
+    def decode(self, value: bytes | None, expected: type[M], *, key: bytes | None, topic: str,
+               partition: int, offset: int, rejects: list[Output]) -> Incoming[M] | None:
+        """Decode one record; on failure append its dead letter to ``rejects``."""
+        if value is None:
+            return None  # a tombstone on a data topic carries nothing to process
+        try:
+            _, message = codec.decode(value, expected)
+        except MessageDecodeError as exc:
+            rejects.append(self.dead_letter(exc, value=value, key=key, topic=topic,
+                                            partition=partition, offset=offset))
+            return None
+        return Incoming(message, key, topic, partition, offset, value)  # type: ignore[arg-type]
+
+    def dead_letter(self, error: UnimeterError, *, value: bytes, key: bytes | None, topic: str,
+                    partition: int | None = None, offset: int | None = None,
+                    stage: str = "pipeline") -> Output:
+        """The ``dlq.<stage>`` record for input that could not be used."""
+        self.counters[f"dead_letters.{topic}"] = self.counters.get(f"dead_letters.{topic}", 0) + 1
+        record = DeadLetter(stage=stage, reason=error.to_dict(), ts=datetime.now(UTC),
+                            value=value, key_bytes=key, source_topic=self.kafka.topic(topic),
+                            partition=partition, offset=offset)
+        return self.output(f"dlq.{stage}", record)
+
+    def _internal_error_record(self, incoming: Incoming[Any]) -> Output:
+        error = UnimeterError(
+            "the agent failed on this message (a bug, not bad input)",
+            where=f"{incoming.topic}[{incoming.partition}]@{incoming.offset}",
+            hint="report it with the worker log; replay the record once fixed")
+        return self.dead_letter(error, value=incoming.raw, key=incoming.key, topic=incoming.topic,
+                                partition=incoming.partition, offset=incoming.offset)
+
+    # ------------------------------------------------------------------ background tasks
+
+    def _reject_ledger_record(self, topic: str, key: bytes | None, value: bytes, partition: int,
+                              offset: int, error: MessageDecodeError) -> None:
+        log.warning("ledger record rejected: %s[%d]@%d: %s", topic, partition, offset, error)
+        self._pending_rejects.append(self.dead_letter(error, value=value, key=key, topic=topic,
+                                                      partition=partition, offset=offset))
+
+    async def _follow_ledger(self) -> None:
+        await follow_ledger(self.ledger, self.kafka, self.ledger_ready,
+                            client_id=f"{self.kafka.client_id}-{self.producer_name}-ledger")
+
+    async def _flush_rejects_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self._pending_rejects:
+                batch, self._pending_rejects = self._pending_rejects, []
+                await self.sender.send(batch)
+
+    async def _heartbeat(self) -> None:
+        path = self.settings.heartbeat_file
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{time.time():.0f}\n")
+
+
+async def _maybe_await(value: Any) -> BatchResult:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        value = await value
+    if not isinstance(value, BatchResult):
+        raise TypeError(f"a batch handler must return a BatchResult, not {type(value).__name__}")
+    return value
+
+
+def create_app(settings: PipelineSettings, kafka: KafkaSettings,
+               utility: UtilitySettings | None = None, *, worker_index: int = 0,
+               agents: Sequence[str] | None = None) -> PipelineApp:
+    """Build the app and register the configured agents (all discovered ones by default)."""
+    app = PipelineApp(settings, kafka, utility, worker_index=worker_index)
+    names = list(agents if agents is not None else (settings.agents or discover_agents()))
+    known = discover_agents()
+    for name in names:
+        if name not in known:
+            raise PipelineError(f"unknown pipeline agent '{name}'",
+                                where="pipeline.agents / UNIMETER_PIPELINE_AGENTS",
+                                hint=f"known agents: {', '.join(known) or 'none'}")
+        module = importlib.import_module(f"pipeline.{name}_agent")
+        register = getattr(module, "register", None)
+        if not callable(register):
+            raise PipelineError(f"pipeline/{name}_agent.py defines no register(app)",
+                                hint="see CONTRIBUTING.md, 'Adding a pipeline agent'")
+        register(app)
+    return app

@@ -1,0 +1,90 @@
+"""Settings of the stream-processing worker(s) (``pipeline`` section, ``UNIMETER_PIPELINE_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from schemas.settings import ComponentSettings
+
+__all__ = ["PipelineSettings"]
+
+
+class PipelineSettings(ComponentSettings):
+    """How the faust worker runs: its consumer group, state store, batching and agents."""
+
+    section: ClassVar[str] = "pipeline"
+
+    app_id: str = Field(
+        default="pipeline",
+        description="Name of the faust app; the consumer group and the internal (changelog) "
+                    "topics are '<kafka topic prefix><app_id>…', so two deployments with "
+                    "different prefixes never share state.",
+    )
+    agents: tuple[str, ...] = Field(
+        default=(),
+        description="Agents to run (module pipeline/<name>_agent.py each). Empty = every "
+                    "agent module found in the pipeline package.",
+    )
+    store: str = Field(
+        default="rocksdb://",
+        description="State store of the per-meter tables: rocksdb:// (production, through "
+                    "rocksdict) or memory:// (tests; state is rebuilt from the changelog).",
+    )
+    data_dir: Path = Field(
+        default=Path(".unimeter/pipeline"),
+        description="Where the worker keeps its RocksDB state and the ledger view.",
+    )
+    workers: int = Field(default=1, ge=1, le=64,
+                         description="Worker processes `unimeter pipeline` starts (one "
+                                     "consumer group; partitions are shared among them).")
+    batch_max: int = Field(default=1000, ge=1, le=100_000,
+                           description="Most input events an agent handles in one batch.")
+    batch_within_s: float = Field(default=0.05, gt=0, le=10,
+                                  description="Longest wait for a batch to fill.")
+    send_timeout_s: float = Field(default=30.0, gt=0,
+                                  description="Longest wait for the broker to acknowledge a "
+                                              "batch's output before the worker gives up.")
+    ledger_wait_s: float = Field(
+        default=60.0, ge=0,
+        description="How long agents wait at start-up for the ledger view to catch up with "
+                    "the ledger.* topics before they process readings anyway.",
+    )
+    ledger_cache_size: int = Field(default=100_000, ge=0,
+                                   description="Decoded ledger entries kept in memory.")
+    web_port: int = Field(default=0, ge=0, le=65535,
+                          description="faust's web server (metrics, tables) port; 0 = off.")
+    heartbeat_file: Path | None = Field(
+        default=None,
+        description="File touched every few seconds while the worker is healthy (the "
+                    "supervisor's heartbeat check).",
+    )
+    vee_rules: Path | None = Field(
+        default=None,
+        description="VEE rule-set file (YAML). Empty = the rule set shipped with unimeter; "
+                    "groups published on ledger.vee_groups override groups of the same id.",
+    )
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
+
+    @field_validator("store")
+    @classmethod
+    def _check_store(cls, value: str) -> str:
+        if value not in ("rocksdb://", "memory://"):
+            raise ValueError("allowed: rocksdb:// or memory://")
+        return value
+
+    @field_validator("app_id")
+    @classmethod
+    def _check_app_id(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "._-" for c in value):
+            raise ValueError("allowed: letters, digits, '.', '_', '-'")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        if value.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("allowed: debug, info, warning, error")
+        return value.lower()

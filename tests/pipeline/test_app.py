@@ -1,0 +1,128 @@
+"""The app skeleton: decoding, dead letters, send-then-commit ordering, poison messages."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from pipeline.app import BatchResult, Incoming, PipelineApp, create_app, discover_agents
+from pipeline.errors import PipelineError
+from pipeline.settings import PipelineSettings
+from schemas import codec
+from schemas.messages import Alert, DeadLetter, Reading
+from schemas.settings import KafkaSettings
+
+T0 = datetime(2026, 7, 1, tzinfo=UTC)
+
+
+def _reading(meter: str, value: str = "1.000") -> bytes:
+    return codec.encode(Reading(meter_id=meter, register="volume", ts=T0,
+                                value=Decimal(value), unit="m3", received_at=T0),
+                        producer="test")
+
+
+def _alert_for(app: PipelineApp, item: Incoming[Reading]) -> object:
+    return app.output("alerts", Alert(alert_id=f"a-{item.offset}", object_type="meter",
+                                      object_id=item.message.meter_id, severity="info",
+                                      code="seen", reason="", ts=T0))
+
+
+async def _run(app: PipelineApp, name: str, records: list[tuple[bytes, bytes]]) -> None:
+    app.faust.finalize()
+    agent = app.faust.agents[name]
+    async with agent.test_context() as ctx:
+        for key, value in records:
+            await ctx.put(value, key=key)
+        await asyncio.sleep(0.15)  # let the last batch time out and be handled
+
+
+async def test_bad_records_are_dead_lettered_and_good_ones_handled(recording_app) -> None:
+    app = recording_app
+    seen: list[str] = []
+
+    @app.batch_agent("readings.raw", Reading, name="t")
+    def handle(batch: list[Incoming[Reading]]) -> BatchResult:
+        seen.extend(i.message.meter_id for i in batch)
+        return BatchResult(outputs=[_alert_for(app, i) for i in batch])  # type: ignore[misc]
+
+    alert = codec.encode(Alert(alert_id="x", object_type="m", object_id="m", severity="info",
+                               code="c", reason="", ts=T0), producer="test")
+    await _run(app, "t", [(b"M1", _reading("M1")), (b"M2", b"\xff\x00garbage"),
+                          (b"M3", alert), (b"M4", _reading("M4"))])
+    assert seen == ["M1", "M4"]
+    dead = [codec.decode(o.value, DeadLetter)[1] for o in app.sender.on("dlq.pipeline")]
+    assert [d.key_bytes for d in dead] == [b"M2", b"M3"]  # type: ignore[attr-defined]
+    assert dead[0].value == b"\xff\x00garbage"  # type: ignore[attr-defined]
+    assert dead[0].source_topic == "unit.readings.raw"  # type: ignore[attr-defined]
+    assert dead[0].offset == 1  # type: ignore[attr-defined]
+    assert "not a unimeter envelope" in dead[0].reason["reason"]  # type: ignore[attr-defined]
+    assert "expected schema 'reading.raw'" in dead[1].reason["reason"]  # type: ignore[attr-defined]
+    assert len(app.sender.on("alerts")) == 2
+
+
+async def test_state_is_written_only_after_the_outputs_were_sent(recording_app) -> None:
+    app = recording_app
+    order: list[str] = []
+    original = app.sender.send
+
+    async def send(outputs):  # type: ignore[no-untyped-def]
+        await original(outputs)
+        order.append(f"sent {len(outputs)}")
+
+    app.sender.send = send
+
+    @app.batch_agent("readings.raw", Reading, name="t")
+    def handle(batch: list[Incoming[Reading]]) -> BatchResult:
+        return BatchResult(outputs=[_alert_for(app, i) for i in batch],  # type: ignore[misc]
+                           after_send=lambda: order.append(f"state {len(batch)}"))
+
+    await _run(app, "t", [(b"M1", _reading("M1")), (b"M2", _reading("M2"))])
+    assert order
+    assert order[0].startswith("sent")
+    assert sum(int(o.split()[1]) for o in order if o.startswith("state")) == 2
+    for i, item in enumerate(order):
+        if item.startswith("state"):
+            assert order[i - 1].startswith("sent")
+
+
+async def test_a_poison_message_is_dead_lettered_and_the_rest_of_its_batch_survives(
+        recording_app) -> None:
+    app = recording_app
+    done: list[str] = []
+
+    @app.batch_agent("readings.raw", Reading, name="t")
+    async def handle(batch: list[Incoming[Reading]]) -> BatchResult:
+        if any(i.message.value < 0 for i in batch):
+            raise ZeroDivisionError("bug")
+        return BatchResult(after_send=lambda: done.extend(i.message.meter_id for i in batch))
+
+    poison = _reading("M2", "-1")
+    await _run(app, "t", [(b"M1", _reading("M1")), (b"M2", poison), (b"M3", _reading("M3"))])
+    assert done == ["M1", "M3"]
+    dead = [codec.decode(o.value, DeadLetter)[1] for o in app.sender.on("dlq.pipeline")]
+    assert len(dead) == 1
+    assert dead[0].key_bytes == b"M2"  # type: ignore[attr-defined]
+    assert dead[0].value == poison  # type: ignore[attr-defined]
+    assert "bug, not bad input" in dead[0].reason["reason"]  # type: ignore[attr-defined]
+
+
+def test_unknown_agent_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    settings = PipelineSettings(store="memory://", data_dir=tmp_path, agents=("nope",))
+    with pytest.raises(PipelineError, match="unknown pipeline agent 'nope'") as err:
+        create_app(settings, KafkaSettings(bootstrap="127.0.0.1:1"))
+    assert "known agents" in (err.value.hint or "")
+
+
+def test_agents_are_discovered_from_module_names() -> None:
+    assert all(name.isidentifier() for name in discover_agents())
+
+
+def test_topics_carry_the_configured_prefix(recording_app) -> None:
+    assert recording_app.topic("readings.raw").get_topic_name() == "unit.readings.raw"
+    with pytest.raises(KeyError, match="unknown topic"):
+        recording_app.topic("readings.cooked")
+    assert recording_app.app_id == "unit.pipeline"
