@@ -194,6 +194,8 @@ class BcdElement(Element):
         if negative and not self.signed:
             raise ElementError(f"{self.name}: {value} is negative, the field is unsigned")
         raw = digits_to_bcd(str(abs(number)), size, self.little)
+        if self.signed and raw[size - 1 if self.little else 0] & 0x80:
+            raise ElementError(f"{self.name}: {value} leaves no room for the sign bit")
         if negative:
             top = size - 1 if self.little else 0
             if raw[top] & 0x80:

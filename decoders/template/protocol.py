@@ -41,6 +41,14 @@ from decoders.template.compiler import (
     Compiler,
     build_envelope,
 )
+from decoders.template.fastpath import (
+    Fallback,
+    FastLayout,
+    FastValues,
+    compile_layout,
+    compile_prologue,
+    compile_values,
+)
 from decoders.template.layout import Engine, Layout, LayoutError
 from decoders.template.loader import line_of, load_document, substitute, validate
 from decoders.template.model import CommandSpec, CommandValue, FrameTemplate, IdentifierParam
@@ -128,6 +136,14 @@ class TemplateProtocol(Protocol):
             self._add = bytes((b + self._offset) & 0xFF for b in range(256))
         self._header_roles = [n for n in self.header.names]
         self._commands = dict(t.commands)
+        self._fast_layouts: dict[int, FastLayout | None] = {}
+        self._fast_value_fns: dict[int, FastValues | None] = {}
+        self._fast_header: FastValues | None = None
+        self._prologue: Any = None
+        # Caches of the fast path; bounded by 256 control bytes × frame sizes, and by the
+        # identifiers a link actually sends (capped below).
+        self._plans: dict[tuple[int, int], Any] = {}
+        self._idents: _BoundedCache = _BoundedCache(4096)
         self._check_commands(compiler)
 
     # ----------------------------------------------------------------- variants
@@ -167,6 +183,190 @@ class TemplateProtocol(Protocol):
 
     def decode(self, data: bytes) -> Frame:
         data = bytes(data)
+        if self.engine == "fast":
+            try:
+                frame = self._decode_fast(data)
+            except (Fallback, ValueError, KeyError, IndexError, TypeError):
+                frame = None
+            if frame is not None:
+                return frame
+        return self._decode_general(data)
+
+    # ----------------------------------------------------------------- fast path
+    def _fast(self, layout: Layout) -> FastLayout | None:
+        key = id(layout)
+        if key not in self._fast_layouts:
+            self._fast_layouts[key] = compile_layout(layout)
+        return self._fast_layouts[key]
+
+    def _fast_values(self, layout: Layout) -> FastValues | None:
+        key = id(layout)
+        if key not in self._fast_value_fns:
+            self._fast_value_fns[key] = compile_values(layout)
+        return self._fast_value_fns[key]
+
+    def _decode_fast(self, data: bytes) -> Frame | None:
+        """The success path of :meth:`_decode_general` through generated code and cached
+        plans; ``None`` (or :class:`Fallback`) hands the frame to the general decoder."""
+        prologue = self._prologue
+        if prologue is None:
+            prologue = self._prologue = compile_prologue(self)
+        if prologue is not None:
+            opened = prologue(data)
+            if opened is None:
+                return None
+            b, address, control, header, area = opened
+            return self._decode_fast_body(b, address, control, header, area)
+        env = self.envelope
+        n = len(data)
+        b = 0
+        preamble = env.preamble
+        if preamble is not None:
+            while b < n and data[b] == preamble:
+                b += 1
+            if b > env.preamble_max:
+                return None
+        hs = env.header_size
+        if n - b < hs or data[b:b + self._start_len] != env.start:
+            return None
+        for offset, mark in env.marks:
+            if data[b + offset:b + offset + len(mark)] != mark:
+                return None
+        length = env.length
+        size = length.read(data, b) + length.add if length is not None \
+            else env.fixed_size or 0
+        if b + size != n or (env.end and not data.endswith(env.end)):
+            return None
+        checksum = env.checksum
+        if checksum is not None:
+            lo, hi = checksum.bounds(size)
+            if checksum.size == 1 and checksum.algorithm in ("sum8", "mbus_sum"):
+                if sum(data[b + lo:b + hi]) & 0xFF != data[b + hi]:
+                    return None
+            elif checksum.compute(data[b:]) != checksum.stored(data, b, size):
+                return None
+        header_fast = self._fast_header
+        if header_fast is None:
+            header_fast = self._fast_header = self._fast_values(self.header)
+            if header_fast is None:
+                return None
+        header = {}
+        address = ""
+        control = 0
+        for name, value in zip(self._header_roles,
+                               header_fast(data, b + self._start_len, "", None), strict=True):
+            if name == "address":
+                address = value
+            elif name == "control":
+                control = value
+            elif name != "length" and not isinstance(value, bytes):
+                header[name] = value
+        if b != self.preamble_count:
+            header["preamble"] = b
+        area = data[b + hs:n - self._trailer]
+        if self._offset:
+            area = area.translate(self._sub)
+        return self._decode_fast_body(b, address, control, header, area)
+
+    def _decode_fast_body(self, b: int, address: str, control: int, header: dict[str, Any],
+                          area: bytes) -> Frame | None:
+        asize = len(area)
+        plan = self._plans.get((control, asize))
+        if plan is None:
+            plan = self._plans[(control, asize)] = self._plan(control, asize)
+        if plan is False:
+            return None
+        function, is_reply, abnormal, body, prefix_fast, suffix_fast, psize, ssize = plan
+        if control & self._follow_mask:
+            header["follow"] = True
+        identifier: str | None = None
+        sequence: int | None = None
+        items: list[DataItem] = []
+        for element, value in zip(body.prefix.elements, prefix_fast(area, 0, "", None),
+                                  strict=True):
+            name = element.name
+            if name == "identifier":
+                identifier = value
+            elif name == "sequence":
+                sequence = value
+            else:
+                items.extend(element.to_items(value, "", None))
+        if identifier is not None:
+            target = self._idents.get((identifier, asize - psize - ssize))
+            if target is None:
+                target = self._idents[(identifier, asize - psize - ssize)] = \
+                    self._ident_plan(identifier, asize - psize - ssize)
+            final, order, layout_fast, attrs = target
+            if order is not None:
+                header["identifier_order"] = order
+            identifier = final
+            if items:
+                items = [DataItem(name=i.name, value=i.value, unit=i.unit, id=final,
+                                  attrs=i.attrs) for i in items]
+            if body.has_items:
+                if layout_fast is None:
+                    return None
+                items.extend(layout_fast(area, psize, final, attrs))
+        elif body.has_items:
+            return None
+        if ssize:
+            for element, value in zip(body.suffix.elements,
+                                      suffix_fast(area, asize - ssize, "", None), strict=True):
+                if element.name == "sequence":
+                    sequence = value
+                else:
+                    items.extend(element.to_items(value, identifier or "", None))
+        return Frame(protocol=self.name, direction="reply" if is_reply else "request",
+                     function=function, address=address, control=control,
+                     abnormal=abnormal, identifier=identifier, sequence=sequence,
+                     header=header, items=tuple(items))
+
+    def _plan(self, control: int, asize: int) -> Any:
+        """What the fast path does with a control byte and a data-area size (cached)."""
+        code = control & self._fn_mask
+        function = self._fn_names.get(code)
+        if function is None:
+            return False
+        is_reply = bool(control & self._dir_mask)
+        abnormal = bool(control & self._abn_mask)
+        for rule in self._rules(code, is_reply, abnormal):
+            if rule.fits(asize):
+                prefix_fast = self._fast_values(rule.prefix)
+                suffix_fast = self._fast_values(rule.suffix)
+                if prefix_fast is None or suffix_fast is None:
+                    return False
+                psize, ssize = rule.prefix.fixed_size, rule.suffix.fixed_size
+                if not rule.has_items and psize + ssize != asize:
+                    return False
+                return (function, is_reply, abnormal, rule, prefix_fast, suffix_fast,
+                        psize, ssize)
+        return False
+
+    def _ident_plan(self, identifier: str, dsize: int) -> tuple[str, str | None,
+                                                               FastLayout | None,
+                                                               dict[str, Any] | None]:
+        """Identifier as decoded → (final identifier, wire order if swapped, the fast
+        layout for ``dsize`` data bytes, item attrs); cached per (identifier, size)."""
+        order = None
+        match = self.catalog.lookup(identifier)
+        if match is None and self._ident_accept:
+            swapped = bytes.fromhex(identifier)[::-1].hex().upper()
+            match = self.catalog.lookup(swapped)
+            if match is not None:
+                order = "big" if self._ident_little else "little"
+                identifier = swapped
+        if match is None:
+            return identifier, order, None, None
+        for layout in match.layouts:
+            if layout.size == dsize:
+                return identifier, order, self._fast(layout), match.attrs
+        for layout in match.layouts:
+            if layout.size is None and dsize >= layout.fixed_size:
+                return identifier, order, _variable_items(layout, dsize), match.attrs
+        return identifier, order, None, match.attrs
+
+    # ----------------------------------------------------------------- general path
+    def _decode_general(self, data: bytes) -> Frame:
         begin, end = self.envelope.validate(data)
         hstart = begin + self._start_len
         hend = begin + self.envelope.header_size
@@ -562,6 +762,29 @@ class TemplateProtocol(Protocol):
             with contextlib.suppress(InvalidOperation):
                 value = Decimal(value)
         return value
+
+
+def _variable_items(layout: Layout, size: int) -> FastLayout:
+    """Items of a variable-size layout (a block of energies) for the fast path."""
+
+    def items(area: bytes, offset: int, ident: str,
+              attrs: dict[str, Any] | None) -> list[DataItem]:
+        return layout.to_items(layout.decode(area[offset:offset + size]), ident, attrs)
+
+    return items
+
+
+class _BoundedCache(dict[Any, Any]):
+    """A dict that forgets everything when full (identifiers come from the wire)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if len(self) >= self.limit:
+            self.clear()
+        super().__setitem__(key, value)
 
 
 def _looks_decimal(text: str) -> bool:
