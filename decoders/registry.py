@@ -46,7 +46,10 @@ ENTRY_POINT_GROUP = "unimeter.protocols"
 TEMPLATE_DIR = Path(__file__).parent / "protocols"
 
 #: Built-in protocols written in Python: registry name -> "module:attribute".
-BUILTIN_MODULES: dict[str, str] = {}
+BUILTIN_MODULES: dict[str, str] = {
+    "modbus-rtu": "decoders.modbus:ModbusRtu",
+    "modbus-tcp": "decoders.modbus:ModbusTcp",
+}
 
 #: Short names people type.
 ALIASES = {"cjt188": "cjt188-2004", "dlt645": "dlt645-2007"}
