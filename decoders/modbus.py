@@ -284,9 +284,26 @@ def _pymodbus_items(protocol: str, frame: bytes, offset: int, reply: bool,
     return items
 
 
+_ADDRESS_QUANTITY = struct.Struct(">BHH")
+_MBAP = struct.Struct(">HHHB")
+
+
 def encode_pdu(frame: Frame) -> bytes:
     """PDU bytes of a frame (function code first)."""
     fc = frame.control or _CODES.get(frame.function, 0)
+    items_seq = frame.items
+    if len(items_seq) == 2 and not frame.abnormal and (
+            fc == 6 or (fc in (1, 2, 3, 4) and frame.direction == "request")
+            or (fc in (0x0F, 0x10) and frame.direction == "reply")):
+        # the common polls and single writes: no dict, one precompiled struct
+        first, second = items_seq
+        if first.name in ("start_address", "address") and \
+                second.name in ("quantity", "value"):
+            try:
+                return _ADDRESS_QUANTITY.pack(fc, first.value, second.value)
+            except struct.error as exc:
+                raise EncodeError(f"{frame.function}: {exc}", protocol=frame.protocol,
+                                  field="items") from None
     if not fc:
         raise EncodeError(f"unknown function {frame.function!r}", protocol=frame.protocol,
                           field="function")
@@ -358,15 +375,12 @@ class _Modbus(Protocol):
 
     def _direction(self, frame: bytes, offset: int, size: int) -> bool:
         """Whether the PDU at ``offset`` (``size`` bytes) reads as a reply."""
-        fits = {reply: pdu_size(frame, offset, reply) == size for reply in (False, True)}
-        if self.expect == "reply" and fits[True]:
-            return True
-        if self.expect == "request" and fits[False]:
-            return False
-        if fits[False]:
-            return False
-        if fits[True]:
-            return True
+        first = self.expect == "reply"  # the reading tried first
+        if pdu_size(frame, offset, first) == size:
+            return first
+        if self.expect == "either" or self.expect != ("reply" if first else "request"):
+            if pdu_size(frame, offset, not first) == size:
+                return not first
         raise LengthError(f"a {size}-byte PDU does not fit function {frame[offset]:#04x} "
                           "as a request or a reply", protocol=self.name, data=frame,
                           field="pdu", offset=offset)
@@ -506,13 +520,17 @@ class ModbusTcp(_Modbus):
 
     def encode(self, frame: Frame) -> bytes:
         pdu = encode_pdu(frame)
-        return struct.pack(">HHHB", (frame.sequence or 0) & 0xFFFF, 0, len(pdu) + 1,
-                           _unit(frame)) + pdu
+        return _MBAP.pack((frame.sequence or 0) & 0xFFFF, 0, len(pdu) + 1, _unit(frame)) + pdu
 
 
 def _unit(frame: Frame) -> int:
+    address = frame.address
+    if address.isdigit() and len(address) <= 3:
+        unit = int(address)
+        if unit <= 255:
+            return unit
     try:
-        unit = int(frame.address or 0)
+        unit = int(address or 0)
     except ValueError:
         raise EncodeError(f"unit id {frame.address!r} is not a number", protocol=frame.protocol,
                           field="address") from None
