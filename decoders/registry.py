@@ -49,6 +49,7 @@ TEMPLATE_DIR = Path(__file__).parent / "protocols"
 BUILTIN_MODULES: dict[str, str] = {
     "modbus-rtu": "decoders.modbus:ModbusRtu",
     "modbus-tcp": "decoders.modbus:ModbusTcp",
+    "mbus-en13757": "decoders.mbus:MBus",
 }
 
 #: Short names people type.

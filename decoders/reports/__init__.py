@@ -56,6 +56,7 @@ class ReadingRule(_Model):
     identifier: str | None = None     # only items from this identifier (exact or LOW..HIGH)
     index: int | None = None          # an entry of a list item (0 = total of a block)
     unit: str | None = None           # the item's unit when the protocol does not state it
+    attrs: dict[str, Any] = Field(default_factory=dict)  # item attrs that must match
     kind: Literal["cumulative", "instantaneous", "state"] | None = None
 
 
@@ -167,6 +168,9 @@ class ReportTemplate:
         for rule in self._rules:
             for item in frame.items:
                 if item.name != rule.item or not _identifier_matches(rule.identifier, item.id):
+                    continue
+                if rule.attrs and any((item.attrs or {}).get(k) != v
+                                      for k, v in rule.attrs.items()):
                     continue
                 draft = self._reading(rule, item, clock, status)
                 if draft is not None:

@@ -83,10 +83,68 @@ def check_modbus(frame: Frame, expect: dict[str, Any]) -> None:
                     Decimal("1e-6")
 
 
+_MBUS_FUNCTIONS = {"Instantaneous value": "instantaneous", "Maximum value": "maximum",
+                   "Minimum value": "minimum", "Value during error state": "error_state"}
+_MBUS_QUANTITIES = {"Volume": "volume", "Time point (date & time)": "time_point",
+                    "Time point (date)": "time_point", "Fabrication No": "fabrication_no",
+                    "Digital Output": "digital_output", "Error flags": "error_flags",
+                    "Special supplier information": "special_supplier_information",
+                    "On time": "on_time", "Volume flow": "volume_flow",
+                    "Model / Version": "model_version",
+                    "Parameter set identification": "parameter_set_identification",
+                    "Firmware version": "firmware_version"}
+_SECONDS = {"s": 1, "min": 60, "h": 3600, "d": 86400}
+
+
+def check_mbus(frame: Frame, expect: dict[str, Any]) -> None:
+    """Compare with libmbus's normalised XML (its names, units and value forms)."""
+    slave = expect["slave"]
+    assert int(frame.identifier or "0") == int(slave["Id"])
+    header = frame.header
+    assert header["manufacturer"] == slave["Manufacturer"]
+    assert header["version"] == int(slave["Version"])
+    medium = slave["Medium"].split(" (")[0].lower().replace(" ", "_")
+    assert header["medium"] == medium
+    assert header["access_number"] == int(slave["AccessNumber"])
+    assert header["status"] == int(slave["Status"], 16)
+    assert header["signature"] == int(slave["Signature"], 16)
+    records = [i for i in frame.items if i.name != "idle_filler"]
+    assert len(records) == len(expect["records"])
+    for ours, stated in zip(records, expect["records"], strict=True):
+        if stated["Function"] == "Manufacturer specific":
+            assert ours.name == "manufacturer_specific"
+            assert ours.value == bytes.fromhex(stated["Value"])
+            continue
+        attrs = ours.attrs or {}
+        assert attrs["function"] == _MBUS_FUNCTIONS[stated["Function"]]
+        assert attrs["storage"] == int(stated["StorageNumber"])
+        if "Tariff" in stated:
+            assert attrs["tariff"] == int(stated["Tariff"])
+            assert attrs["subunit"] == int(stated["Device"])
+        assert ours.name == _MBUS_QUANTITIES[stated["Quantity"]]
+        value = stated["Value"]
+        if stated["Quantity"].startswith("Time point"):
+            if attrs.get("kind") == "invalid_date":
+                assert value == "2000-00-00"  # libmbus prints the zero date as is
+            else:
+                assert ours.value.isoformat().startswith(value.rstrip("Z").replace(
+                    "T00:00:00", ""))
+        elif isinstance(ours.value, str):
+            assert ours.value == value
+        elif ours.name == "on_time":
+            assert Decimal(ours.value) * _SECONDS[ours.unit] == Decimal(value)
+        else:
+            assert Decimal(ours.value) == Decimal(value)
+            assert ours.unit == stated["Unit"].replace("^", "").replace("-", "")
+
+
 def check_stated(frame: Frame, expect: dict[str, Any]) -> None:
     """Compare what the source states with what we decoded, key by key."""
     if frame.protocol.startswith("modbus"):
         check_modbus(frame, expect)
+        return
+    if frame.protocol == "mbus-en13757":
+        check_mbus(frame, expect)
         return
     values = frame.values()
     for key, stated in expect.items():
