@@ -181,9 +181,9 @@ class MBus(Protocol):
                 medium = header["medium"]
                 body += bytes.fromhex(str(frame.identifier).zfill(8))[::-1]
                 body += raw_manufacturer.to_bytes(2, "little")
-                body += bytes([header["version"], _MEDIUM_CODES.get(medium, medium)
-                               if isinstance(medium, str) else medium,
-                               header["access_number"], header["status"]])
+                medium_code = _MEDIUM_CODES[medium] if isinstance(medium, str) else int(medium)
+                body += bytes([header["version"], medium_code, header["access_number"],
+                               header["status"]])
                 body += int(header["signature"]).to_bytes(2, "little")
             except (KeyError, ValueError, TypeError) as exc:
                 raise EncodeError(f"variable-data header: {exc}", protocol=self.name,

@@ -394,10 +394,8 @@ def _unscale(value: Any, vif_bytes: bytes) -> int:
 
 
 def _bcd_bytes(number: int, size: int) -> bytes:
-    if number < 0:
-        digits = "f" + str(-number).zfill(size * 2 - 1)
-    else:
-        digits = str(number).zfill(size * 2)
+    digits = "f" + str(-number).zfill(size * 2 - 1) if number < 0 \
+        else str(number).zfill(size * 2)
     return bytes.fromhex(digits)[::-1]
 
 

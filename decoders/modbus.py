@@ -378,9 +378,8 @@ class _Modbus(Protocol):
         first = self.expect == "reply"  # the reading tried first
         if pdu_size(frame, offset, first) == size:
             return first
-        if self.expect == "either" or self.expect != ("reply" if first else "request"):
-            if pdu_size(frame, offset, not first) == size:
-                return not first
+        if self.expect == "either" and pdu_size(frame, offset, not first) == size:
+            return not first
         raise LengthError(f"a {size}-byte PDU does not fit function {frame[offset]:#04x} "
                           "as a request or a reply", protocol=self.name, data=frame,
                           field="pdu", offset=offset)
