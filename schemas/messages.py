@@ -42,6 +42,16 @@ __all__ = [
     "RawFrame",
     "Reading",
     "Settlement",
+    "SyncAccount",
+    "SyncCollectionRequirement",
+    "SyncCustomer",
+    "SyncDataAvailability",
+    "SyncDeviceParameters",
+    "SyncDeviceStatus",
+    "SyncMeter",
+    "SyncReject",
+    "SyncServiceException",
+    "SyncTariff",
     "TariffTier",
     "TopUp",
     "ValidatedReading",
@@ -666,6 +676,233 @@ class LedgerVeeGroup(Message, frozen=True, kw_only=True):
         return self.group_id.encode()
 
 
+
+# --------------------------------------------------------------------------- sync with the CIS
+#
+# The utility's customer/billing system (CIS) sends changes on ``sync.in.*`` and hears back on
+# ``sync.out.*``. Every incoming change carries ``changed_at`` — when the CIS made it — so the
+# control plane can apply changes in order and report one that is older than what it holds (or
+# than a local change) as a conflict instead of silently overwriting. Money and volumes are
+# decimals; optional fields left out keep the ledger's value.
+
+
+class SyncCustomer(Message, frozen=True, kw_only=True):
+    """A customer as the CIS holds it (personal data: sync topics are not for analysts)."""
+
+    SCHEMA: ClassVar[str] = "sync.customer"
+    VERSION: ClassVar[int] = 1
+
+    customer_id: str
+    customer_type: str
+    name: str
+    changed_at: AwareDatetime
+    phone: str = ""
+    email: str = ""
+    id_number: str = ""
+    postal_address: str = ""
+
+    def key(self) -> bytes:
+        return self.customer_id.encode()
+
+
+class SyncAccount(Message, frozen=True, kw_only=True):
+    """A billing account as the CIS holds it: mode, tariff, limits, protection, premises."""
+
+    SCHEMA: ClassVar[str] = "sync.account"
+    VERSION: ClassVar[int] = 1
+
+    account_id: str
+    customer_id: str
+    changed_at: AwareDatetime
+    billing_mode: Literal["prepaid_money", "prepaid_volume", "postpaid"] = "prepaid_money"
+    tariff_id: str | None = None
+    status: Literal["active", "suspended", "closed"] = "active"
+    location_id: str | None = None
+    protected: bool = False
+    protected_reason: str = ""
+    alarm1: Decimal | None = None
+    alarm2: Decimal | None = None
+    overdraft_limit: Decimal = Decimal("0")
+    max_balance: Decimal | None = None
+    reconnect_limit: Decimal = Decimal("0")
+
+    def key(self) -> bytes:
+        # Keyed by customer: a customer and its accounts stay in one partition, in order.
+        return self.customer_id.encode()
+
+
+class SyncMeter(Message, frozen=True, kw_only=True):
+    """Which account a meter bills (``account_id=None`` unbinds it) and the meter facts the
+    CIS owns; the meter itself must already be in the ledger (asset management creates it)."""
+
+    SCHEMA: ClassVar[str] = "sync.meter"
+    VERSION: ClassVar[int] = 1
+
+    meter_id: str
+    account_id: str | None
+    changed_at: AwareDatetime
+    tariff_id: str | None = None
+    location_id: str | None = None
+    size: str | None = None
+    initial_reading: Decimal | None = None
+
+    def key(self) -> bytes:
+        return self.meter_id.encode()
+
+
+class SyncTariff(Message, frozen=True, kw_only=True):
+    """A tariff version or a price adjustment decided in the CIS, effective from a date.
+
+    ``adjustment_id`` identifies the decision in the CIS: the same adjustment delivered twice
+    makes one version. ``version`` may be left out (the next version is taken).
+    """
+
+    SCHEMA: ClassVar[str] = "sync.tariff"
+    VERSION: ClassVar[int] = 1
+
+    tariff_id: str
+    adjustment_id: str
+    kind: Literal["step", "flat", "tou", "realtime"]
+    effective_from: AwareDatetime
+    changed_at: AwareDatetime
+    tiers: tuple[TariffTier, ...] = ()
+    tou: dict[str, Any] = msgspec.field(default_factory=dict)
+    version: int | None = None
+    name: str = ""
+    medium: str = "gas"
+    currency: str = "CNY"
+    unit: str = "m3"
+    cycle: Literal["year", "month"] = "year"
+    cycle_start_month: int = 1
+    cycle_start_day: int = 1
+    reason: str = ""
+
+    def key(self) -> bytes:
+        return self.tariff_id.encode()
+
+
+class SyncCollectionRequirement(Message, frozen=True, kw_only=True):
+    """What the CIS needs read, how often and from which devices (becomes a collection plan).
+
+    ``targets`` are ``kind:id`` strings: ``device:GM-1``, ``account:A-1``, ``location:B-3``,
+    ``subtree:CON-1``, ``device_type:…``, ``service_point:…`` or ``all``.
+    """
+
+    SCHEMA: ClassVar[str] = "sync.collection_requirement"
+    VERSION: ClassVar[int] = 1
+
+    requirement_id: str
+    targets: tuple[str, ...]
+    changed_at: AwareDatetime
+    registers: tuple[str, ...] = ()
+    command: str = "read_now"
+    interval_s: int | None = None
+    schedule: str = ""
+    window_start: str | None = None
+    window_end: str | None = None
+    priority: int = 5
+    enabled: bool = True
+
+    def key(self) -> bytes:
+        return self.requirement_id.encode()
+
+
+class SyncDeviceParameters(Message, frozen=True, kw_only=True):
+    """Device parameters the CIS wants set (``report_interval_s``, alarm thresholds …)."""
+
+    SCHEMA: ClassVar[str] = "sync.device_parameters"
+    VERSION: ClassVar[int] = 1
+
+    request_id: str
+    device_id: str
+    parameters: dict[str, Scalar]
+    changed_at: AwareDatetime
+
+    def key(self) -> bytes:
+        return self.device_id.encode()
+
+
+class SyncDeviceStatus(Message, frozen=True, kw_only=True):
+    """A device's state for the CIS: lifecycle status, link, valve, battery, last contact."""
+
+    SCHEMA: ClassVar[str] = "sync.device_status"
+    VERSION: ClassVar[int] = 1
+
+    device_id: str
+    ts: AwareDatetime
+    status: Literal["in_stock", "installed", "active", "removed"] | None = None
+    online: bool | None = None
+    valve: str | None = None
+    battery: str | None = None
+    account_id: str | None = None
+    event: str = ""
+    detail: str = ""
+
+    def key(self) -> bytes:
+        return self.device_id.encode()
+
+
+class SyncServiceException(Message, frozen=True, kw_only=True):
+    """Something the CIS must act on: a failed or expired command (a valve that did not
+    close, a price that was not written), a device that stopped reporting."""
+
+    SCHEMA: ClassVar[str] = "sync.service_exception"
+    VERSION: ClassVar[int] = 1
+
+    exception_id: str
+    kind: str
+    object_type: str
+    object_id: str
+    ts: AwareDatetime
+    reason: str
+    account_id: str | None = None
+    reference: str | None = None
+    attributes: dict[str, Scalar] = msgspec.field(default_factory=dict)
+
+    def key(self) -> bytes:
+        return self.object_id.encode()
+
+
+class SyncDataAvailability(Message, frozen=True, kw_only=True):
+    """How much of a day's data a meter delivered (the utility's local day)."""
+
+    SCHEMA: ClassVar[str] = "sync.data_availability"
+    VERSION: ClassVar[int] = 1
+
+    meter_id: str
+    day: str
+    readings: int
+    expected: int | None
+    ts: AwareDatetime
+    last_reading_at: AwareDatetime | None = None
+    account_id: str | None = None
+
+    def key(self) -> bytes:
+        return self.meter_id.encode()
+
+
+class SyncReject(Message, frozen=True, kw_only=True):
+    """A CIS message the control plane did not apply: ``kind='reject'`` (invalid, unknown
+    reference) or ``kind='conflict'`` (older than what the ledger holds, or changed locally
+    since). Kept in ``ledger.sync_exceptions`` until someone resolves it."""
+
+    SCHEMA: ClassVar[str] = "sync.reject"
+    VERSION: ClassVar[int] = 1
+
+    exception_id: str
+    kind: Literal["reject", "conflict"]
+    topic: str
+    reason: str
+    ts: AwareDatetime
+    entity: str = ""
+    entity_id: str = ""
+    message_id: str | None = None
+    hint: str = ""
+
+    def key(self) -> bytes:
+        return (self.entity_id or self.exception_id).encode()
+
+
 #: The registry of payload types, built from the classes' own identities.
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.SCHEMA: cls
@@ -674,5 +911,8 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Settlement, Alert,
         CommandRequest, CommandDispatch, CommandResult, DeadLetter,
         LedgerMeter, LedgerAccount, LedgerTariff, LedgerVeeGroup,
+        SyncCustomer, SyncAccount, SyncMeter, SyncTariff, SyncCollectionRequirement,
+        SyncDeviceParameters, SyncDeviceStatus, SyncServiceException, SyncDataAvailability,
+        SyncReject,
     )
 }

@@ -22,6 +22,7 @@ from schemas.messages import (
     LedgerVeeGroup,
     Message,
     TariffTier,
+    TopUp,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "build_accounts",
     "build_meters",
     "build_tariffs",
+    "build_topups",
     "build_vee_groups",
     "tariff_tiers",
 ]
@@ -151,3 +153,21 @@ BUILDERS: dict[str, Builder] = {
     "ledger.tariffs": build_tariffs,
     "ledger.vee_groups": build_vee_groups,
 }
+
+
+async def build_topups(conn: AsyncConnection[Any], keys: Sequence[str]) -> dict[str, Message]:
+    """``TopUp`` per top-up id from ``ledger.sync_topups`` (for ``billing.topups``)."""
+    out: dict[str, Message] = {}
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT * FROM ledger.sync_topups WHERE top_up_id = ANY(%s)",
+                          (list(keys),))
+        for row in await cur.fetchall():
+            out[row["top_up_id"]] = TopUp(
+                top_up_id=row["top_up_id"], account_id=row["account_id"],
+                amount=_dec(row["amount"]) or Decimal("0"), ts=row["ts"], kind=row["kind"],
+                channel=row["channel"], currency=row["currency"], operator=row["operator"],
+                reason=row["reason"])
+    return out
+
+
+BUILDERS["billing.topups"] = build_topups

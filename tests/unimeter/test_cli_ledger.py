@@ -43,3 +43,20 @@ def test_import_export_and_topology_commands(database: DbHandle, tmp_path: Path)
     missing = run_cli("ledger", "topology", "under", "NOPE", env=env, keep_env=True)
     assert missing.returncode == 1
     assert "no device 'NOPE'" in missing.stderr
+
+
+def test_sync_exception_commands(database: DbHandle) -> None:
+    env = {"UNIMETER_DATABASE_URL": database.settings.url}
+    with database.connect("api") as conn:
+        conn.execute("INSERT INTO ledger.sync_exceptions (kind, topic, entity, entity_id, "
+                     "reason) VALUES ('conflict', 'sync.in.meters', 'meter', 'GM-1', 'stale')")
+    listed = run_cli("sync", "exceptions", env=env, keep_env=True)
+    assert listed.returncode == 0, listed.stderr
+    assert "conflict" in listed.stdout
+    assert "1 exception(s)" in listed.stdout
+    done = run_cli("sync", "resolve", "1", "--note", "resent", env=env, keep_env=True)
+    assert done.returncode == 0, done.stderr
+    assert "0 exception(s)" in run_cli("sync", "exceptions", env=env, keep_env=True).stdout
+    missing = run_cli("sync", "resolve", "99", "--note", "x", env=env, keep_env=True)
+    assert missing.returncode == 1
+    assert "no sync exception #99" in missing.stderr
