@@ -41,6 +41,7 @@ __all__ = [
     "Message",
     "RawFrame",
     "Reading",
+    "ReadingEdit",
     "Settlement",
     "SyncAccount",
     "SyncCollectionRequirement",
@@ -249,6 +250,35 @@ class ValidatedReading(Message, frozen=True, kw_only=True):
     edit: EditInfo | None = None
     source: str = ""
     frame_id: str | None = None
+
+    def key(self) -> bytes:
+        return self.meter_id.encode()
+
+
+class ReadingEdit(Message, frozen=True, kw_only=True):
+    """A change to a validated value asked for by a person or a process: VEE applies it.
+
+    The VEE agent re-validates the value with the meter's manual-override rule group and
+    produces a new version of (``meter_id``, ``register``, ``ts``) carrying who, when, why
+    (``reason_code``) and how (``method``), with the previous value and version kept.
+    ``value=None`` keeps the current value (e.g. only to make it ``final``). A ``final``
+    value is never replaced by a later automatic estimate. ``edit_id`` makes it idempotent.
+    """
+
+    SCHEMA: ClassVar[str] = "reading.edit"
+    VERSION: ClassVar[int] = 1
+
+    edit_id: str
+    meter_id: str
+    register: str
+    ts: AwareDatetime
+    user: str
+    at: AwareDatetime
+    reason_code: str
+    value: Decimal | None = None
+    method: Method = "manual"
+    final: bool = False
+    note: str | None = None
 
     def key(self) -> bytes:
         return self.meter_id.encode()
@@ -908,7 +938,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.SCHEMA: cls
     for cls in (
         RawFrame, Reading, DeviceEvent, ValidatedReading, Charge, BalanceChange, TopUp,
-        Settlement, Alert,
+        Settlement, Alert, ReadingEdit,
         CommandRequest, CommandDispatch, CommandResult, DeadLetter,
         LedgerMeter, LedgerAccount, LedgerTariff, LedgerVeeGroup,
         SyncCustomer, SyncAccount, SyncMeter, SyncTariff, SyncCollectionRequirement,
