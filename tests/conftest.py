@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.plugins.services",
     "tests.plugins.samples",
     "tests.plugins.fleet",
+    "tests.plugins.storage",
 ]

@@ -1,0 +1,343 @@
+"""The sink process: consume the stored topics, write batches, commit after the database.
+
+Strategy: one Kafka consumer (kafka-python, manual commits) in a consumer group; several sink
+processes in the same group share the partitions. The loop:
+
+1. ``poll`` records; decode each envelope (a record that does not decode goes to
+   ``dlq.sink`` with the reason and its original bytes) and add it to its partition's batch;
+2. when a batch is full or the commit interval has passed, **checkpoint**: flush every
+   partition with pending records (one database transaction each, see
+   :mod:`sinks.postgres`), publish its rejected records to ``dlq.sink`` and wait for their
+   acknowledgement, then commit the partitions' offsets — only offsets whose rows are durable;
+3. on :class:`~sinks.errors.SinkBackpressureError` (the database is away) every pending batch is
+   dropped, each partition is rewound to where it was last committed, and consumption is
+   paused for the back-off; polling goes on (the group membership stays alive) and the
+   records are read again once it resumes. Nothing is committed meanwhile, so nothing is
+   lost.
+
+On a rebalance, the partitions being revoked are checkpointed first (or dropped, if the
+database is away) so the next owner starts exactly where the data is durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas import codec
+from schemas.errors import UnimeterError
+from schemas.messages import DeadLetter
+from schemas.settings import KafkaSettings
+from sinks.base import BatchingSink, Rejected, SinkRecord, TopicPartition
+from sinks.errors import SinkBackpressureError, SinkError
+from sinks.metrics import SinkMetrics
+from sinks.settings import SinkSettings
+
+__all__ = ["SinkRunner"]
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class SinkRunner:
+    """Runs a :class:`~sinks.base.BatchingSink` over the stored topics until told to stop."""
+
+    def __init__(self, sink: BatchingSink, kafka: KafkaSettings, settings: SinkSettings, *,
+                 on_progress: ProgressCallback | None = None) -> None:
+        self.sink = sink
+        self.kafka = kafka
+        self.settings = settings
+        self.on_progress = on_progress
+        self.metrics = SinkMetrics()
+        self.topics = [kafka.topic(name) for name in settings.topic_names()]
+        self._consumer: Any = None
+        self._producer: Any = None
+        #: Next offset to read per partition (everything before is batched or dead-lettered).
+        self._position: dict[TopicPartition, int] = {}
+        #: Where to rewind a partition to: its last committed offset, or its first record.
+        self._restart: dict[TopicPartition, int] = {}
+        self._uncommitted: set[TopicPartition] = set()
+        self._dead: dict[TopicPartition, list[Rejected]] = {}
+        self._paused_until: float | None = None
+        self._last_checkpoint = time.monotonic()
+        self._last_report = time.monotonic()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _connect(self) -> None:
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
+
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self.kafka.bootstrap.split(","),
+                group_id=self.settings.group_id,
+                client_id=f"{self.kafka.client_id}-sink",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=self.settings.poll_max_records,
+                fetch_max_bytes=64 * 1024 * 1024,
+                max_partition_fetch_bytes=8 * 1024 * 1024,
+            )
+        except KafkaError as exc:
+            raise SinkError(f"cannot reach Kafka at {self.kafka.bootstrap}: {exc}",
+                            hint="start it with `unimeter services up` or correct "
+                                 "UNIMETER_KAFKA_BOOTSTRAP") from None
+        self._consumer.subscribe(self.topics, listener=_Rebalance(self))
+
+    def run(self, stop: threading.Event | None = None, *,
+            until_idle_s: float | None = None) -> SinkMetrics:
+        """Consume until ``stop`` is set (or nothing arrived for ``until_idle_s`` seconds)."""
+        stop = stop or threading.Event()
+        self._connect()
+        last_record_at = time.monotonic()
+        try:
+            while not stop.is_set():
+                self._maybe_resume()
+                polled = self._consumer.poll(timeout_ms=200,
+                                             max_records=self.settings.poll_max_records)
+                for records in polled.values():
+                    if records:
+                        last_record_at = time.monotonic()
+                    for rec in records:
+                        self._accept(rec)
+                now = time.monotonic()
+                due = (now - self._last_checkpoint) * 1000 >= self.settings.commit_interval_ms
+                if self.sink.full() or (due and self._has_work()):
+                    self.checkpoint()
+                elif due:
+                    self._last_checkpoint = now
+                self._report()
+                if (until_idle_s is not None and not self._has_work()
+                        and self._paused_until is None
+                        and time.monotonic() - last_record_at >= until_idle_s):
+                    break
+            if self._paused_until is None:
+                self.checkpoint()
+        finally:
+            self.close()
+        self._report(force=True)
+        return self.metrics
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception:  # closing must never mask the real outcome
+                log.debug("closing the consumer failed", exc_info=True)
+            self._consumer = None
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=10)
+            except Exception:
+                log.debug("closing the dead-letter producer failed", exc_info=True)
+            self._producer = None
+        self.sink.close()
+
+    # ------------------------------------------------------------------ records
+
+    def _accept(self, rec: Any) -> None:
+        tp = TopicPartition(rec.topic, rec.partition)
+        self.metrics.records_in += 1
+        self._restart.setdefault(tp, rec.offset)
+        self._position[tp] = rec.offset + 1
+        self._uncommitted.add(tp)
+        value: bytes = rec.value if rec.value is not None else b""
+        try:
+            _envelope, message = codec.decode(value)
+        except UnimeterError as exc:
+            self.metrics.dead_lettered += 1
+            placeholder = SinkRecord(rec.topic, rec.partition, rec.offset, rec.key, value,
+                                     DeadLetter(stage="sink", reason={}, ts=_now(),
+                                                value=b""))
+            self._dead.setdefault(tp, []).append(Rejected(placeholder, exc.to_dict()))
+            return
+        self.sink.add(SinkRecord(rec.topic, rec.partition, rec.offset, rec.key, value,
+                                 message))
+
+    def _has_work(self) -> bool:
+        return bool(self._uncommitted or self.sink.pending())
+
+    # ------------------------------------------------------------------ checkpoint
+
+    def checkpoint(self, only: set[TopicPartition] | None = None) -> None:
+        """Write pending batches, dead-letter rejects, then commit the durable offsets."""
+        from kafka.structs import OffsetAndMetadata
+        from kafka.structs import TopicPartition as KafkaTP
+
+        self._last_checkpoint = time.monotonic()
+        targets = set(self._uncommitted) | set(self.sink.pending())
+        if only is not None:
+            targets &= only
+        if not targets:
+            return
+        durable: list[TopicPartition] = []
+        for tp in sorted(targets):
+            try:
+                flushed = self.sink.flush(tp)
+            except SinkBackpressureError as exc:
+                self._backpressure(exc, targets)
+                return
+            if flushed is not None:
+                _batch, result = flushed
+                self.metrics.add(result)
+                self.metrics.db_seconds += getattr(self.sink, "last_write_s", 0.0)
+                if result.rejected:
+                    self._dead.setdefault(tp, []).extend(result.rejected)
+            durable.append(tp)
+        if self.metrics.database_down_since is not None:
+            log.info("database is back after %.1f s",
+                     time.monotonic() - self.metrics.database_down_since)
+            self.metrics.database_down_since = None
+        self._publish_dead_letters(durable)
+        offsets = {KafkaTP(tp.topic, tp.partition): OffsetAndMetadata(self._position[tp], "", -1)
+                   for tp in durable if tp in self._position}
+        if offsets:
+            self._consumer.commit(offsets=offsets)
+            self.metrics.commits += 1
+        for tp in durable:
+            self._uncommitted.discard(tp)
+            if tp in self._position:
+                self._restart[tp] = self._position[tp]
+        self._update_lag()
+
+    def _backpressure(self, exc: SinkBackpressureError, targets: set[TopicPartition]) -> None:
+        """Drop every pending batch, rewind to the committed offsets and pause."""
+        self.metrics.backpressure_events += 1
+        self.metrics.last_error = exc.message
+        if self.metrics.database_down_since is None:
+            self.metrics.database_down_since = time.monotonic()
+        log.warning("%s", exc)
+        for tp in set(targets) | set(self.sink.pending()) | set(self._uncommitted):
+            self._rewind(tp)
+        assignment = list(self._consumer.assignment())
+        if assignment:
+            self._consumer.pause(*assignment)
+        self._paused_until = time.monotonic() + exc.retry_after
+
+    def _rewind(self, tp: TopicPartition) -> None:
+        from kafka.structs import TopicPartition as KafkaTP
+
+        self.sink.drop(tp)
+        self._dead.pop(tp, None)
+        self._uncommitted.discard(tp)
+        restart = self._restart.get(tp)
+        if restart is not None:
+            self._position[tp] = restart
+            with contextlib.suppress(ValueError):  # no longer assigned: nothing to rewind
+                self._consumer.seek(KafkaTP(tp.topic, tp.partition), restart)
+
+    def _maybe_resume(self) -> None:
+        if self._paused_until is not None and time.monotonic() >= self._paused_until:
+            self._paused_until = None
+            paused = list(self._consumer.paused())
+            if paused:
+                self._consumer.resume(*paused)
+
+    def _publish_dead_letters(self, durable: list[TopicPartition]) -> None:
+        rejected = [r for tp in durable for r in self._dead.pop(tp, [])]
+        if not rejected:
+            return
+        producer = self._dlq_producer()
+        topic = self.kafka.topic("dlq.sink")
+        futures = []
+        for item in rejected:
+            rec = item.record
+            letter = DeadLetter(stage="sink", reason=_scalars(item.reason), ts=_now(),
+                                value=rec.value, key_bytes=rec.key, source_topic=rec.topic,
+                                partition=rec.partition, offset=rec.offset)
+            futures.append(producer.send(topic, key=rec.key,
+                                         value=codec.encode(letter,
+                                                            producer=self.settings.producer)))
+        producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=30)  # raises if Kafka did not take it: no commit then
+        log.warning("%d record(s) sent to %s", len(rejected), topic)
+
+    def _dlq_producer(self) -> Any:
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            self._producer = KafkaProducer(bootstrap_servers=self.kafka.bootstrap.split(","),
+                                           client_id=f"{self.kafka.client_id}-sink-dlq",
+                                           acks="all", linger_ms=5)
+        return self._producer
+
+    # ------------------------------------------------------------------ metrics
+
+    def _update_lag(self) -> None:
+        from kafka.structs import TopicPartition as KafkaTP
+
+        for tp, position in self._position.items():
+            high = self._consumer.highwater(KafkaTP(tp.topic, tp.partition))
+            if high is not None:
+                lag = max(high - position, 0)
+                self.metrics.lag[tp] = lag
+                lags = getattr(self.sink, "lag", None)
+                if isinstance(lags, dict):
+                    lags[tp] = lag
+
+    def _report(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_report < self.settings.metrics_interval_s:
+            return
+        self._last_report = now
+        snapshot = self.metrics.snapshot()
+        log.info("sink: %(rows_per_s).0f rows/s, lag %(lag)d, absorbed %(duplicates_absorbed)d,"
+                 " corrections %(corrections)d, dead-lettered %(dead_lettered)d", snapshot)
+        if self.on_progress is not None:
+            self.on_progress(snapshot)
+
+    # ------------------------------------------------------------------ rebalance
+
+    def _revoked(self, revoked: list[Any]) -> None:
+        tps = {TopicPartition(tp.topic, tp.partition) for tp in revoked}
+        if self._paused_until is None:
+            try:
+                self.checkpoint(only=tps)
+            except SinkError:
+                log.exception("checkpoint of revoked partitions failed; the next owner "
+                              "re-reads them")
+        for tp in tps:
+            self.sink.drop(tp)
+            self._dead.pop(tp, None)
+            self._uncommitted.discard(tp)
+            self._position.pop(tp, None)
+            self._restart.pop(tp, None)
+            self.metrics.lag.pop(tp, None)
+
+    def _assigned(self, assigned: list[Any]) -> None:
+        for tp in assigned:
+            committed = self._consumer.committed(tp)
+            if committed is not None:
+                self._restart[TopicPartition(tp.topic, tp.partition)] = committed
+        if self._paused_until is not None and assigned:
+            self._consumer.pause(*assigned)
+
+
+class _Rebalance:
+    """kafka-python's rebalance listener protocol, forwarding to the runner."""
+
+    def __init__(self, runner: SinkRunner) -> None:
+        self.runner = runner
+
+    def on_partitions_revoked(self, revoked: list[Any]) -> None:
+        self.runner._revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: list[Any]) -> None:
+        self.runner._assigned(assigned)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _scalars(reason: dict[str, Any]) -> dict[str, str | int | float | bool | None]:
+    return {k: v if isinstance(v, str | int | float | bool) or v is None else str(v)
+            for k, v in reason.items()}

@@ -1,0 +1,199 @@
+"""Validated readings: every version kept, the current one projected into hourly consumption.
+
+Strategy: a validated reading is stored three ways in one transaction:
+
+* ``data.validated_readings`` — every version, append-only (key meter, register, ts,
+  version). A different content for an existing key+version is a correction (flagged in
+  ``ops.sink_corrections``), a re-delivery is absorbed;
+* ``data.reading_edits`` — who, when, why and how, for every edited version;
+* ``data.consumption_intervals`` — the hour parts of the **current** (highest) version of each
+  reading, what the aggregates sum. A reading's last hour part is marked
+  ``closes_reading`` so counts count each reading once.
+
+Two paths for the projection. When every reading of the batch is a first version (1) and the
+fast COPY into the version table succeeded (so none of them existed), their hour parts are
+new as well and are appended directly. Otherwise the *general path* runs: the batch's keys
+are staged, the readings whose version is now the highest stored one are the winners, the
+hour parts of older versions of those readings are deleted, and the winners' hour parts are
+inserted (an older version's row for the same hour is updated in place, a newer one never
+touched). A stale version replayed after a newer one changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from schemas.messages import Message, ValidatedReading
+from sinks.base import WriteResult
+from sinks.stores import Store, StoreContext, _cols
+from sinks.tables import TableAppender, TableSpec
+
+__all__ = ["CONSUMPTION_INTERVALS", "READING_EDITS", "VALIDATED_READINGS",
+           "ValidatedReadingStore"]
+
+Row = tuple[Any, ...]
+
+#: Versions start at 1 (the migration checks it): a version-1 reading has no older version.
+FIRST_VERSION = 1
+
+VALIDATED_READINGS = TableSpec(
+    name="data.validated_readings",
+    columns=_cols("meter_id text", "register text", "ts timestamptz", "version int4",
+                  "value numeric", "unit text", "quality text", "method text", "flags text[]",
+                  "kind text", "consumption numeric", "interval_start timestamptz",
+                  "original_value numeric", "received_at timestamptz",
+                  "validated_at timestamptz", "account_id text", "customer_type text",
+                  "region text", "org_unit text", "supply_node text", "tariff_id text",
+                  "vee_group text", "medium text", "source text", "frame_id text"),
+    key=("meter_id", "register", "ts", "version"),
+    # The measured content; the ledger attribution (dims) and timestamps of processing may
+    # differ on a replay without being a correction.
+    compare=("value", "unit", "quality", "method", "flags", "kind", "consumption",
+             "interval_start", "original_value"),
+)
+
+READING_EDITS = TableSpec(
+    name="data.reading_edits",
+    columns=_cols("meter_id text", "register text", "ts timestamptz", "version int4",
+                  "edited_by text", "edited_at timestamptz", "reason_code text", "method text",
+                  "quality text", "new_value numeric", "previous_value numeric",
+                  "previous_version int4", "note text"),
+    key=("meter_id", "register", "ts", "version"),
+    compare=(),
+)
+
+CONSUMPTION_INTERVALS = TableSpec(
+    name="data.consumption_intervals",
+    columns=_cols("meter_id text", "register text", "interval_start timestamptz",
+                  "interval_end timestamptz", "reading_ts timestamptz", "version int4",
+                  "volume numeric", "estimated bool", "closes_reading bool", "unit text",
+                  "medium text", "account_id text", "customer_type text", "region text",
+                  "org_unit text", "supply_node text", "tariff_id text"),
+    key=("meter_id", "register", "reading_ts", "interval_start"),
+    compare=(),
+)
+
+
+@dataclass(frozen=True)
+class _PreparedReading:
+    reading: Row
+    intervals: list[Row]
+    edit: Row | None
+    version_key: Row
+
+
+class ValidatedReadingStore(Store):
+    message_type = ValidatedReading
+
+    def __init__(self, context: StoreContext) -> None:
+        super().__init__(context)
+        self.readings = TableAppender(VALIDATED_READINGS, fast_path=context.fast_path)
+        self.edits = TableAppender(READING_EDITS, fast_path=context.fast_path)
+        self.intervals = TableAppender(CONSUMPTION_INTERVALS, fast_path=context.fast_path)
+
+    def tables(self) -> tuple[TableSpec, ...]:
+        return (VALIDATED_READINGS, READING_EDITS, CONSUMPTION_INTERVALS)
+
+    def prepare(self, message: Message) -> _PreparedReading:
+        m = message
+        assert isinstance(m, ValidatedReading)
+        d = m.dims
+        reading = (m.meter_id, m.register, m.ts, m.version, m.value, m.unit, m.quality,
+                   m.method, list(m.flags), m.kind, m.consumption, m.interval_start,
+                   m.original_value, m.received_at, m.validated_at, d.account_id,
+                   d.customer_type, d.region, d.org_unit, d.supply_node, d.tariff_id,
+                   d.vee_group, d.medium, m.source, m.frame_id)
+        intervals: list[Row] = []
+        if m.intervals:
+            last_end = max(i.end for i in m.intervals)
+            intervals = [(m.meter_id, m.register, i.start, i.end, m.ts, m.version, i.volume,
+                          i.estimated, i.end == last_end, m.unit, d.medium, d.account_id,
+                          d.customer_type, d.region, d.org_unit, d.supply_node, d.tariff_id)
+                         for i in m.intervals]
+        edit = None
+        if m.edit is not None:
+            e = m.edit
+            edit = (m.meter_id, m.register, m.ts, m.version, e.user, e.at, e.reason_code,
+                    m.method, m.quality, m.value, e.previous_value, e.previous_version, e.note)
+        return _PreparedReading(reading, intervals, edit,
+                                (m.meter_id, m.register, m.ts, m.version))
+
+    def write(self, conn: psycopg.Connection, prepared: Sequence[Any],
+              source_topic: str) -> WriteResult:
+        result = WriteResult()
+        items: Sequence[_PreparedReading] = prepared
+        outcome = self.readings.append(conn, [p.reading for p in items],
+                                       source_topic=source_topic)
+        self._count(result, VALIDATED_READINGS.name, outcome)
+        edits = [p.edit for p in items if p.edit is not None]
+        if edits:
+            self._count(result, READING_EDITS.name,
+                        self.edits.append(conn, edits, source_topic=source_topic),
+                        primary=False)
+        intervals = [row for p in items for row in p.intervals]
+        first_versions = all(p.version_key[3] == FIRST_VERSION for p in items)
+        if outcome.fast_path and first_versions:
+            self._count(result, CONSUMPTION_INTERVALS.name,
+                        self.intervals.append(conn, intervals, source_topic=source_topic),
+                        primary=False)
+        else:
+            result.rows[CONSUMPTION_INTERVALS.name] += self._project(
+                conn, [p.version_key for p in items], intervals)
+        return result
+
+    # ------------------------------------------------------------------ general path
+
+    def _project(self, conn: psycopg.Connection, keys: Sequence[Row],
+                 intervals: Sequence[Row]) -> int:
+        """Replace the hour parts of every reading whose batch version is now the current one;
+        returns the rows written."""
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _stage_reading_versions (meter_id text, "
+                     "register text, ts timestamptz, version integer) ON COMMIT DELETE ROWS")
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _current_versions (meter_id text, "
+                     "register text, ts timestamptz, version integer) ON COMMIT DELETE ROWS")
+        conn.execute("DELETE FROM _stage_reading_versions")
+        conn.execute("DELETE FROM _current_versions")
+        with conn.cursor() as cur, cur.copy(
+                "COPY _stage_reading_versions (meter_id, register, ts, version) "
+                "FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["text", "text", "timestamptz", "int4"])
+            for key in keys:
+                copy.write_row(key)
+        # Winners: batch readings whose version is the highest stored for their key.
+        conn.execute(
+            "INSERT INTO _current_versions SELECT DISTINCT b.meter_id, b.register, b.ts, "
+            "b.version FROM _stage_reading_versions b WHERE b.version = (SELECT max(t.version) "
+            "FROM data.validated_readings t WHERE t.meter_id = b.meter_id "
+            "AND t.register = b.register AND t.ts = b.ts)")
+        # Hour parts of older versions lie in [their interval_start, the reading's ts]: bound
+        # the delete so that TimescaleDB excludes every other chunk.
+        bounds = conn.execute(
+            "SELECT min(coalesce(t.interval_start, t.ts)), max(w.ts), count(*) "
+            "FROM _current_versions w JOIN data.validated_readings t ON t.meter_id = w.meter_id "
+            "AND t.register = w.register AND t.ts = w.ts AND t.version < w.version").fetchone()
+        if bounds is not None and bounds[2]:
+            lo, hi = bounds[0], bounds[1]
+            conn.execute(
+                "DELETE FROM data.consumption_intervals i USING _current_versions w "
+                "WHERE i.meter_id = w.meter_id AND i.register = w.register "
+                "AND i.reading_ts = w.ts AND i.version < w.version "
+                "AND i.interval_start >= %s AND i.interval_start <= %s", (lo, hi))
+        if not intervals:
+            return 0
+        self.intervals.stage(conn, intervals)
+        columns = ", ".join(CONSUMPTION_INTERVALS.column_names)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in CONSUMPTION_INTERVALS.column_names
+                            if c not in CONSUMPTION_INTERVALS.key)
+        cur = conn.execute(
+            f"INSERT INTO data.consumption_intervals AS i ({columns}) "
+            f"SELECT {', '.join('s.' + c for c in CONSUMPTION_INTERVALS.column_names)} "
+            "FROM _stage_data_consumption_intervals s JOIN _current_versions w "
+            "ON s.meter_id = w.meter_id AND s.register = w.register AND s.reading_ts = w.ts "
+            "AND s.version = w.version "
+            "ON CONFLICT (meter_id, register, reading_ts, interval_start) DO UPDATE SET "
+            f"{updates} WHERE i.version < excluded.version")
+        return max(cur.rowcount, 0)
