@@ -29,6 +29,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from kafka import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError
+
 from schemas import codec
 from schemas.errors import UnimeterError
 from schemas.messages import DeadLetter
@@ -199,7 +202,13 @@ class SinkRunner:
         offsets = {KafkaTP(tp.topic, tp.partition): OffsetAndMetadata(self._position[tp], "", -1)
                    for tp in durable if tp in self._position}
         if offsets:
-            self._consumer.commit(offsets=offsets)
+            try:
+                self._consumer.commit(offsets=offsets)
+            except CommitFailedError as exc:
+                # The group rebalanced meanwhile: the rows are durable, and whoever owns the
+                # partitions now re-reads them from the last commit (absorbed as duplicates).
+                log.warning("offset commit refused after a rebalance: %s", exc)
+                return
             self.metrics.commits += 1
         for tp in durable:
             self._uncommitted.discard(tp)
@@ -296,15 +305,14 @@ class SinkRunner:
 
     # ------------------------------------------------------------------ rebalance
 
+    # kafka-python runs these callbacks on its network thread, where no blocking client call
+    # (commit, committed) is allowed: a revoked partition's pending batch is simply dropped
+    # (the next owner re-reads it from the last commit, and the database absorbs what was
+    # already stored), and a new partition's rewind point is its first record.
+
     def _revoked(self, revoked: list[Any]) -> None:
-        tps = {TopicPartition(tp.topic, tp.partition) for tp in revoked}
-        if self._paused_until is None:
-            try:
-                self.checkpoint(only=tps)
-            except SinkError:
-                log.exception("checkpoint of revoked partitions failed; the next owner "
-                              "re-reads them")
-        for tp in tps:
+        for kafka_tp in revoked:
+            tp = TopicPartition(kafka_tp.topic, kafka_tp.partition)
             self.sink.drop(tp)
             self._dead.pop(tp, None)
             self._uncommitted.discard(tp)
@@ -313,16 +321,12 @@ class SinkRunner:
             self.metrics.lag.pop(tp, None)
 
     def _assigned(self, assigned: list[Any]) -> None:
-        for tp in assigned:
-            committed = self._consumer.committed(tp)
-            if committed is not None:
-                self._restart[TopicPartition(tp.topic, tp.partition)] = committed
         if self._paused_until is not None and assigned:
             self._consumer.pause(*assigned)
 
 
-class _Rebalance:
-    """kafka-python's rebalance listener protocol, forwarding to the runner."""
+class _Rebalance(ConsumerRebalanceListener):
+    """kafka-python's rebalance listener, forwarding to the runner."""
 
     def __init__(self, runner: SinkRunner) -> None:
         self.runner = runner

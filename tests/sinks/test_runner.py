@@ -1,0 +1,221 @@
+"""The sink process end to end: real Kafka, real PostgreSQL, offsets, dead letters, outages."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import psycopg
+import pytest
+
+from schemas import codec
+from schemas.messages import CommandRequest, DeadLetter, Message, Reading
+from schemas.settings import DatabaseSettings, KafkaSettings, UtilitySettings
+from schemas.topics import topic_spec
+from sinks.postgres import Backoff, PostgresSink
+from sinks.runner import SinkRunner
+from sinks.settings import DEFAULT_TOPICS, SinkSettings
+from tests.plugins.services import DbHandle
+from tests.sinks.fleet import HOUR, fleet
+from unimeter.topics import create_topics, delete_topics
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 7, 9, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def sink_kafka(kafka_settings: KafkaSettings) -> Iterator[KafkaSettings]:
+    """Topics of this test only (a prefix of its own), so earlier tests' data is not seen."""
+    settings = kafka_settings.model_copy(
+        update={"topic_prefix": f"{kafka_settings.topic_prefix}{uuid.uuid4().hex[:6]}."})
+    specs = tuple(topic_spec(n) for n in (*DEFAULT_TOPICS, "dlq.sink"))
+    report = create_topics(settings, specs)
+    yield settings
+    with contextlib.suppress(Exception):
+        delete_topics(settings, report.created + report.existing)
+
+
+def produce(kafka: KafkaSettings, items: list[tuple[str, Message | bytes, bytes]]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap.split(","), acks="all")
+    for topic, value, key in items:
+        data = value if isinstance(value, bytes) else codec.encode(value, producer="test")
+        producer.send(kafka.topic(topic), key=key, value=data)
+    producer.flush(timeout=30)
+    producer.close()
+
+
+def dead_letters(kafka: KafkaSettings, expected: int) -> list[DeadLetter]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(kafka.topic("dlq.sink"), bootstrap_servers=kafka.bootstrap.split(","),
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=10000)
+    out: list[DeadLetter] = []
+    for rec in consumer:
+        message = codec.decode(rec.value)[1]
+        assert isinstance(message, DeadLetter)
+        out.append(message)
+        if len(out) >= expected:
+            break
+    consumer.close()
+    return out
+
+
+def committed(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int | None]:
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap.split(","), group_id=group,
+                             enable_auto_commit=False)
+    parts = consumer.partitions_for_topic(kafka.topic(topic)) or set()
+    out = {p: consumer.committed(TopicPartition(kafka.topic(topic), p)) for p in parts}
+    consumer.close()
+    return out
+
+
+def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap.split(","))
+    parts = [TopicPartition(kafka.topic(topic), p)
+             for p in consumer.partitions_for_topic(kafka.topic(topic)) or set()]
+    ends = consumer.end_offsets(parts)
+    consumer.close()
+    return {tp.partition: off for tp, off in ends.items()}
+
+
+def make_runner(db: DatabaseSettings, kafka: KafkaSettings, group: str, **overrides: Any
+                ) -> SinkRunner:
+    settings = SinkSettings(group_id=group, commit_interval_ms=200, **overrides)
+    sink = PostgresSink(db.conninfo("sink"), consumer_group=group,
+                        max_batch_records=settings.batch_max_records,
+                        backoff=Backoff(0.2, 1.0), connect_timeout_s=2)
+    return SinkRunner(sink, kafka, settings)
+
+
+def count(db: DatabaseSettings, table: str) -> int:
+    with psycopg.connect(db.url, connect_timeout=3) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(psycopg.Error):
+            if condition():
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_stores_commits_after_the_database_and_dead_letters_what_it_cannot_store(
+        database: DbHandle, sink_kafka: KafkaSettings) -> None:
+    readings = list(fleet(20, T0, 5))
+    nul = msgspec.structs.replace(readings[0], ts=T0 - HOUR, source="bad\x00")
+    raw = [Reading(meter_id=f"GAS-{i:06d}", register="volume", ts=T0, value=Decimal(i),
+                   unit="m3", received_at=T0) for i in range(10)]
+    wrong = CommandRequest(command_id="c-1", device_id="D-1", command="read_now",
+                           requested_by="test", requested_at=T0)
+    items: list[tuple[str, Message | bytes, bytes]] = [
+        ("readings.validated", m, m.key()) for m in readings]
+    items += [("readings.raw", m, m.key()) for m in raw]
+    items += [("readings.raw", b"\x68\x10not an envelope", b"GAS-000001"),
+              ("readings.validated", nul, nul.key()),
+              ("alerts", wrong, b"D-1")]
+    produce(sink_kafka, items)
+
+    group = f"sink-{uuid.uuid4().hex[:6]}"
+    metrics = make_runner(database.settings, sink_kafka, group).run(until_idle_s=3)
+
+    assert count(database.settings, "data.validated_readings") == len(readings)
+    assert count(database.settings, "data.consumption_intervals") == len(readings)
+    assert count(database.settings, "data.raw_readings") == len(raw)
+    assert metrics.dead_lettered == 3
+    letters = dead_letters(sink_kafka, 3)
+    assert sorted(str(d.reason.get("error")) for d in letters) == [
+        "CharacterNotInRepertoire", "MessageDecodeError", "NoStoreForSchema"]
+    by_error = {str(d.reason.get("error")): d for d in letters}
+    garbage = by_error["MessageDecodeError"]
+    assert garbage.value == b"\x68\x10not an envelope"
+    assert garbage.source_topic == sink_kafka.topic("readings.raw")
+    assert garbage.offset is not None and garbage.partition is not None
+    refused = by_error["CharacterNotInRepertoire"]
+    assert str(refused.reason["sqlstate"]).startswith("22")
+    assert codec.decode(refused.value)[1] == nul
+    for topic in ("readings.validated", "readings.raw", "alerts"):
+        assert committed(sink_kafka, group, topic) == {
+            p: (end or None) for p, end in end_offsets(sink_kafka, topic).items()}
+
+    # Everything again: the same group starts where it committed and stores nothing new; a
+    # fresh group re-reads it all and absorbs every duplicate.
+    again = make_runner(database.settings, sink_kafka, group).run(until_idle_s=2)
+    assert again.records_in == 0
+    replay = make_runner(database.settings, sink_kafka, group + "-replay").run(until_idle_s=3)
+    assert replay.rows_written == 0
+    assert replay.absorbed == len(readings) + len(raw)
+    assert count(database.settings, "data.validated_readings") == len(readings)
+
+
+@pytest.fixture
+def private_database(private_postgres: Any, config: Any) -> DatabaseSettings:
+    from unimeter.db.migrate import migrate
+
+    settings = DatabaseSettings(url=private_postgres.url(), timescale="off")
+    migrate(settings, UtilitySettings())
+    return settings
+
+
+def test_database_stopped_during_a_run_loses_nothing(
+        private_postgres: Any, private_database: DatabaseSettings,
+        sink_kafka: KafkaSettings) -> None:
+    group = f"sink-{uuid.uuid4().hex[:6]}"
+    runner = make_runner(private_database, sink_kafka, group, batch_max_records=50)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        first = list(fleet(30, T0, 4))
+        produce(sink_kafka, [("readings.validated", m, m.key()) for m in first])
+        wait_for(lambda: count(private_database, "data.validated_readings") == len(first), 60,
+                 "the first readings")
+        wait_for(lambda: sum(v or 0 for v in committed(sink_kafka, group,
+                                                       "readings.validated").values())
+                 == len(first), 30, "the first commit")
+
+        private_postgres.stop()
+        second = list(fleet(30, T0 + 4 * HOUR, 4))
+        produce(sink_kafka, [("readings.validated", m, m.key()) for m in second])
+        time.sleep(3)
+        # Nothing advanced while the database was away.
+        assert sum(v or 0 for v in committed(sink_kafka, group,
+                                             "readings.validated").values()) == len(first)
+        assert runner.metrics.backpressure_events >= 1
+
+        private_postgres.start()
+        total = len(first) + len(second)
+        wait_for(lambda: count(private_database, "data.validated_readings") == total, 90,
+                 "the readings sent while the database was down")
+        wait_for(lambda: sum(v or 0 for v in committed(sink_kafka, group,
+                                                       "readings.validated").values())
+                 == total, 30, "the commit after the outage")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert count(private_database, "data.consumption_intervals") == total
+    with psycopg.connect(private_database.url) as conn:
+        duplicates = conn.execute(
+            "SELECT count(*) FROM (SELECT meter_id, ts FROM data.validated_readings "
+            "GROUP BY 1, 2 HAVING count(*) > 1) d").fetchone()
+    assert duplicates == (0,)
