@@ -15,7 +15,6 @@ from schemas.messages import (
     BalanceChange,
     Charge,
     ChargeSegment,
-    EditInfo,
     Message,
     Reading,
 )
@@ -102,7 +101,8 @@ def test_same_batch_twice_shuffled_and_duplicated_changes_nothing(
     sink = make_sink(database, fast_path=fast_path)
     first = sink.write(batch(messages))
     assert not first.rejected
-    assert first.absorbed == 0 and first.corrections == 0
+    assert first.absorbed == 0
+    assert first.corrections == 0
     stored = snapshot(database)
     assert len(stored["data.validated_readings"]) == 31
     assert len(stored["data.raw_readings"]) == 12
@@ -130,7 +130,8 @@ def test_raw_reading_with_another_value_is_kept_apart(database: DbHandle) -> Non
     sink.write(batch([original]))
     result = sink.write(batch([changed, resent, changed], first_offset=1))
     sink.close()
-    assert result.corrections == 2 and result.absorbed == 1
+    assert result.corrections == 2
+    assert result.absorbed == 1
     with database.admin() as conn:
         assert conn.execute("SELECT value FROM data.raw_readings").fetchall() == [
             (Decimal("100.000"),)]
@@ -147,7 +148,8 @@ def test_same_version_with_another_value_is_a_flagged_correction(backend_databas
     sink.write(batch([first]))
     result = sink.write(batch([other, other], first_offset=1))
     sink.close()
-    assert result.corrections == 2 and result.rows_written == 0
+    assert result.corrections == 2
+    assert result.rows_written == 0
     with database.admin() as conn:
         rows = conn.execute(
             "SELECT table_name, natural_key, stored ->> 'value', incoming ->> 'value', differs, "
@@ -156,9 +158,12 @@ def test_same_version_with_another_value_is_a_flagged_correction(backend_databas
     assert len(rows) == 1  # the same correction delivered twice is recorded once
     table, key, was, incoming, differs, reviewed = rows[0]
     assert table == "data.validated_readings"
-    assert key["meter_id"] == "GAS-000003" and key["version"] == 1
-    assert Decimal(was) == first.value and Decimal(incoming) == other.value
-    assert differs == ["value"] and reviewed is None
+    assert key["meter_id"] == "GAS-000003"
+    assert key["version"] == 1
+    assert Decimal(was) == first.value
+    assert Decimal(incoming) == other.value
+    assert differs == ["value"]
+    assert reviewed is None
     assert stored_value == (first.value,)
 
 
@@ -177,7 +182,8 @@ def test_new_version_replaces_hour_parts_and_history_is_kept(backend_database: D
     # A replay of the old version afterwards changes nothing.
     replay = sink.write(batch(v1, first_offset=4))
     sink.close()
-    assert replay.absorbed == 3 and replay.rows_written == 0
+    assert replay.absorbed == 3
+    assert replay.rows_written == 0
     with database.admin() as conn:
         parts = conn.execute(
             "SELECT interval_start, version, volume, estimated, closes_reading "

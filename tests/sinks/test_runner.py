@@ -150,7 +150,8 @@ def test_stores_commits_after_the_database_and_dead_letters_what_it_cannot_store
     garbage = by_error["MessageDecodeError"]
     assert garbage.value == b"\x68\x10not an envelope"
     assert garbage.source_topic == sink_kafka.topic("readings.raw")
-    assert garbage.offset is not None and garbage.partition is not None
+    assert garbage.offset is not None
+    assert garbage.partition is not None
     refused = by_error["CharacterNotInRepertoire"]
     assert str(refused.reason["sqlstate"]).startswith("22")
     assert codec.decode(refused.value)[1] == nul
