@@ -17,8 +17,10 @@ it) and the tests (which check both backends' relations against it) use.
 ``meter_consumption``      per meter and register, with the account and tariff of the reading
 ``dimension_consumption``  per medium, register and ledger dimension (customer type, region,
                            org unit, supply node, tariff) — no account, no meter
-``tier_consumption``       priced volume and money per account, tariff, price tier and
-                           component, from the charge segments
+``tier_consumption``       priced volume and money per account, tariff, price tier,
+                           component and time-of-use period, from the charge segments, each
+                           charge at the last instant of its period (the instant by whose
+                           local day the billing engine settles it)
 
 Measures of the consumption hierarchies: ``consumption`` (sum of the hour parts), and
 ``reading_count`` (readings taken in the bucket — a reading prorated over several hours is
@@ -120,10 +122,10 @@ HIERARCHIES: tuple[Hierarchy, ...] = (
     Hierarchy(
         name="tier_consumption",
         source_table="billing.charge_segments",
-        source_time="period_start",
+        source_time="accounted_at",
         invalidation_source="charges",
         groups=(("account_id", "text"), ("tariff_id", "text"), ("tier", "integer"),
-                ("component", "text")),
+                ("component", "text"), ("price_period", "text")),
         measures=(
             Measure("volume", "numeric", "sum(volume)", "sum(volume)"),
             Measure("amount", "numeric", "sum(amount)", "sum(amount)"),

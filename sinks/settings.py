@@ -13,7 +13,8 @@ __all__ = ["DEFAULT_TOPICS", "RetentionSettings", "SinkSettings"]
 
 #: The topics the sink stores by default (``frames.raw`` only with ``archive_frames``).
 DEFAULT_TOPICS = ("readings.validated", "readings.raw", "device.events", "billing.charges",
-                  "billing.balances", "billing.topups", "alerts", "commands.results")
+                  "billing.balances", "billing.topups", "billing.settlements", "alerts",
+                  "commands.results")
 
 
 class SinkSettings(ComponentSettings):

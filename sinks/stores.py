@@ -12,7 +12,7 @@ store has two steps:
 
 Most types are a plain idempotent append into one table (:class:`AppendStore`). Validated
 readings keep every version and maintain the current-version hourly consumption
-(:mod:`sinks.validated`); charges also fill their segments and daily settlements; balance
+(:mod:`sinks.validated`); charges and settlements also fill their priced segments; balance
 movements also move each account's current balance.
 
 Adding a stored type: declare a :class:`~sinks.tables.TableSpec` whose columns match the
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
@@ -39,6 +40,7 @@ from schemas.messages import (
     Message,
     RawFrame,
     Reading,
+    Settlement,
     TopUp,
 )
 from sinks.base import WriteResult
@@ -265,9 +267,10 @@ class CommandResultStore(AppendStore):
 TOPUPS = TableSpec(
     name="billing.topups",
     columns=_cols("top_up_id text", "account_id text", "amount numeric", "ts timestamptz",
-                  "kind text", "channel text", "currency text", "operator text", "reason text"),
+                  "kind text", "channel text", "currency text", "operator text", "reason text",
+                  "volume numeric"),
     key=("top_up_id", "ts"),
-    compare=("account_id", "amount", "kind", "currency"),
+    compare=("account_id", "amount", "kind", "currency", "volume"),
 )
 
 
@@ -277,7 +280,7 @@ class TopUpStore(AppendStore):
 
     def row(self, m: TopUp) -> Row:
         return (m.top_up_id, m.account_id, m.amount, m.ts, m.kind, m.channel, m.currency,
-                m.operator, m.reason)
+                m.operator, m.reason, m.volume)
 
 
 CHARGES = TableSpec(
@@ -296,34 +299,37 @@ CHARGES = TableSpec(
 CHARGE_SEGMENTS = TableSpec(
     name="billing.charge_segments",
     columns=_cols("charge_id text", "segment_no int4", "account_id text", "meter_id text",
-                  "kind text", "period_start timestamptz", "tier int4", "component text",
-                  "volume numeric", "unit_price numeric", "amount numeric", "tariff_id text",
-                  "tariff_version int4", "provisional bool"),
-    key=("charge_id", "segment_no", "period_start"),
-    compare=("tier", "component", "volume", "unit_price", "amount", "tariff_id",
+                  "kind text", "accounted_at timestamptz", "tier int4", "component text",
+                  "price_period text", "period text", "volume numeric", "unit_price numeric",
+                  "amount numeric", "tariff_id text", "tariff_version int4", "provisional bool"),
+    key=("charge_id", "segment_no", "accounted_at"),
+    compare=("tier", "component", "period", "volume", "unit_price", "amount", "tariff_id",
              "tariff_version"),
 )
 
-DAILY_SETTLEMENTS = TableSpec(
-    name="billing.daily_settlements",
-    columns=_cols("charge_id text", "account_id text", "meter_id text", "settlement_day date",
-                  "period_start timestamptz", "period_end timestamptz", "volume numeric",
-                  "amount numeric", "currency text", "provisional bool", "tariff_id text",
-                  "cycle_id text", "cycle_volume_after numeric", "created_at timestamptz"),
-    key=("charge_id", "period_start"),
-    compare=("account_id", "settlement_day", "volume", "amount", "provisional"),
-)
+#: A charge is settled on the local day that holds the last instant of its period.
+LAST_INSTANT = timedelta(microseconds=1)
+
+
+def price_period(period: str) -> str:
+    """The time-of-use period name of a segment; '' for a real-time interval (an ISO time)."""
+    if not period or not period[:1].isdigit():
+        return period
+    try:
+        datetime.fromisoformat(period)
+    except ValueError:
+        return period
+    return ""
 
 
 @dataclass(frozen=True)
 class _PreparedCharge:
     charge: Row
     segments: list[Row]
-    settlement: Row | None
 
 
 class ChargeStore(Store):
-    """A charge, its priced segments, and — for a settlement — the account's settled day."""
+    """A charge and its priced segments (the source of the tier aggregates)."""
 
     message_type = Charge
 
@@ -331,11 +337,9 @@ class ChargeStore(Store):
         super().__init__(context)
         self.charges = TableAppender(CHARGES, fast_path=context.fast_path)
         self.segments = TableAppender(CHARGE_SEGMENTS, fast_path=context.fast_path)
-        self.settlements = TableAppender(DAILY_SETTLEMENTS, fast_path=context.fast_path)
-        self._zone = context.zone
 
     def tables(self) -> tuple[TableSpec, ...]:
-        return (CHARGES, CHARGE_SEGMENTS, DAILY_SETTLEMENTS)
+        return (CHARGES, CHARGE_SEGMENTS)
 
     def prepare(self, message: Message) -> _PreparedCharge:
         m = message
@@ -344,17 +348,12 @@ class ChargeStore(Store):
                   m.volume, m.amount, m.currency, m.reading_ts, m.reading_version, m.register,
                   m.provisional, m.tariff_id, m.cycle_id, m.cycle_volume_after, m.corrects,
                   m.created_at)
-        segments = [(m.charge_id, n, m.account_id, m.meter_id, m.kind, m.period_start, s.tier,
-                     s.component, s.volume, s.unit_price, s.amount, s.tariff_id or m.tariff_id,
-                     s.tariff_version, m.provisional)
+        accounted_at = m.period_end - LAST_INSTANT
+        segments = [(m.charge_id, n, m.account_id, m.meter_id, m.kind, accounted_at, s.tier,
+                     s.component, price_period(s.period), s.period, s.volume, s.unit_price,
+                     s.amount, s.tariff_id or m.tariff_id, s.tariff_version, m.provisional)
                     for n, s in enumerate(m.segments, start=1)]
-        settlement = None
-        if m.kind == "settlement":
-            day = m.period_start.astimezone(self._zone).date()
-            settlement = (m.charge_id, m.account_id, m.meter_id, day, m.period_start,
-                          m.period_end, m.volume, m.amount, m.currency, m.provisional,
-                          m.tariff_id, m.cycle_id, m.cycle_volume_after, m.created_at)
-        return _PreparedCharge(charge, segments, settlement)
+        return _PreparedCharge(charge, segments)
 
     def write(self, conn: psycopg.Connection, prepared: Sequence[Any],
               source_topic: str) -> WriteResult:
@@ -365,9 +364,76 @@ class ChargeStore(Store):
         self._count(result, CHARGE_SEGMENTS.name, self.segments.append(
             conn, [s for p in items for s in p.segments], source_topic=source_topic),
             primary=False)
-        settled = [p.settlement for p in items if p.settlement is not None]
-        self._count(result, DAILY_SETTLEMENTS.name, self.settlements.append(
-            conn, settled, source_topic=source_topic), primary=False)
+        return result
+
+
+SETTLEMENTS = TableSpec(
+    name="billing.settlements",
+    columns=_cols("settlement_id text", "revision int4", "account_id text", "period text",
+                  "period_id text", "period_start timestamptz", "period_end timestamptz",
+                  "volume numeric", "amount numeric", "currency text",
+                  "estimated_volume numeric", "provisional bool", "charges int4",
+                  "meters text[]", "tariff_id text", "cycle_id text",
+                  "cycle_volume_after numeric", "balance_after numeric",
+                  "created_at timestamptz"),
+    key=("settlement_id", "revision", "period_start"),
+    compare=("account_id", "period", "period_end", "volume", "amount", "currency",
+             "estimated_volume", "provisional"),
+)
+
+SETTLEMENT_SEGMENTS = TableSpec(
+    name="billing.settlement_segments",
+    columns=_cols("settlement_id text", "revision int4", "segment_no int4", "account_id text",
+                  "period text", "period_start timestamptz", "tier int4", "component text",
+                  "price_period text", "volume numeric", "unit_price numeric",
+                  "amount numeric", "tariff_id text", "tariff_version int4"),
+    key=("settlement_id", "revision", "segment_no", "period_start"),
+    compare=(),
+)
+
+
+@dataclass(frozen=True)
+class _PreparedSettlement:
+    settlement: Row
+    segments: list[Row]
+
+
+class SettlementStore(Store):
+    """Every revision of a daily, monthly or yearly settlement, with its tier breakdown."""
+
+    message_type = Settlement
+
+    def __init__(self, context: StoreContext) -> None:
+        super().__init__(context)
+        self.settlements = TableAppender(SETTLEMENTS, fast_path=context.fast_path)
+        self.segments = TableAppender(SETTLEMENT_SEGMENTS, fast_path=context.fast_path)
+
+    def tables(self) -> tuple[TableSpec, ...]:
+        return (SETTLEMENTS, SETTLEMENT_SEGMENTS)
+
+    def prepare(self, message: Message) -> _PreparedSettlement:
+        m = message
+        assert isinstance(m, Settlement)
+        settlement = (m.settlement_id, m.revision, m.account_id, m.period, m.period_id,
+                      m.period_start, m.period_end, m.volume, m.amount, m.currency,
+                      m.estimated_volume, m.provisional, m.charges, list(m.meters),
+                      m.tariff_id, m.cycle_id, m.cycle_volume_after, m.balance_after,
+                      m.created_at)
+        segments = [(m.settlement_id, m.revision, n, m.account_id, m.period, m.period_start,
+                     s.tier, s.component, price_period(s.period), s.volume, s.unit_price,
+                     s.amount, s.tariff_id or m.tariff_id, s.tariff_version)
+                    for n, s in enumerate(m.segments, start=1)]
+        return _PreparedSettlement(settlement, segments)
+
+    def write(self, conn: psycopg.Connection, prepared: Sequence[Any],
+              source_topic: str) -> WriteResult:
+        result = WriteResult()
+        items: Sequence[_PreparedSettlement] = prepared
+        self._count(result, SETTLEMENTS.name, self.settlements.append(
+            conn, [p.settlement for p in items], source_topic=source_topic))
+        self._count(result, SETTLEMENT_SEGMENTS.name, self.segments.append(
+            conn, [s for p in items for s in p.segments], source_topic=source_topic),
+            primary=False)
         return result
 
 
@@ -375,9 +441,10 @@ BALANCE_CHANGES = TableSpec(
     name="billing.balance_changes",
     columns=_cols("entry_id text", "account_id text", "ts timestamptz", "kind text",
                   "amount numeric", "balance_after numeric", "currency text", "reference text",
-                  "alarm_state text"),
+                  "alarm_state text", "volume numeric", "volume_after numeric"),
     key=("entry_id", "ts"),
-    compare=("account_id", "kind", "amount", "balance_after", "currency"),
+    compare=("account_id", "kind", "amount", "balance_after", "currency", "volume",
+             "volume_after"),
 )
 
 
@@ -398,7 +465,7 @@ class BalanceChangeStore(Store):
         m = message
         assert isinstance(m, BalanceChange)
         return (m.entry_id, m.account_id, m.ts, m.kind, m.amount, m.balance_after, m.currency,
-                m.reference, m.alarm_state)
+                m.reference, m.alarm_state, m.volume, m.volume_after)
 
     def write(self, conn: psycopg.Connection, prepared: Sequence[Any],
               source_topic: str) -> WriteResult:
@@ -412,10 +479,12 @@ class BalanceChangeStore(Store):
         # balance back (ties broken by entry id, so replays are deterministic).
         cur = conn.execute(sql.SQL(
             "INSERT INTO billing.balances AS b (account_id, balance, currency, alarm_state, "
-            "as_of, entry_id) SELECT DISTINCT ON (account_id) account_id, balance_after, "
-            "currency, alarm_state, ts, entry_id FROM {} ORDER BY account_id, ts DESC, "
-            "entry_id DESC ON CONFLICT (account_id) DO UPDATE SET balance = excluded.balance, "
+            "volume_balance, as_of, entry_id) SELECT DISTINCT ON (account_id) account_id, "
+            "balance_after, currency, alarm_state, volume_after, ts, entry_id FROM {} "
+            "ORDER BY account_id, ts DESC, entry_id DESC "
+            "ON CONFLICT (account_id) DO UPDATE SET balance = excluded.balance, "
             "currency = excluded.currency, alarm_state = excluded.alarm_state, "
+            "volume_balance = excluded.volume_balance, "
             "as_of = excluded.as_of, entry_id = excluded.entry_id, updated_at = now() "
             "WHERE (b.as_of, b.entry_id) < (excluded.as_of, excluded.entry_id)").format(
                 sql.Identifier(BALANCE_CHANGES.staging_name)))

@@ -126,6 +126,7 @@ CREATE TABLE agg.tier_consumption_hourly (
     tariff_id          text,
     tier               integer,
     component          text,
+    price_period       text,
     volume             numeric,
     amount             numeric,
     segment_count      bigint,
@@ -142,6 +143,7 @@ CREATE TABLE agg.tier_consumption_daily (
     tariff_id          text,
     tier               integer,
     component          text,
+    price_period       text,
     volume             numeric,
     amount             numeric,
     segment_count      bigint,
@@ -158,6 +160,7 @@ CREATE TABLE agg.tier_consumption_monthly (
     tariff_id          text,
     tier               integer,
     component          text,
+    price_period       text,
     volume             numeric,
     amount             numeric,
     segment_count      bigint,
@@ -234,7 +237,7 @@ CREATE FUNCTION agg.log_charges_new() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO agg.invalidations (source, hour)
-    SELECT DISTINCT 'charges', date_trunc('hour', period_start, 'UTC') FROM new_rows;
+    SELECT DISTINCT 'charges', date_trunc('hour', accounted_at, 'UTC') FROM new_rows;
     RETURN NULL;
 END $$;
 
@@ -242,7 +245,7 @@ CREATE FUNCTION agg.log_charges_old() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO agg.invalidations (source, hour)
-    SELECT DISTINCT 'charges', date_trunc('hour', period_start, 'UTC') FROM old_rows;
+    SELECT DISTINCT 'charges', date_trunc('hour', accounted_at, 'UTC') FROM old_rows;
     RETURN NULL;
 END $$;
 
@@ -250,8 +253,8 @@ CREATE FUNCTION agg.log_charges_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO agg.invalidations (source, hour)
-    SELECT DISTINCT 'charges', date_trunc('hour', period_start, 'UTC')
-    FROM (SELECT period_start FROM new_rows UNION ALL SELECT period_start FROM old_rows) t;
+    SELECT DISTINCT 'charges', date_trunc('hour', accounted_at, 'UTC')
+    FROM (SELECT accounted_at FROM new_rows UNION ALL SELECT accounted_at FROM old_rows) t;
     RETURN NULL;
 END $$;
 

@@ -101,8 +101,8 @@ WITH NO DATA;
 
 CREATE MATERIALIZED VIEW agg.tier_consumption_hourly
     WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
-SELECT time_bucket(INTERVAL '1 hour', period_start) AS bucket,
-       account_id, tariff_id, tier, component,
+SELECT time_bucket(INTERVAL '1 hour', accounted_at) AS bucket,
+       account_id, tariff_id, tier, component, price_period,
        sum(volume) AS volume,
        sum(amount) AS amount,
        count(*) AS segment_count,
@@ -110,13 +110,13 @@ SELECT time_bucket(INTERVAL '1 hour', period_start) AS bucket,
        min(volume) AS min_volume,
        max(volume) AS max_volume
 FROM billing.charge_segments
-GROUP BY 1, account_id, tariff_id, tier, component
+GROUP BY 1, account_id, tariff_id, tier, component, price_period
 WITH NO DATA;
 
 CREATE MATERIALIZED VIEW agg.tier_consumption_daily
     WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 day', bucket, {{timezone}}) AS bucket,
-       account_id, tariff_id, tier, component,
+       account_id, tariff_id, tier, component, price_period,
        sum(volume) AS volume,
        sum(amount) AS amount,
        sum(segment_count)::bigint AS segment_count,
@@ -124,13 +124,13 @@ SELECT time_bucket(INTERVAL '1 day', bucket, {{timezone}}) AS bucket,
        min(min_volume) AS min_volume,
        max(max_volume) AS max_volume
 FROM agg.tier_consumption_hourly
-GROUP BY 1, account_id, tariff_id, tier, component
+GROUP BY 1, account_id, tariff_id, tier, component, price_period
 WITH NO DATA;
 
 CREATE MATERIALIZED VIEW agg.tier_consumption_monthly
     WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 month', bucket, {{timezone}}) AS bucket,
-       account_id, tariff_id, tier, component,
+       account_id, tariff_id, tier, component, price_period,
        sum(volume) AS volume,
        sum(amount) AS amount,
        sum(segment_count)::bigint AS segment_count,
@@ -138,7 +138,7 @@ SELECT time_bucket(INTERVAL '1 month', bucket, {{timezone}}) AS bucket,
        min(min_volume) AS min_volume,
        max(max_volume) AS max_volume
 FROM agg.tier_consumption_daily
-GROUP BY 1, account_id, tariff_id, tier, component
+GROUP BY 1, account_id, tariff_id, tier, component, price_period
 WITH NO DATA;
 
 -- The zone of the daily and monthly buckets, fixed here as in the definitions above (the

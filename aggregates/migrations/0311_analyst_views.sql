@@ -28,18 +28,20 @@ SELECT * FROM agg.dimension_consumption_monthly;
 
 -- Tier aggregates summed over accounts.
 CREATE VIEW analyst.tier_consumption_daily AS
-SELECT bucket, tariff_id, tier, component, count(DISTINCT account_id) AS account_count,
-       sum(volume) AS volume, sum(amount) AS amount, sum(segment_count)::bigint AS segment_count,
+SELECT bucket, tariff_id, tier, component, price_period,
+       count(DISTINCT account_id) AS account_count, sum(volume) AS volume,
+       sum(amount) AS amount, sum(segment_count)::bigint AS segment_count,
        sum(provisional_count)::bigint AS provisional_count
 FROM agg.tier_consumption_daily
-GROUP BY bucket, tariff_id, tier, component;
+GROUP BY bucket, tariff_id, tier, component, price_period;
 
 CREATE VIEW analyst.tier_consumption_monthly AS
-SELECT bucket, tariff_id, tier, component, count(DISTINCT account_id) AS account_count,
-       sum(volume) AS volume, sum(amount) AS amount, sum(segment_count)::bigint AS segment_count,
+SELECT bucket, tariff_id, tier, component, price_period,
+       count(DISTINCT account_id) AS account_count, sum(volume) AS volume,
+       sum(amount) AS amount, sum(segment_count)::bigint AS segment_count,
        sum(provisional_count)::bigint AS provisional_count
 FROM agg.tier_consumption_monthly
-GROUP BY bucket, tariff_id, tier, component;
+GROUP BY bucket, tariff_id, tier, component, price_period;
 
 -- The current version of each validated reading, with its quality and network attribution.
 CREATE VIEW analyst.validated_readings AS

@@ -9,8 +9,10 @@ CREATE INDEX consumption_intervals_start_brin ON data.consumption_intervals
 CREATE INDEX reading_edits_ts_brin ON data.reading_edits USING brin (ts);
 CREATE INDEX raw_frames_received_brin ON data.raw_frames USING brin (received_at);
 CREATE INDEX charges_period_brin ON billing.charges USING brin (period_start);
-CREATE INDEX charge_segments_period_brin ON billing.charge_segments USING brin (period_start);
-CREATE INDEX daily_settlements_period_brin ON billing.daily_settlements USING brin (period_start);
+CREATE INDEX charge_segments_accounted_brin ON billing.charge_segments USING brin (accounted_at);
+CREATE INDEX settlements_period_brin ON billing.settlements USING brin (period_start);
+CREATE INDEX settlement_segments_period_brin ON billing.settlement_segments
+    USING brin (period_start);
 CREATE INDEX balance_changes_ts_brin ON billing.balance_changes USING brin (ts);
 CREATE INDEX topups_ts_brin ON billing.topups USING brin (ts);
 CREATE INDEX alerts_ts_brin ON ops.alerts USING brin (ts);

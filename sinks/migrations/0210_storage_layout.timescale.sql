@@ -5,8 +5,8 @@
 --   1 day   readings, intervals, frames, charges and their segments: ~2.4 M rows a day each
 --           (~300-500 MB with indexes); a day is also the unit a late-data refresh touches.
 --   7 days  device events and balance movements: a few per device or account a day.
---   30 days edits, settlements, top-ups, alerts, command results: small, mostly queried by
---           month.
+--   30 days edits, settlements (~100,000 a day with their revisions), top-ups, alerts,
+--           command results: small, mostly queried by month.
 -- Compression (columnstore) starts only past the late-data window plus a margin, because
 -- late readings, new versions and INSERT ... ON CONFLICT should never meet a compressed
 -- chunk (its DML paths have a long bug history). Retention is set at run time from the
@@ -19,8 +19,9 @@ SELECT create_hypertable('data.reading_edits', by_range('ts', INTERVAL '30 days'
 SELECT create_hypertable('data.device_events', by_range('ts', INTERVAL '7 days'));
 SELECT create_hypertable('data.raw_frames', by_range('received_at', INTERVAL '1 day'));
 SELECT create_hypertable('billing.charges', by_range('period_start', INTERVAL '1 day'));
-SELECT create_hypertable('billing.charge_segments', by_range('period_start', INTERVAL '1 day'));
-SELECT create_hypertable('billing.daily_settlements',
+SELECT create_hypertable('billing.charge_segments', by_range('accounted_at', INTERVAL '1 day'));
+SELECT create_hypertable('billing.settlements', by_range('period_start', INTERVAL '30 days'));
+SELECT create_hypertable('billing.settlement_segments',
                          by_range('period_start', INTERVAL '30 days'));
 SELECT create_hypertable('billing.balance_changes', by_range('ts', INTERVAL '7 days'));
 SELECT create_hypertable('billing.topups', by_range('ts', INTERVAL '30 days'));
@@ -48,7 +49,7 @@ ALTER TABLE data.device_events SET (timescaledb.compress,
 ALTER TABLE billing.charges SET (timescaledb.compress,
     timescaledb.compress_segmentby = 'account_id', timescaledb.compress_orderby = 'period_start');
 ALTER TABLE billing.charge_segments SET (timescaledb.compress,
-    timescaledb.compress_segmentby = 'account_id', timescaledb.compress_orderby = 'period_start');
+    timescaledb.compress_segmentby = 'account_id', timescaledb.compress_orderby = 'accounted_at');
 
 SELECT add_compression_policy('data.raw_readings',
                               compress_after => INTERVAL '{{late_data_days}} days' + INTERVAL '3 days');

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from schemas.messages import Charge, Message, ValidatedReading
+from sinks.stores import price_period
 
 Row = tuple[Any, ...]
 
@@ -91,10 +92,13 @@ def tiers(messages: Iterable[Message], zone_name: str) -> dict[str, set[Row]]:
     for level in ("hourly", "daily", "monthly"):
         groups: dict[Row, list[Any]] = defaultdict(list)
         for c in {c.charge_id: c for c in charges}.values():
-            bucket = _bucket(hour_of(c.period_start), level, zone)
+            # A charge counts at the last instant of its period (where billing settles it).
+            accounted = c.period_end - timedelta(microseconds=1)
+            bucket = _bucket(hour_of(accounted), level, zone)
             for s in c.segments:
                 groups[(bucket, c.account_id, s.tariff_id or c.tariff_id, s.tier,
-                        s.component)].append((s.volume, s.amount, c.provisional))
+                        s.component, price_period(s.period))].append(
+                            (s.volume, s.amount, c.provisional))
         rows = set()
         for key, items in groups.items():
             volumes = [v for v, _, _ in items]

@@ -60,7 +60,8 @@ def charges() -> list[Charge]:
         start = START + hour * HOUR
         segments = tuple(ChargeSegment(tier=t, volume=Decimal(v), unit_price=Decimal("2.61"),
                                        amount=(Decimal(v) * Decimal("2.61")).quantize(
-                                           Decimal("0.01")), tariff_id="BJ-GAS")
+                                           Decimal("0.01")), tariff_id="BJ-GAS",
+                                       period="peak" if t == 2 and n == 1 else "")
                          for t, v in tiers)
         out.append(Charge(charge_id=f"ACC-00001:c{n}", account_id="ACC-00001",
                           meter_id="GAS-000001", kind="consumption", period_start=start,

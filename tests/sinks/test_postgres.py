@@ -17,6 +17,7 @@ from schemas.messages import (
     ChargeSegment,
     Message,
     Reading,
+    Settlement,
 )
 from sinks.postgres import PostgresSink
 from sinks.stores import STORES, StoreContext
@@ -36,7 +37,8 @@ TABLES = {
     "data.device_events": "event_id",
     "billing.charges": "charge_id",
     "billing.charge_segments": "charge_id, segment_no",
-    "billing.daily_settlements": "charge_id",
+    "billing.settlements": "settlement_id, revision",
+    "billing.settlement_segments": "settlement_id, revision, segment_no",
     "billing.balance_changes": "entry_id",
     "billing.balances": "account_id",
     "billing.topups": "top_up_id",
@@ -69,23 +71,32 @@ def mixed_messages(samples: dict[str, Message]) -> list[Message]:
         for i in range(3) for h in range(4)
     ]
     messages += [samples[s] for s in ("device.event", "billing.charge", "billing.balance",
-                                      "billing.topup", "alert", "command.result")]
-    messages.append(settlement_charge())
+                                      "billing.topup", "billing.settlement", "alert",
+                                      "command.result")]
+    settlement = samples["billing.settlement"]
+    assert isinstance(settlement, Settlement)
+    # The next revision of the same settlement: a correction, kept next to the first.
+    messages.append(msgspec.structs.replace(settlement, revision=settlement.revision + 1,
+                                            provisional=False,
+                                            estimated_volume=Decimal("0")))
+    messages.append(tou_charge())
     return messages
 
 
-def settlement_charge() -> Charge:
-    # The local day 2026-07-10 in Asia/Shanghai starts at 2026-07-09T16:00Z.
+def tou_charge() -> Charge:
+    """A time-of-use charge: its segments keep the period names; a real-time one does not."""
     start = datetime(2026, 7, 9, 16, tzinfo=UTC)
-    return Charge(charge_id="ACC-1:settle:2026-07-10", account_id="ACC-1",
-                  meter_id="GAS-000001", kind="settlement", period_start=start,
-                  period_end=start + timedelta(days=1), volume=Decimal("8"),
-                  amount=Decimal("21.54"),
-                  segments=(ChargeSegment(tier=1, volume=Decimal("5"), unit_price=Decimal("2.61"),
-                                          amount=Decimal("13.05")),
-                            ChargeSegment(tier=2, volume=Decimal("3"), unit_price=Decimal("2.83"),
-                                          amount=Decimal("8.49"))),
-                  tariff_id="BJ-GAS", cycle_id="2026")
+    return Charge(charge_id="ACC-2:ELEC-1:tou", account_id="ACC-2", meter_id="ELEC-1",
+                  kind="consumption", period_start=start, period_end=start + timedelta(days=1),
+                  volume=Decimal("10"), amount=Decimal("6.10"),
+                  segments=(ChargeSegment(tier=1, volume=Decimal("4"), unit_price=Decimal("0.8"),
+                                          amount=Decimal("3.20"), period="peak"),
+                            ChargeSegment(tier=1, volume=Decimal("6"), unit_price=Decimal("0.3"),
+                                          amount=Decimal("1.80"), period="valley"),
+                            ChargeSegment(tier=1, volume=Decimal("1"), unit_price=Decimal("1.1"),
+                                          amount=Decimal("1.10"),
+                                          period="2026-07-10T08:00:00+08:00")),
+                  tariff_id="ELEC-TOU")
 
 
 def make_sink(db: DbHandle, *, fast_path: bool = True) -> PostgresSink:
@@ -107,7 +118,16 @@ def test_same_batch_twice_shuffled_and_duplicated_changes_nothing(
     assert len(stored["data.validated_readings"]) == 31
     assert len(stored["data.raw_readings"]) == 12
     assert len(stored["data.reading_edits"]) == 1
-    assert stored["billing.daily_settlements"][0]["settlement_day"] == "2026-07-10"
+    assert [r["revision"] for r in stored["billing.settlements"]] == [2, 3]
+    assert len(stored["billing.settlement_segments"]) == 4
+    periods = [(r["period"], r["price_period"]) for r in stored["billing.charge_segments"]
+               if r["charge_id"] == "ACC-2:ELEC-1:tou"]
+    assert periods == [("peak", "peak"), ("valley", "valley"),
+                       ("2026-07-10T08:00:00+08:00", "")]
+    # Each charge is accounted at the last instant of its period.
+    accounted = {r["accounted_at"] for r in stored["billing.charge_segments"]
+                 if r["charge_id"] == "ACC-2:ELEC-1:tou"}
+    assert accounted == {"2026-07-10T15:59:59.999999+00:00"}
 
     again = messages + random.Random(7).sample(messages, 20)
     random.Random(3).shuffle(again)
