@@ -34,6 +34,7 @@ from devices.commands.errors import (
     ApprovalError,
     CommandConflictError,
     CommandError,
+    InvalidParametersError,
     InvalidTransitionError,
     SafetyPolicyError,
 )
@@ -559,9 +560,17 @@ class CommandService:
             where.append("requested_at < %s")
             args.append(until)
         if cursor:
-            at, _, cid = cursor.partition("|")
+            at, sep, cid = cursor.partition("|")
+            try:
+                after = datetime.fromisoformat(at)
+            except ValueError:
+                after = None
+            if not sep or after is None or after.tzinfo is None:
+                raise InvalidParametersError("the cursor is not one this service gave",
+                                             where="cursor",
+                                             hint="pass next_cursor of the previous page")
             where.append("(requested_at, command_id) < (%s, %s)")
-            args.extend([datetime.fromisoformat(at), cid])
+            args.extend([after, cid])
         args.append(limit + 1)
         with self.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(

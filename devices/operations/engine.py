@@ -149,7 +149,13 @@ class OperationService:
                                            where="operation parameters",
                                            hint="import the meter first")
             region_of = [devices[d].region for d in device_ids]
-            if regions is not None and any(r not in regions for r in region_of):
+            if kind == "install":
+                # The meter comes from the store (no place yet): the place decides.
+                row = conn.execute("SELECT path[1] FROM ledger.locations WHERE location_id = "
+                                   "%s", (values["location_id"],)).fetchone()
+                region_of = [row[0] if row else None]
+            placed = [r for r in region_of if r is not None]
+            if regions is not None and (not placed or any(r not in regions for r in placed)):
                 raise CommandNotFoundError(f"no meter {', '.join(device_ids)} in your regions",
                                            where="operation parameters")
             operation_id = uuid.uuid4().hex
@@ -158,7 +164,7 @@ class OperationService:
                 "params, state, requested_by, origin, reason, region, fingerprint, created_at, "
                 "updated_at) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, %s, %s, %s, %s)",
                 (operation_id, client_operation_id, kind, Jsonb(values), requested_by, origin,
-                 reason, next((r for r in region_of if r), None), digest, now, now))
+                 reason, placed[0] if placed else None, digest, now, now))
             for n, step in enumerate(definition.steps):
                 conn.execute(
                     "INSERT INTO ops.service_operation_steps (operation_id, step_no, name, kind,"
