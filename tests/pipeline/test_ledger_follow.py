@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -15,6 +16,8 @@ from pipeline.ledger import LedgerView
 from schemas import codec
 from schemas.messages import LedgerMeter, LedgerVeeGroup
 from schemas.settings import KafkaSettings
+from schemas.topics import TOPICS
+from unimeter.topics import create_topics, delete_topics
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +32,22 @@ async def _wait_for(predicate) -> None:  # type: ignore[no-untyped-def]
     raise AssertionError("condition not reached in 20 s")
 
 
+@pytest.fixture
+def ledger_kafka(kafka_settings: KafkaSettings) -> Iterator[KafkaSettings]:
+    """Ledger topics of this test alone: it writes garbage, which other tests reading the
+    session's topics must never see."""
+    settings = kafka_settings.model_copy(
+        update={"topic_prefix": f"{kafka_settings.topic_prefix}follow{uuid.uuid4().hex[:6]}."})
+    specs = tuple(s for s in TOPICS if s.name.startswith("ledger."))
+    report = create_topics(settings, specs)
+    yield settings
+    with contextlib.suppress(Exception):
+        delete_topics(settings, report.created)
+
+
 async def test_view_catches_up_then_follows_and_rejects_garbage(
-        kafka_settings: KafkaSettings) -> None:
+        ledger_kafka: KafkaSettings) -> None:
+    kafka_settings = ledger_kafka
     tag = uuid.uuid4().hex[:6]
     meters = [f"FOLLOW-{tag}-{i}" for i in range(20)]
     producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap, acks="all")
