@@ -10,12 +10,14 @@ messages — so the ratio says how much the bookkeeping costs on this machine.
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
-from bench._harness import BenchContext, BenchResult, rate
+from bench._harness import BenchContext, BenchResult
 from billing.engine import BillingEngine, MemoryStore
 from billing.tariff_file import load_tariff_file
 from schemas.messages import Dimensions, IntervalConsumption, LedgerAccount, ValidatedReading
@@ -121,20 +123,34 @@ def _bare_tier_walk(batches: list[list[ValidatedReading]]) -> Callable[[], int]:
     return run
 
 
+def _cpu_rates(fns: dict[str, Callable[[], int]], *, repeat: int,
+               min_cpu: float = 0.25) -> dict[str, float]:
+    """Items per CPU-second of each function — "per core" even on a busy machine: the
+    median of ``repeat`` rounds, the functions interleaved within each round so that load
+    from other processes hits the engine and its baseline alike."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            done, started = 0, time.process_time()
+            while True:
+                done += fn()
+                used = time.process_time() - started
+                if used >= min_cpu:
+                    break
+            samples[name].append(done / used)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def bench_engine(ctx: BenchContext) -> list[BenchResult]:
     n_accounts = 500 if ctx.quick else 2000
     days = 20 if ctx.quick else 40
     repeat = 3 if ctx.quick else 5
     step_accounts = _accounts(n_accounts, "BJ-GAS-RES")
     daily = _daily(list(step_accounts), days)
-    ctx.progress(f"{n_accounts} prepaid accounts × {days} daily reads (step tariff)")
-    engine_rate = rate(_runner("beijing_gas.yaml", step_accounts, daily), repeat=repeat)
-    base_rate = rate(_bare_tier_walk(daily), repeat=repeat)
-
+    ctx.progress(f"{n_accounts} prepaid accounts × {days} daily reads (step tariff); "
+                 f"{n_accounts} accounts × {days} hourly interval reads (TOU + step adders)")
     tou_accounts = _accounts(n_accounts, "ELEC-TOU")
     hourly = _hourly(list(tou_accounts), days)
-    ctx.progress(f"{n_accounts} accounts × {days} hourly interval reads (TOU + step adders)")
-    tou_rate = rate(_runner("tou_electricity.yaml", tou_accounts, hourly), repeat=repeat)
 
     # Re-delivery: every reading already billed (the at-least-once replay path).
     replay_engine = _engine("beijing_gas.yaml", step_accounts)
@@ -147,9 +163,14 @@ def bench_engine(ctx: BenchContext) -> list[BenchResult]:
             replay_engine.bill_reading(reading, now)
         return len(daily[0])
 
-    replay_rate = rate(replay, repeat=repeat)
-    note = "one core; each reading: idempotency, version lookup, tiers, balance, alarms, " \
-           "settlement, messages"
+    rates = _cpu_rates({"step": _runner("beijing_gas.yaml", step_accounts, daily),
+                        "base": _bare_tier_walk(daily),
+                        "tou": _runner("tou_electricity.yaml", tou_accounts, hourly),
+                        "replay": replay}, repeat=repeat)
+    engine_rate, base_rate, tou_rate, replay_rate = (
+        rates["step"], rates["base"], rates["tou"], rates["replay"])
+    note = "per CPU-second (one core); each reading: idempotency, version lookup, tiers, " \
+           "balance, alarms, settlement, messages"
     return [
         BenchResult("billing", "engine: daily reads, step tariff, prepaid", engine_rate,
                     "readings/s", "bare Decimal tier walk", base_rate,
@@ -157,10 +178,12 @@ def bench_engine(ctx: BenchContext) -> list[BenchResult]:
                     notes=note),
         BenchResult("billing", "engine: hourly intervals, TOU tariff, prepaid", tou_rate,
                     "readings/s", "bare Decimal tier walk", base_rate,
-                    target=f">= {_TARGET:,.0f}/s per core", passed=tou_rate >= _TARGET),
+                    target=f">= {_TARGET:,.0f}/s per core", passed=tou_rate >= _TARGET,
+                    notes=note),
         BenchResult("billing", "engine: re-delivered readings (no charge)", replay_rate,
                     "readings/s", "bare Decimal tier walk", base_rate,
-                    target="faster than pricing", passed=replay_rate > engine_rate),
+                    target="faster than pricing", passed=replay_rate > engine_rate,
+                    notes=note),
     ]
 
 

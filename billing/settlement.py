@@ -50,9 +50,13 @@ class Settler:
     def __init__(self, tz: ZoneInfo) -> None:
         self.tz = tz
         self._days: dict[date, tuple[_PeriodRef, _PeriodRef, _PeriodRef]] = {}
+        self._last: tuple[_PeriodRef, _PeriodRef, _PeriodRef] | None = None
 
     def periods_of(self, ts: datetime) -> tuple[_PeriodRef, _PeriodRef, _PeriodRef]:
         """The local day, month and year that contain instant ``ts``."""
+        last = self._last
+        if last is not None and last[0].start <= ts < last[0].end:
+            return last
         day = ts.astimezone(self.tz).date()
         found = self._days.get(day)
         if found is None:
@@ -75,6 +79,7 @@ class Settler:
             if len(self._days) > 4096:
                 self._days.clear()
             self._days[day] = found
+        self._last = found
         return found
 
     def settlement_instant(self, charge: Charge) -> datetime:
@@ -137,11 +142,17 @@ class Settler:
         rolled into its month and year), then months, then years, each in time order."""
         if not state.open_periods:
             return []
-        order = {"day": 0, "month": 1, "year": 2}
-        due = sorted((acc for acc in state.open_periods.values() if acc.end <= boundary),
-                     key=lambda a: (order[a.period], a.end))
+        days: list[PeriodAccumulator] = []
+        others: list[PeriodAccumulator] = []
+        for acc in state.open_periods.values():
+            if acc.end <= boundary:
+                (days if acc.period == "day" else others).append(acc)
+        if len(days) > 1:
+            days.sort(key=_by_end)
+        if len(others) > 1:
+            others.sort(key=_by_period_end)
         out = []
-        for acc in due:
+        for acc in (*days, *others):
             key = acc.key
             del state.open_periods[key]
             acc.closed = True
@@ -158,13 +169,14 @@ class Settler:
                  now: datetime) -> list[Settlement]:
         """Add a closed day's totals to its month and year (revising them if closed)."""
         out = []
-        _, month_ref, year_ref = self.periods_of(day.start)
-        for ref in (month_ref, year_ref):
-            key = f"{day.account_id}|{ref.period}|{ref.period_id}"
+        month_id = day.period_id[:7]  # "2026-07-10" -> "2026-07", "2026"
+        for period, period_id in (("month", month_id), ("year", month_id[:4])):
+            key = f"{day.account_id}|{period}|{period_id}"
             acc = state.open_periods.get(key)
             if acc is None:
                 acc = closed.get(key)
             if acc is None:
+                ref = self.periods_of(day.start)[1 if period == "month" else 2]
                 acc = self._new(state, ref, day.currency)
                 state.open_periods[key] = acc
             _add_totals(acc, day)
@@ -179,6 +191,14 @@ class Settler:
                   closed: MutableMapping[str, PeriodAccumulator]) -> list[Settlement]:
         """Close the periods whose end plus ``grace`` has passed (the agent's daily timer)."""
         return self.close_before(state, now - grace, closed, now)
+
+
+def _by_end(acc: PeriodAccumulator) -> datetime:
+    return acc.end
+
+
+def _by_period_end(acc: PeriodAccumulator) -> tuple[bool, datetime]:
+    return acc.period == "year", acc.end
 
 
 def _earliest_end(state: AccountState) -> datetime:
@@ -230,12 +250,16 @@ def _add_totals(acc: PeriodAccumulator, day: PeriodAccumulator) -> None:
 
 
 def _merge(segments: list[ChargeSegment]) -> list[ChargeSegment]:
+    if len(segments) < 2:
+        return segments
     totals: dict[tuple[str, int, int, str, str, Decimal], tuple[Decimal, Decimal]] = {}
     for s in segments:
         key = (s.tariff_id, s.tariff_version, s.tier, s.component, s.period, s.unit_price)
         found = totals.get(key)
         totals[key] = ((s.volume, s.amount) if found is None
                        else (found[0] + s.volume, found[1] + s.amount))
+    if len(totals) == len(segments):
+        return segments  # nothing to merge: keep the segments as they are
     return [ChargeSegment(tier=tier, volume=volume, unit_price=unit, amount=amount,
                           component=component, tariff_id=tariff_id, tariff_version=version,
                           period=period)

@@ -194,6 +194,7 @@ class TariffBook:
         self.tz = tz
         self._versions: dict[str, dict[int, TariffVersion]] = {}
         self._timelines: dict[str, tuple[list[datetime], list[TimelineEntry]]] = {}
+        self._last_entry: dict[str, TimelineEntry] = {}
         for message in tariffs:
             self.add(message)
 
@@ -202,6 +203,7 @@ class TariffBook:
         compiled = TariffVersion.compile(message, self.tz)
         self._versions.setdefault(message.tariff_id, {})[message.version] = compiled
         self._timelines.pop(message.tariff_id, None)
+        self._last_entry.pop(message.tariff_id, None)
         return compiled
 
     def __contains__(self, tariff_id: object) -> bool:
@@ -244,6 +246,10 @@ class TariffBook:
     def spans(self, tariff_id: str, start: datetime,
               end: datetime) -> list[tuple[datetime, datetime, TariffVersion]]:
         """The versions in force over ``[start, end)``, clipped to it, in time order."""
+        last = self._last_entry.get(tariff_id)
+        if (last is not None and last.version is not None and last.start <= start
+                and (last.end is None or end <= last.end)):
+            return [(start, end, last.version)]  # the common case: inside the last stretch
         starts, entries = self._timeline(tariff_id)
         index = max(bisect.bisect_right(starts, start) - 1, 0)
         if end <= start or entries[index].start > start:
@@ -257,6 +263,8 @@ class TariffBook:
                 raise self._gap(tariff_id, lo)
             out.append((lo, hi, entry.version))
             index += 1
+        if len(out) == 1:
+            self._last_entry[tariff_id] = entries[index - 1]
         return out
 
     def _gap(self, tariff_id: str, ts: datetime) -> NoTariffInForceError:
