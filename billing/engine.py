@@ -60,8 +60,10 @@ from billing.state import (
 from billing.tariffs import TariffBook
 from schemas.messages import (
     BalanceChange,
+    BillingControl,
     Charge,
     LedgerAccount,
+    Message,
     TopUp,
     ValidatedReading,
 )
@@ -421,6 +423,44 @@ class BillingEngine:
                     return None if found is None else found.price + tier.price
                 return tier.price
         return None
+
+    # ------------------------------------------------------------------ dispatch
+
+    def process(self, message: Message, now: datetime | None = None) -> Outcome:
+        """Apply any input of ``billing.inbox``: a reading, a top-up or a control."""
+        if isinstance(message, ValidatedReading):
+            return self.bill_reading(message, now)
+        if isinstance(message, TopUp):
+            return self.apply_top_up(message, now)
+        if isinstance(message, BillingControl):
+            return self.apply_control(message, now)
+        raise BillingInputError(f"billing does not take '{message.SCHEMA}' messages",
+                                hint="send readings, top-ups and billing controls only")
+
+    def apply_control(self, control: BillingControl, now: datetime | None = None) -> Outcome:
+        """Apply a :class:`~schemas.messages.BillingControl` once per ``control_id``."""
+        now = now or datetime.now(UTC)
+        key = f"control:{control.control_id}"
+        found = self.store.top_ups.get(key)
+        if found is not None:
+            again = found.outcome
+            return Outcome(status="duplicate", detail=f"control {control.control_id} already "
+                                                      "applied", settlements=again.settlements,
+                           alerts=again.alerts)
+        if control.action == "settle_due":
+            out = self.close_due_periods(control.account_id, control.ts)
+            # clock ticks are idempotent by nature and frequent: no record is kept
+            return out
+        if control.action == "clear_safety_lock":
+            out = self.clear_safety_lock(control.account_id, now)
+        else:
+            raise BillingInputError(
+                f"unknown billing control action '{control.action}'",
+                where=f"control {control.control_id} of account {control.account_id}",
+                hint="use settle_due or clear_safety_lock")
+        self.store.top_ups[key] = TopUpRecord(account_id=control.account_id, applied_at=now,
+                                              outcome=out)
+        return out
 
     # ------------------------------------------------------------------ valves and time
 

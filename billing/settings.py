@@ -33,4 +33,7 @@ class BillingSettings(ComponentSettings):
         default=180, ge=0,
         description="A local day is settled this long after its end if no later reading "
                     "closed it first (late daily reads arrive in the early morning).")
-    producer: str = Field(default="billing", description="Producer name in envelopes.")
+    settle_check_minutes: float = Field(
+        default=60.0, gt=0,
+        description="How often the billing agent looks for quiet accounts whose days are "
+                    "due for settlement.")

@@ -195,6 +195,7 @@ class TariffBook:
         self._versions: dict[str, dict[int, TariffVersion]] = {}
         self._timelines: dict[str, tuple[list[datetime], list[TimelineEntry]]] = {}
         self._last_entry: dict[str, TimelineEntry] = {}
+        self._signatures: dict[str, tuple[tuple[int, float, float], ...]] = {}
         for message in tariffs:
             self.add(message)
 
@@ -204,7 +205,27 @@ class TariffBook:
         self._versions.setdefault(message.tariff_id, {})[message.version] = compiled
         self._timelines.pop(message.tariff_id, None)
         self._last_entry.pop(message.tariff_id, None)
+        self._signatures.pop(message.tariff_id, None)
         return compiled
+
+    def sync(self, tariff_id: str, versions: Iterable[LedgerTariff]) -> bool:
+        """Make the book hold exactly ``versions`` of ``tariff_id`` (as the ledger has them);
+        recompiles only when they changed. Returns whether anything changed. Raises
+        :class:`TariffError` for an invalid version (the book keeps the previous set)."""
+        versions = list(versions)
+        signature = tuple(sorted((v.version, v.updated_at.timestamp(),
+                                  v.effective_from.timestamp()) for v in versions))
+        if self._signatures.get(tariff_id) == signature:
+            return False
+        compiled = {v.version: TariffVersion.compile(v, self.tz) for v in versions}
+        if compiled:
+            self._versions[tariff_id] = compiled
+        else:
+            self._versions.pop(tariff_id, None)
+        self._signatures[tariff_id] = signature
+        self._timelines.pop(tariff_id, None)
+        self._last_entry.pop(tariff_id, None)
+        return True
 
     def __contains__(self, tariff_id: object) -> bool:
         return tariff_id in self._versions

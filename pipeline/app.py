@@ -28,6 +28,7 @@ import importlib
 import logging
 import pkgutil
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import faust
+from faust.streams import _current_event  # faust's current-event context variable
 
 from pipeline._follow import follow_ledger
 from pipeline.errors import PipelineError
@@ -91,6 +93,9 @@ class BatchResult:
     outputs: list[Output] = field(default_factory=list)
     after_send: Callable[[], None] | None = None
 
+
+#: The payload type an agent expects, or the tuple of types a mixed topic carries.
+Expected = type[Message] | tuple[type[Message], ...]
 
 BatchHandler = Callable[[list[Incoming[Any]]], "BatchResult | Awaitable[BatchResult]"]
 
@@ -191,18 +196,20 @@ class PipelineApp:
     def table(self, name: str, *, help_text: str = "") -> Any:
         """A partitioned table of bytes (per-meter state), co-partitioned with the input:
         each key lives in the partition of the event that wrote it."""
+        # Raw bytes through the app's raw key/value serializers (faust's Table takes no
+        # serializer arguments of its own).
         return self.faust.Table(name, default=None, key_type=bytes, value_type=bytes,
-                                key_serializer="raw", value_serializer="raw",
                                 help=help_text or name)
 
     # ------------------------------------------------------------------ agents
 
-    def batch_agent(self, topic: str, expected: type[M], *, name: str) -> Callable[
+    def batch_agent(self, topic: str, expected: Expected, *, name: str) -> Callable[
             [BatchHandler], BatchHandler]:
         """Register a batch handler as a faust agent consuming catalog topic ``topic``.
 
-        The handler receives ``list[Incoming[expected]]`` (undecodable records have already
-        gone to ``dlq.pipeline``) and returns a :class:`BatchResult` (or an awaitable of
+        The handler receives ``list[Incoming[expected]]`` (``expected`` may be a tuple of the
+        payload types of a mixed topic; undecodable records have already gone to
+        ``dlq.pipeline``) and returns a :class:`BatchResult` (or an awaitable of
         one). One agent instance per worker (``concurrency=1``): ordering per partition is
         what per-meter state relies on.
         """
@@ -219,9 +226,29 @@ class PipelineApp:
 
         return decorate
 
-    async def handle_events(self, events: Sequence[Any], expected: type[M],
+    async def handle_events(self, events: Sequence[Any], expected: Expected,
                             handler: BatchHandler, *, topic: str) -> None:
-        """Decode ``events``, run ``handler`` and send its outputs (the agent loop's body)."""
+        """Decode ``events``, run ``handler`` and send its outputs (the agent loop's body).
+
+        Events are handled partition by partition, each group with one of its own events as
+        faust's *current event*: faust's RocksDB store and table changelog put a key in the
+        current event's partition, so a key read or written by the handler or its
+        ``after_send`` stays in the partition of the input it belongs to — a batch spanning
+        partitions would otherwise file every key under the last event's partition and lose
+        it at the next rebalance.
+        """
+        groups: dict[int, list[Any]] = {}
+        for event in events:
+            groups.setdefault(event.message.partition, []).append(event)
+        for group in groups.values():
+            token = _current_event.set(weakref.ref(group[-1]))
+            try:
+                await self._handle_partition(group, expected, handler, topic=topic)
+            finally:
+                _current_event.reset(token)
+
+    async def _handle_partition(self, events: Sequence[Any], expected: Expected,
+                                handler: BatchHandler, *, topic: str) -> None:
         batch: list[Incoming[Any]] = []
         rejects: list[Output] = []
         for event in events:
@@ -281,18 +308,27 @@ class PipelineApp:
                       codec.encode(message, producer=self.producer_name,
                                    event_time=event_time, message_id=message_id))
 
-    def decode(self, value: bytes | None, expected: type[M], *, key: bytes | None, topic: str,
-               partition: int, offset: int, rejects: list[Output]) -> Incoming[M] | None:
-        """Decode one record; on failure append its dead letter to ``rejects``."""
+    def decode(self, value: bytes | None, expected: Expected, *, key: bytes | None, topic: str,
+               partition: int, offset: int, rejects: list[Output]) -> Incoming[Any] | None:
+        """Decode one record; on failure append its dead letter to ``rejects``. ``expected``
+        is the payload type, or a tuple of the types a mixed topic carries."""
         if value is None:
             return None  # a tombstone on a data topic carries nothing to process
         try:
-            _, message = codec.decode(value, expected)
+            if isinstance(expected, tuple):
+                _, message = codec.decode(value)
+                if not isinstance(message, expected):
+                    raise MessageDecodeError(
+                        f"schema '{message.SCHEMA}' does not belong on {topic}; expected one "
+                        f"of {', '.join(t.SCHEMA for t in expected)}",
+                        hint="a producer wrote to the wrong topic")
+            else:
+                _, message = codec.decode(value, expected)
         except MessageDecodeError as exc:
             rejects.append(self.dead_letter(exc, value=value, key=key, topic=topic,
                                             partition=partition, offset=offset))
             return None
-        return Incoming(message, key, topic, partition, offset, value)  # type: ignore[arg-type]
+        return Incoming(message, key, topic, partition, offset, value)
 
     def dead_letter(self, error: UnimeterError, *, value: bytes, key: bytes | None, topic: str,
                     partition: int | None = None, offset: int | None = None,

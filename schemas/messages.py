@@ -24,6 +24,7 @@ __all__ = [
     "Alert",
     "AwareDatetime",
     "BalanceChange",
+    "BillingControl",
     "Charge",
     "ChargeSegment",
     "CommandDispatch",
@@ -435,6 +436,36 @@ class Settlement(Message, frozen=True, kw_only=True):
     cycle_volume_after: Decimal | None = None
     balance_after: Decimal | None = None
     created_at: AwareDatetime | None = None
+
+    def key(self) -> bytes:
+        return self.account_id.encode()
+
+
+class BillingControl(Message, frozen=True, kw_only=True):
+    """An instruction to the billing agent about one account, applied in the account's order.
+
+    It travels on ``billing.inbox`` with the account's readings and top-ups, so it is applied
+    between them exactly where it was sent. ``action`` values the agent understands:
+
+    * ``settle_due`` — settle the days, months and years of the account that ended more than
+      the grace time before ``ts`` (sent by the agent's own clock for quiet accounts);
+    * ``clear_safety_lock`` — a person checked the installation after a safety close
+      (``requested_by``, ``reason``); billing will again arm the valve after later top-ups,
+      but never opens anything because of this instruction itself.
+
+    ``control_id`` is the natural key: an instruction delivered twice is applied once.
+    """
+
+    SCHEMA: ClassVar[str] = "billing.control"
+    VERSION: ClassVar[int] = 1
+
+    control_id: str
+    account_id: str
+    action: str
+    ts: AwareDatetime
+    requested_by: str = "billing"
+    reason: str = ""
+    meter_id: str | None = None
 
     def key(self) -> bytes:
         return self.account_id.encode()
@@ -938,7 +969,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.SCHEMA: cls
     for cls in (
         RawFrame, Reading, DeviceEvent, ValidatedReading, Charge, BalanceChange, TopUp,
-        Settlement, Alert, ReadingEdit,
+        Settlement, BillingControl, Alert, ReadingEdit,
         CommandRequest, CommandDispatch, CommandResult, DeadLetter,
         LedgerMeter, LedgerAccount, LedgerTariff, LedgerVeeGroup,
         SyncCustomer, SyncAccount, SyncMeter, SyncTariff, SyncCollectionRequirement,

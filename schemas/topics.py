@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from schemas.messages import (
     Alert,
     BalanceChange,
+    BillingControl,
     Charge,
     CommandDispatch,
     CommandRequest,
@@ -92,6 +93,10 @@ TOPICS: tuple[TopicSpec, ...] = (
               (BalanceChange,), retention_ms=30 * _DAY_MS),
     TopicSpec("billing.topups", "account id", "top-ups, refunds and adjustments to apply",
               (TopUp,), retention_ms=30 * _DAY_MS),
+    TopicSpec("billing.inbox", "account id",
+              "the billing agent's input: an account's validated readings, top-ups and "
+              "controls in one order (forwarded from readings.validated and billing.topups)",
+              (ValidatedReading, TopUp, BillingControl), retention_ms=7 * _DAY_MS),
     TopicSpec("billing.settlements", "account id",
               "daily, monthly and yearly settlements (bills), revised by corrections",
               (Settlement,), retention_ms=30 * _DAY_MS),
