@@ -88,7 +88,8 @@ class _Collector:
         return [m for _, _, m in self.messages if isinstance(m, cls)
                 and (account is None or getattr(m, "account_id", None) == account
                      or getattr(m, "object_id", None) == account
-                     or (isinstance(m, CommandRequest) and m.device_id.startswith(account)))]
+                     or (isinstance(m, CommandRequest)
+                         and m.command_id.split(":")[1] == account))]
 
     async def until(self, predicate: Any, seconds: float, what: str) -> None:
         for _ in range(int(seconds * 10)):
@@ -149,7 +150,7 @@ async def test_worked_example_duplicates_race_and_restart_through_the_broker(
                 for day, volume in (("2020-06-01", "8"), ("2020-06-02", "10"),
                                     ("2020-06-03", "5"), ("2020-06-04", "3")):
                     await send("readings.validated", _reading(meter, acc, day, volume))
-                await out.until(lambda: len(out.of(Charge, acc)) >= 4, 120,
+                await out.until(lambda: len(out.of(Charge, acc)) >= 4, 180,
                                 "the four charges")
                 await send("billing.topups", TopUp(top_up_id=f"T-{tag}", account_id=acc,
                                                    amount=Decimal("100.00"),
@@ -163,7 +164,7 @@ async def test_worked_example_duplicates_race_and_restart_through_the_broker(
                                                  ts=local("2020-06-02"))))
                 await out.until(lambda: len(out.of(BalanceChange, racer)) >= 3
                                 and any(c.command == "valve_arm_open"
-                                        for c in out.of(CommandRequest, acc)), 60,
+                                        for c in out.of(CommandRequest, acc)), 120,
                                 "top-up, duplicate and race outcomes")
                 assert proc.poll() is None, log.read_text()
                 proc.send_signal(signal.SIGKILL)  # a crash: no clean shutdown, no final commit
@@ -196,8 +197,9 @@ async def test_worked_example_duplicates_race_and_restart_through_the_broker(
                 await send("readings.validated", _reading(meter, acc, "2020-06-01", "8"))
                 await send("readings.validated", _reading(meter, acc, "2020-06-05", "2"))
                 await out.until(lambda: any(c.reading_ts == local("2020-06-06")
-                                            for c in out.of(Charge, acc)), 120,
-                                "the charge after the restart")
+                                            for c in out.of(Charge, acc)), 240,
+                                "the charge after the restart (the killed worker's session "
+                                "must time out first)")
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
             charges = out.of(Charge, acc)
