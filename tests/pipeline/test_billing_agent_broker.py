@@ -89,7 +89,7 @@ class _Collector:
                 and (account is None or getattr(m, "account_id", None) == account
                      or getattr(m, "object_id", None) == account
                      or (isinstance(m, CommandRequest)
-                         and m.command_id.split(":")[1] == account))]
+                         and m.command_id.startswith(f"billing:{account}:")))]
 
     async def until(self, predicate: Any, seconds: float, what: str) -> None:
         for _ in range(int(seconds * 10)):
