@@ -365,4 +365,5 @@ async def enqueue_all(conn: AsyncConnection[Any],
         for statement in enqueue_all_sql(topics):
             cur = await conn.execute(statement)
             total += cur.rowcount
+        await conn.execute("SELECT pg_notify('ledger_outbox', '')")
     return total
