@@ -23,6 +23,7 @@ __all__ = [
     "CommandOut",
     "CommandPage",
     "CommandSupportOut",
+    "ConsumptionPage",
     "DeviceDetailOut",
     "DeviceOut",
     "DevicePage",
@@ -41,6 +42,8 @@ __all__ = [
     "StepOut",
     "TokenIn",
     "TokenOut",
+    "ValidatedReadingOut",
+    "ValidatedReadingPage",
     "VerifyOut",
 ]
 
@@ -351,6 +354,38 @@ class ReadingOut(_Out):
 
 class ReadingPage(_Out):
     items: list[ReadingOut]
+    next_cursor: str | None
+
+
+class ValidatedReadingOut(_Out):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    meter_id: str
+    register_name: str = Field(alias="register")
+    ts: datetime
+    version: int
+    value: str | None
+    unit: str
+    quality: str
+    method: str
+    flags: list[str]
+    kind: str
+    consumption: str | None
+    received_at: datetime | None
+    validated_at: datetime | None
+
+
+class ValidatedReadingPage(_Out):
+    items: list[ValidatedReadingOut]
+    next_cursor: str | None
+
+
+class ConsumptionPage(_Out):
+    """Aggregate rows: ``bucket``, the grouping columns asked for, and the measures
+    (``consumption``, ``reading_count``, ``interval_count``, ``estimated_count``,
+    ``min_consumption``, ``max_consumption``)."""
+
+    items: list[dict[str, Any]]
     next_cursor: str | None
 
 
