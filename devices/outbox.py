@@ -58,9 +58,16 @@ PUBLISHER_LOCK_ID = 0x6C656467
 #: ``(topic, entity) -> SQL`` returning the message keys an entity change affects; the SQL
 #: gets the entity ids as ``%(ids)s`` (text[]). An entity missing here maps to itself.
 EXPANDERS: dict[tuple[str, str], str] = {
+    # A meter maps to itself; a concentrator, collector, DTU or RTU to the meters below it.
     ("ledger.meters", "device"): """
-        SELECT d.device_id FROM ledger.devices d JOIN ledger.meters m ON m.meter_id = d.device_id
-         WHERE d.path && %(ids)s""",
+        WITH hubs AS (
+            SELECT array_agg(d.device_id) AS ids FROM ledger.devices d
+             WHERE d.device_id = ANY(%(ids)s) AND d.kind <> 'meter')
+        SELECT m.meter_id FROM ledger.meters m WHERE m.meter_id = ANY(%(ids)s)
+        UNION
+        SELECT d.device_id FROM hubs, ledger.devices d
+          JOIN ledger.meters m ON m.meter_id = d.device_id
+         WHERE hubs.ids IS NOT NULL AND d.path && hubs.ids""",
     ("ledger.meters", "device_type"): """
         SELECT m.meter_id FROM ledger.meters m JOIN ledger.devices d ON d.device_id = m.meter_id
          WHERE d.device_type = ANY(%(ids)s)""",
@@ -124,7 +131,7 @@ class OutboxPublisher:
     """
 
     def __init__(self, database: DatabaseSettings, kafka: KafkaSettings, *,
-                 batch_size: int = 500, poll_interval_s: float = 1.0,
+                 batch_size: int = 5000, poll_interval_s: float = 1.0,
                  producer_name: str = "ledger-publisher", send: Send | None = None) -> None:
         self.database = database
         self.kafka = kafka

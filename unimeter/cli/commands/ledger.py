@@ -137,7 +137,7 @@ def export(kinds: tuple[str, ...], output: Path) -> None:
 @click.option("--once", is_flag=True, help="Publish what is queued now and exit.")
 @click.option("--all", "republish", is_flag=True,
               help="First queue every meter, account, tariff version and VEE group again.")
-@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--batch-size", default=5000, show_default=True, type=click.IntRange(1, 100000))
 def publish(once: bool, republish: bool, batch_size: int) -> None:
     """Publish ledger changes from the outbox to the compacted ledger.* topics."""
     from devices.outbox import OutboxPublisher, enqueue_all
