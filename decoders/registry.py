@@ -50,6 +50,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "modbus-rtu": "decoders.modbus:ModbusRtu",
     "modbus-tcp": "decoders.modbus:ModbusTcp",
     "mbus-en13757": "decoders.mbus:MBus",
+    "qgdw376.1": "decoders.qgdw3761:QGDW3761",
 }
 
 #: Short names people type.

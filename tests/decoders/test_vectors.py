@@ -138,8 +138,51 @@ def check_mbus(frame: Frame, expect: dict[str, Any]) -> None:
             assert ours.unit == stated["Unit"].replace("^", "").replace("-", "")
 
 
+def check_qgdw(frame: Frame, expect: dict[str, Any]) -> None:
+    header = frame.header
+    for key, stated in expect.items():
+        if key == "control":
+            assert frame.control == _hexnum(stated)
+        elif key == "direction":
+            assert stated.startswith("up")
+            assert frame.direction in ("reply", "report")
+        elif key == "address":
+            if "A1_area_code" in stated:
+                assert header["a1"] == stated["A1_area_code"]
+            if "A1_area_code_wire" in stated:
+                assert header["a1"] == bytes.fromhex(stated["A1_area_code_wire"])[::-1].hex()
+            if "A2_terminal" in stated:
+                assert header["a2"] == int(stated["A2_terminal"], 16)
+            if "A2_terminal_wire" in stated:
+                assert header["a2"] == int.from_bytes(bytes.fromhex(
+                    stated["A2_terminal_wire"]), "little")
+            assert header["msa"] == 0
+            assert header["group"] is False
+        elif key == "afn":
+            assert frame.identifier is not None
+            assert frame.identifier.startswith(f"AFN{_hexnum(stated):02X}")
+        elif key == "seq":
+            number = _hexnum(stated)
+            assert frame.sequence == number & 0x0F
+            assert (header["fir"], header["fin"], header["con"]) == \
+                (bool(number & 0x40), bool(number & 0x20), bool(number & 0x10))
+        elif key == "da":
+            assert ":p0:" in (frame.identifier or "")
+        elif key == "dt":
+            assert frame.identifier is not None
+            assert frame.identifier.endswith(":F1")
+            assert frame.function == "login"
+        elif key == "user_data_len":
+            assert len(get_protocol(frame.protocol).encode(frame)) == stated + 8
+        elif key == "protocol_id":
+            assert header.get("protocol_id", 2) == stated
+
+
 def check_stated(frame: Frame, expect: dict[str, Any]) -> None:
     """Compare what the source states with what we decoded, key by key."""
+    if frame.protocol == "qgdw376.1":
+        check_qgdw(frame, expect)
+        return
     if frame.protocol.startswith("modbus"):
         check_modbus(frame, expect)
         return
