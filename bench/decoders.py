@@ -199,4 +199,48 @@ def bench_mbus(ctx: BenchContext) -> list[BenchResult]:
     ]
 
 
-BENCHMARKS = [bench_cjt188_901f, bench_template_protocols, bench_modbus, bench_mbus]
+def bench_dlms(ctx: BenchContext) -> list[BenchResult]:
+    """DLMS/COSEM against dlms-cosem on the same frames: HDLC I-frames carrying APDUs
+    (frame + APDU decoded) and wrapper frames (header + APDU)."""
+    from dlms_cosem.connection import XDlmsApduFactory
+    from dlms_cosem.hdlc.frames import InformationFrame
+    from dlms_cosem.protocol.wrappers import WrapperHeader
+
+    repeat, min_time = (3, 0.1) if ctx.quick else (5, 0.3)
+    hdlc = get_protocol("dlms-hdlc")
+    i_frames = [f for f in _frames("dlms-hdlc")
+                if hdlc.decode(f).header.get("frame_kind") == "i"] * 20
+    wrapper = get_protocol("dlms-wrapper")
+    wrapped = [f for f in _frames("dlms-wrapper")
+               if wrapper.decode(f).function.startswith("get_")] * 20
+
+    def peer_hdlc() -> int:
+        for data in i_frames:
+            frame = InformationFrame.from_bytes(data)
+            XDlmsApduFactory.apdu_from_bytes(frame.payload[3:])
+        return len(i_frames)
+
+    def peer_wrapper() -> int:
+        for data in wrapped:
+            WrapperHeader.from_bytes(data[:8])
+            XDlmsApduFactory.apdu_from_bytes(data[8:])
+        return len(wrapped)
+
+    results = []
+    for name, proto, frames, peer in (("dlms-hdlc", hdlc, i_frames, peer_hdlc),
+                                      ("dlms-wrapper", wrapper, wrapped, peer_wrapper)):
+        ours = cpu_rate(_loop_decode(proto, frames), repeat=repeat, min_time=min_time)
+        base = cpu_rate(peer, repeat=repeat, min_time=min_time)
+        decoded = [proto.decode(f) for f in frames]
+        enc = cpu_rate(_loop_encode(proto, decoded), repeat=repeat, min_time=min_time)
+        results += [
+            BenchResult("decoders", f"{name} decode (GET, AARE)", ours, "frames/s/core",
+                        "dlms-cosem", base, target="not slower than the peer",
+                        passed=ours >= base),
+            BenchResult("decoders", f"{name} encode", enc, "frames/s/core"),
+        ]
+    return results
+
+
+BENCHMARKS = [bench_cjt188_901f, bench_template_protocols, bench_modbus, bench_mbus,
+              bench_dlms]

@@ -8,7 +8,10 @@ Protocols
     ``get_protocol(name)`` → :class:`Protocol`; ``name`` may carry a vendor variant,
     ``"cjt188-2004:di-low-first"``. ``protocol_names()`` lists them. Built in:
     ``cjt188-2004``, ``dlt645-2007``, ``dlt645-1997`` (frame templates in
-    ``decoders/protocols/*.yaml``) and the DTU link templates ``dtu-text``, ``dtu-binary``.
+    ``decoders/protocols/*.yaml``), the DTU link templates ``dtu-text``, ``dtu-binary``, and
+    in Python ``modbus-rtu``, ``modbus-tcp`` (variant = a register map of
+    ``decoders/protocols/modbus-maps/``: ``modbus-tcp:flow-computer``), ``mbus-en13757``,
+    ``dlms-hdlc``, ``dlms-wrapper``, ``dlms-apdu`` and ``qgdw376.1``.
     Third-party packages add protocols through the ``unimeter.protocols`` entry-point group
     (a Protocol, a factory, or a path to templates — see :mod:`decoders.registry`);
     ``protocol_registry.register_template(path)`` adds a utility's own template at run time.
@@ -65,6 +68,19 @@ Commands — the unified catalog of ``devices/``, encoded per protocol
                                          ``valid_until``
     relay_close          dlt645          as relay_trip, plus ``mode``: close_allowed
                                          (default) or direct_close
+    read_now             modbus:<map>    ``block`` (index of the map's read blocks);
+                                         ``proto.apply_map(cmd, reply)`` names the values
+    valve_*, set_report  modbus:<map>    as the register map declares (coil / register)
+    _interval
+    read_now             mbus-en13757    — (REQ_UD2; ``sequence`` parity sets FCB)
+    read_now             dlms-*          ``obis`` (default 1-0:1.8.0.255), ``class_id``
+                                         (3), ``attribute`` (2); HDLC: ``client``, ``ns``,
+                                         ``nr``; replies match by invoke id
+    any of the above     qgdw376.1       forwarded to a meter behind the concentrator:
+                                         ``meter_address``, ``meter_protocol`` (default
+                                         dlt645-2007), ``port`` + the inner parameters;
+                                         ``proto.confirm(login_frame)`` answers login and
+                                         heartbeat
     ===================  ==============  =================================================
 
     (DL/T 645 remote top-up and balance setting need the meter's ESAM security keys and

@@ -31,12 +31,12 @@ _MODBUS_TABLE = _reflected_table(0xA001)
 _X25_TABLE = _reflected_table(0x8408)
 
 
-def sum8(data: bytes | memoryview) -> int:
+def sum8(data: bytes | bytearray | memoryview) -> int:
     """Arithmetic sum of the bytes, mod 256."""
     return sum(data) & 0xFF
 
 
-def crc16_modbus(data: bytes | memoryview) -> int:
+def crc16_modbus(data: bytes | bytearray | memoryview) -> int:
     """CRC-16/MODBUS of ``data`` (check value of b"123456789" is 0x4B37)."""
     crc = 0xFFFF
     table = _MODBUS_TABLE
@@ -45,7 +45,7 @@ def crc16_modbus(data: bytes | memoryview) -> int:
     return crc
 
 
-def crc16_x25(data: bytes | memoryview) -> int:
+def crc16_x25(data: bytes | bytearray | memoryview) -> int:
     """CRC-16/X.25 of ``data`` (check value of b"123456789" is 0x906E)."""
     crc = 0xFFFF
     table = _X25_TABLE
@@ -55,7 +55,7 @@ def crc16_x25(data: bytes | memoryview) -> int:
 
 
 #: Algorithms by the name a template uses.
-CHECKSUMS: dict[str, Callable[[bytes | memoryview], int]] = {
+CHECKSUMS: dict[str, Callable[[bytes | bytearray | memoryview], int]] = {
     "sum8": sum8,
     "mbus_sum": sum8,
     "crc16_modbus": crc16_modbus,

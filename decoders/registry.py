@@ -51,6 +51,9 @@ BUILTIN_MODULES: dict[str, str] = {
     "modbus-tcp": "decoders.modbus:ModbusTcp",
     "mbus-en13757": "decoders.mbus:MBus",
     "qgdw376.1": "decoders.qgdw3761:QGDW3761",
+    "dlms-hdlc": "decoders.dlms:DlmsHdlc",
+    "dlms-wrapper": "decoders.dlms:DlmsWrapper",
+    "dlms-apdu": "decoders.dlms:DlmsApdu",
 }
 
 #: Short names people type.

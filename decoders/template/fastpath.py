@@ -51,6 +51,11 @@ def _slice(lo: int, hi: int, little: bool) -> str:
     return f"d[o+{lo}:o+{hi}]" + ("[::-1]" if little else "")
 
 
+#: packed-BCD byte -> its value 0..99, or -1 when a nibble is above 9
+BCD_BYTE = tuple((b >> 4) * 10 + (b & 15) if b >> 4 < 10 and b & 15 < 10 else -1
+                 for b in range(256))
+
+
 class _Writer:
     def __init__(self, layout: Layout, values_only: bool = False) -> None:
         self.layout = layout
@@ -58,7 +63,8 @@ class _Writer:
         self.values: list[str] = []
         self.lines: list[str] = []
         self.env: dict[str, Any] = {"D": Decimal, "DI": DataItem, "F": Fallback,
-                                    "datetime": datetime, "date": date, "time": time}
+                                    "datetime": datetime, "date": date, "time": time,
+                                    "B": BCD_BYTE}
         self.items: list[str] = []
 
     def const(self, value: Any) -> str:
@@ -149,12 +155,17 @@ class _Writer:
                                   "out.append(it)")
 
     def datetime(self, var: str, element: DateTimeElement, lo: int, hi: int) -> None:
-        self.lines.append(f"x = d[o+{lo}:o+{hi}].hex()")
-        self.lines.append("if not x.isdigit(): raise F")
+        # one table lookup per BCD byte; -1 marks a bad nibble
+        names = [f"t{i}" for i in range(len(element.parts))]
+        self.lines.append(", ".join(names) + " = " +
+                          ", ".join(f"B[d[o+{lo + i}]]" for i in range(len(names))) +
+                          ("," if len(names) == 1 else ""))
+        self.lines.append(f"if min({', '.join(names)}{',' if len(names) == 1 else ''}) < 0: "
+                          "raise F")
         pos = {part: i for i, part in enumerate(element.parts)}
 
         def part(name: str, default: str = "0") -> str:
-            return f"int(x[{2 * pos[name]}:{2 * pos[name] + 2}])" if name in pos else default
+            return f"t{pos[name]}" if name in pos else default
 
         if "year_hi" in pos:
             year = f"{part('year_hi')} * 100 + {part('year_lo')}"
@@ -176,18 +187,32 @@ class _Writer:
     def build(self) -> FastLayout:
         offset = 0
         body: list[str] = ["out = []"]
+        direct = True  # no element appends on its own: return one list literal
         for index, element in enumerate(self.layout.elements):
-            before = len(self.items)
             self.lines = []
             self.element(index, element, offset)
             body.extend(self.lines)
-            new = self.items[before:]
-            body.extend(f"out.append({item})" for item in new if item)
+            if any("out.append" in line for line in self.lines):
+                direct = False
             offset += element.size or 0
         if self.values_only:
             body[0] = "pass"
             body.append(f"return ({', '.join(self.values)}{',' if self.values else ''})")
+        elif direct:
+            body[0] = "pass"
+            body.append("return [" + ", ".join(i for i in self.items if i) + "]")
         else:
+            # keep the order: interleave generated items with the appending elements
+            body = ["out = []"]
+            self.items = []
+            offset = 0
+            for index, element in enumerate(self.layout.elements):
+                before = len(self.items)
+                self.lines = []
+                self.element(index, element, offset)
+                body.extend(self.lines)
+                body.extend(f"out.append({item})" for item in self.items[before:] if item)
+                offset += element.size or 0
             body.append("return out")
         source = "def fast(d, o, ident, attrs):\n" + "\n".join("    " + line for line in body)
         namespace = dict(self.env)

@@ -182,10 +182,16 @@ class TemplateProtocol(Protocol):
         return rules
 
     def decode(self, data: bytes) -> Frame:
-        data = bytes(data)
+        if type(data) is not bytes:
+            data = bytes(data)
         if self.engine == "fast":
             try:
-                frame = self._decode_fast(data)
+                prologue = self._prologue
+                if prologue is not None and prologue is not False:
+                    opened = prologue(data)
+                    frame = self._decode_fast_body(*opened) if opened is not None else None
+                else:
+                    frame = self._decode_fast(data)
             except (Fallback, ValueError, KeyError, IndexError, TypeError):
                 frame = None
             if frame is not None:
@@ -210,8 +216,8 @@ class TemplateProtocol(Protocol):
         plans; ``None`` (or :class:`Fallback`) hands the frame to the general decoder."""
         prologue = self._prologue
         if prologue is None:
-            prologue = self._prologue = compile_prologue(self)
-        if prologue is not None:
+            prologue = self._prologue = compile_prologue(self) or False
+        if prologue is not False:
             opened = prologue(data)
             if opened is None:
                 return None
@@ -276,21 +282,19 @@ class TemplateProtocol(Protocol):
             plan = self._plans[(control, asize)] = self._plan(control, asize)
         if plan is False:
             return None
-        function, is_reply, abnormal, body, prefix_fast, suffix_fast, psize, ssize = plan
+        function, is_reply, abnormal, body, prefix_fast, suffix_fast, psize, ssize, roles = plan
         if control & self._follow_mask:
             header["follow"] = True
         identifier: str | None = None
         sequence: int | None = None
         items: list[DataItem] = []
-        for element, value in zip(body.prefix.elements, prefix_fast(area, 0, "", None),
-                                  strict=True):
-            name = element.name
-            if name == "identifier":
+        for role, value in zip(roles, prefix_fast(area, 0, "", None), strict=True):
+            if role == "identifier":
                 identifier = value
-            elif name == "sequence":
+            elif role == "sequence":
                 sequence = value
             else:
-                items.extend(element.to_items(value, "", None))
+                items.extend(role.to_items(value, "", None))
         if identifier is not None:
             target = self._idents.get((identifier, asize - psize - ssize))
             if target is None:
@@ -338,8 +342,9 @@ class TemplateProtocol(Protocol):
                 psize, ssize = rule.prefix.fixed_size, rule.suffix.fixed_size
                 if not rule.has_items and psize + ssize != asize:
                     return False
+                roles = tuple(e.name if e.name in SPECIAL else e for e in rule.prefix.elements)
                 return (function, is_reply, abnormal, rule, prefix_fast, suffix_fast,
-                        psize, ssize)
+                        psize, ssize, roles)
         return False
 
     def _ident_plan(self, identifier: str, dsize: int) -> tuple[str, str | None,

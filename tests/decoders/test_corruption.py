@@ -16,7 +16,8 @@ from decoders import NEED_DATA, DecodeError, Framer, get_protocol
 from tests.decoders.conftest import CONSTRUCTED, VECTORS
 
 PROTOCOLS = ("cjt188-2004", "dlt645-2007", "dlt645-1997", "dtu-text", "dtu-binary",
-             "modbus-rtu", "modbus-tcp", "mbus-en13757", "qgdw376.1")
+             "modbus-rtu", "modbus-tcp", "mbus-en13757", "qgdw376.1", "dlms-hdlc",
+             "dlms-wrapper", "dlms-apdu")
 GOOD = [r for r in VECTORS + CONSTRUCTED
         if r["protocol"] in PROTOCOLS and r.get("frame_valid", True)]
 good_frames = st.sampled_from(GOOD)
@@ -59,7 +60,7 @@ def test_truncation(row: dict[str, Any], data: st.DataObject) -> None:
 @given(row=good_frames, length=st.integers(0, 255))
 def test_lying_length_field(row: dict[str, Any], length: int) -> None:
     raw = bytearray(row["bytes"])
-    if row["protocol"].startswith(("dtu", "modbus", "mbus", "qgdw")):
+    if row["protocol"].startswith(("dtu", "modbus", "mbus", "qgdw", "dlms")):
         return
     begin = len(raw) - len(raw.lstrip(b"\xfe"))
     offset = begin + (10 if row["protocol"] == "cjt188-2004" else 9)

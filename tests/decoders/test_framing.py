@@ -11,7 +11,7 @@ from decoders.framing import Envelope, LengthField
 from tests.decoders.conftest import CONSTRUCTED, VECTORS
 
 TEMPLATE_PROTOCOLS = ("cjt188-2004", "dlt645-2007", "dlt645-1997", "modbus-rtu", "modbus-tcp",
-                      "mbus-en13757", "qgdw376.1")
+                      "mbus-en13757", "qgdw376.1", "dlms-hdlc", "dlms-wrapper")
 FRAMES = [pytest.param(r, id=r["id"]) for r in VECTORS + CONSTRUCTED
           if r["protocol"] in TEMPLATE_PROTOCOLS and r.get("frame_valid", True)]
 GARBAGE = bytes.fromhex("00 16 68 FF 68 01 16 A5")  # start and end bytes included on purpose
