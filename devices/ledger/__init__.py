@@ -54,6 +54,7 @@ freely. Writers act as the ``api`` role (the control plane).
 
 from __future__ import annotations
 
+from devices.ledger.history import history_of
 from devices.ledger.session import acting_as
 
-__all__ = ["acting_as"]
+__all__ = ["acting_as", "history_of"]

@@ -87,3 +87,20 @@ def test_graph_layers(demo: psycopg.Connection) -> None:
                if e["relation"] != "supplies")
     with pytest.raises(ValueError, match="unknown layer"):
         graph(demo, layers=("rivers",))
+
+
+def test_history_of_a_meter_shows_device_and_meter_changes(demo: psycopg.Connection) -> None:
+    from devices.ledger import acting_as, history_of
+
+    with demo.transaction():
+        acting_as(demo, "alice", "meter replaced in the field")
+        demo.execute("UPDATE ledger.devices SET status = 'removed' WHERE device_id = 'GM-0002'")
+        demo.execute("UPDATE ledger.meters SET account_id = NULL WHERE meter_id = 'GM-0002'")
+    rows = history_of(demo, "GM-0002")
+    assert [(r["entity"], r["op"]) for r in rows[:2]] == [("meters", "update"),
+                                                          ("devices", "update")]
+    assert rows[0]["after"] == {"account_id": None}
+    assert rows[1]["after"]["status"] == "removed"
+    assert {r["actor"] for r in rows[:2]} == {"alice"}
+    assert rows[-1]["op"] == "insert"
+    assert [r["entity"] for r in history_of(demo, "A0001", entity="account")] == ["accounts"]

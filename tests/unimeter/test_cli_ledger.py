@@ -40,6 +40,10 @@ def test_import_export_and_topology_commands(database: DbHandle, tmp_path: Path)
     path = run_cli("ledger", "topology", "path", "GM-0002", "--json", env=env, keep_env=True)
     assert path.returncode == 0, path.stderr
     assert json.loads(path.stdout)["link"]["service_point"] == "SP-376"
+    changes = run_cli("ledger", "history", "GM-0002", env=env, keep_env=True)
+    assert changes.returncode == 0, changes.stderr
+    assert "insert" in changes.stdout
+    assert "import " in changes.stdout  # the reason names the imported files
     missing = run_cli("ledger", "topology", "under", "NOPE", env=env, keep_env=True)
     assert missing.returncode == 1
     assert "no device 'NOPE'" in missing.stderr

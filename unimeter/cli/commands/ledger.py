@@ -7,6 +7,7 @@ Examples::
     unimeter ledger export -o ledger.xlsx                    # everything, one sheet per kind
     unimeter ledger export --kind topology -o topo/          # CSV files
     unimeter ledger publish                                  # outbox -> ledger.* topics
+    unimeter ledger history GM-0002                          # who changed what, and why
     unimeter ledger topology under CON-GE-01                 # everything below a concentrator
     unimeter ledger topology path GM-0002                    # head-end ... meter ... tariff
     unimeter ledger topology meters NORTH-GE-B1              # the meters of a building
@@ -177,6 +178,30 @@ def publish(once: bool, republish: bool, batch_size: int) -> None:
                    + (", ".join(f"{t} {n}" for t, n in total.by_topic.items()) or "nothing"))
 
     asyncio.run(main())
+
+
+@command.command(name="history")
+@click.argument("entity_id")
+@click.option("--entity", help="device, meter, account, customer, location, tariff … "
+                               "(default: guessed from the id).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def history(entity_id: str, entity: str | None, limit: int, as_json: bool) -> None:
+    """What changed on a device, meter, account … when, by whom and why (newest first)."""
+    from devices.ledger import history_of
+
+    with _api_connection(load_config()) as conn:
+        rows = history_of(conn, entity_id, entity=entity, limit=limit)
+    if as_json:
+        _echo_json(rows, None)
+        return
+    for r in rows:
+        changes = ", ".join(f"{k}: {(r['before'] or {}).get(k)!s} -> {v!s}"
+                            for k, v in (r["after"] or {}).items()) if r["op"] == "update" \
+            else r["op"]
+        click.echo(f"{r['changed_at']:%Y-%m-%d %H:%M:%S} {r['entity']:<10} v{r['row_version']:<3} "
+                   f"{r['actor']:<18} {changes}" + (f"  ({r['reason']})" if r["reason"] else ""))
+    click.echo(f"{len(rows)} change(s) of {entity_id}")
 
 
 @command.group(name="topology")
