@@ -10,9 +10,10 @@ the offline run, faust tables in ``pipeline/billing_agent.py``.
 Idempotency (DESIGN.md §5): a reading is identified by (meter, register, timestamp); its
 :class:`~billing.state.ReadingRecord` keeps the version charged and its consumption pieces.
 
-* the same version again (a re-delivery) charges nothing; its stored outcome is returned
-  again (status ``duplicate``) so a publish lost in a crash is repeated — downstream writers
-  are idempotent on the natural keys, so a repeat costs nothing;
+* the same version again (a re-delivery) charges nothing (status ``duplicate``). With
+  ``store_outcomes`` the messages it produced are kept and returned again, for a caller that
+  may write state *before* its sends are acknowledged; the pipeline agent sends first and
+  writes state after the acknowledgement, so it keeps the records small instead;
 * an older version is ignored (``stale``);
 * a newer version posts the *difference* — volume per piece, new minus charged — as an
   ``adjustment`` charge that names the charge it corrects; an estimate replaced by an actual
@@ -283,7 +284,8 @@ class BillingEngine:
             volume=(record.volume if record else ZERO) + charge.volume,
             amount=(record.amount if record else ZERO) + charge.amount,
             charge_ids=[*(record.charge_ids if record else ()), charge.charge_id],
-            day_key=day_key, billed_at=now, outcome=out)
+            day_key=day_key, billed_at=now,
+            outcome=out if self.settings.store_outcomes else None)
         out.status = "charged" if record is None else "adjusted"
         return out
 
@@ -350,7 +352,7 @@ class BillingEngine:
         now = now or datetime.now(UTC)
         found = self.store.top_ups.get(top_up.top_up_id)
         if found is not None:
-            again = found.outcome
+            again = found.outcome or Outcome()
             return Outcome(status="duplicate", detail=f"top-up {top_up.top_up_id} already "
                                                       "applied", charges=again.charges,
                            balances=again.balances, settlements=again.settlements,
@@ -391,8 +393,9 @@ class BillingEngine:
         out.commands.extend(effects.commands)
         state.last_event_at = now
         self.store.accounts[state.account_id] = state
-        self.store.top_ups[top_up.top_up_id] = TopUpRecord(account_id=state.account_id,
-                                                           applied_at=now, outcome=out)
+        self.store.top_ups[top_up.top_up_id] = TopUpRecord(
+            account_id=state.account_id, applied_at=now,
+            outcome=out if self.settings.store_outcomes else None)
         out.status = "applied"
         return out
 
@@ -443,7 +446,7 @@ class BillingEngine:
         key = f"control:{control.control_id}"
         found = self.store.top_ups.get(key)
         if found is not None:
-            again = found.outcome
+            again = found.outcome or Outcome()
             return Outcome(status="duplicate", detail=f"control {control.control_id} already "
                                                       "applied", settlements=again.settlements,
                            alerts=again.alerts)
@@ -453,16 +456,38 @@ class BillingEngine:
             return out
         if control.action == "clear_safety_lock":
             out = self.clear_safety_lock(control.account_id, now)
+        elif control.action == "safety_lock":
+            out = self.set_safety_lock(control.account_id, control.meter_id or "",
+                                       control.reason or "other", now)
         else:
             raise BillingInputError(
                 f"unknown billing control action '{control.action}'",
                 where=f"control {control.control_id} of account {control.account_id}",
-                hint="use settle_due or clear_safety_lock")
-        self.store.top_ups[key] = TopUpRecord(account_id=control.account_id, applied_at=now,
-                                              outcome=out)
+                hint="use settle_due, safety_lock or clear_safety_lock")
+        self.store.top_ups[key] = TopUpRecord(
+            account_id=control.account_id, applied_at=now,
+            outcome=out if self.settings.store_outcomes else None)
         return out
 
     # ------------------------------------------------------------------ valves and time
+
+    def set_safety_lock(self, account_id: str, meter_id: str, cause: str,
+                        now: datetime | None = None) -> Outcome:
+        """A meter of the account closed its valve for a safety cause (tamper, leak,
+        overload, earthquake, battery): billing will never arm it again by itself."""
+        now = now or datetime.now(UTC)
+        account = self.ledger_account(account_id)
+        out = Outcome()
+        state, _ = self._open(account, now, out)
+        if state.safety_lock is not None:
+            out.status, out.detail = "unchanged", f"account {account_id} is already locked " \
+                                                  f"({state.safety_lock})"
+            return out
+        state.safety_lock, state.safety_meter = cause, meter_id or None
+        state.last_event_at = now
+        self.store.accounts[account_id] = state
+        out.status, out.detail = "locked", f"safety lock ({cause}) on meter {meter_id}"
+        return out
 
     def clear_safety_lock(self, account_id: str, now: datetime | None = None) -> Outcome:
         """A person cleared the safety lock (after checking the installation). Billing does

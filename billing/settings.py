@@ -26,6 +26,12 @@ class BillingSettings(ComponentSettings):
         description="Reading qualities billing waits on: no charge until VEE sends a "
                     "billable version (estimated, edited, validated …).")
     currency: str = Field(default="CNY", description="Currency of balances and alerts.")
+    store_outcomes: bool = Field(
+        default=False,
+        description="Keep the messages each input produced with its record and re-send them "
+                    "when the input is delivered again. Only needed where state may be "
+                    "written before the outputs are acknowledged; the pipeline agent writes "
+                    "state after the acknowledgement, so records stay small without it.")
     command_ttl_hours: float = Field(
         default=72.0, gt=0,
         description="Valve requests expire after this long (offline meters wake daily).")

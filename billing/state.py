@@ -5,9 +5,8 @@
   the settlement periods still open (the current day, month and year).
 * :class:`ReadingRecord` — one per billed reading key (meter, register, timestamp): the
   version charged and its consumption pieces, so a re-delivery charges nothing and a new
-  version posts the difference; and the messages it produced, re-sent on a re-delivery
-  (downstream writers are idempotent on their natural keys, so a re-send is harmless and
-  closes the gap a crash between a state write and a send would leave).
+  version posts the difference; optionally (``store_outcomes``) the messages it produced,
+  to re-send on a re-delivery.
 * :class:`TopUpRecord` — one per applied ``top_up_id`` (exactly-once application).
 * :class:`PeriodAccumulator` — a settled day, month or year, kept after it closed so that a
   correction can publish its next revision.
@@ -154,11 +153,11 @@ class ReadingRecord(msgspec.Struct, kw_only=True):
 
 
 class TopUpRecord(msgspec.Struct, kw_only=True):
-    """A top-up applied once; its outcome is re-sent if the top-up is delivered again."""
+    """A top-up (or control) applied once; optionally the messages it produced."""
 
     account_id: str
     applied_at: datetime
-    outcome: Outcome
+    outcome: Outcome | None = None
 
 
 S = TypeVar("S", bound=msgspec.Struct)

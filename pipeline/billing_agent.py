@@ -5,6 +5,8 @@ Topology::
 
     readings.validated (key: meter)   --billing_route-->  billing.inbox (key: account)
     billing.topups     (key: account) --billing_topups->  billing.inbox
+    device.events      (key: device)  --billing_events->  billing.inbox (safety closes, as
+                                                          BillingControl safety_lock)
     settlement clock (timer)          --settle_due----->  billing.inbox
     billing.inbox --billing--> billing.charges, billing.balances, billing.settlements,
                                alerts, commands.requests   (bad input: dlq.billing)
@@ -46,6 +48,7 @@ from schemas.messages import (
     BillingControl,
     Charge,
     CommandRequest,
+    DeviceEvent,
     LedgerAccount,
     Message,
     Settlement,
@@ -67,6 +70,8 @@ OUTPUT_TOPICS: dict[type[Message], str] = {
 }
 
 INBOX = "billing.inbox"
+#: Safety causes of a valve close (the control plane's ``SafetyCause`` values).
+SAFETY_CAUSES = frozenset({"tamper", "leak", "overload", "earthquake", "battery", "other"})
 _INBOX_TYPES = (ValidatedReading, TopUp, BillingControl)
 
 
@@ -156,6 +161,28 @@ class BillingWiring:
         return BatchResult(outputs=[Output(INBOX, item.message.account_id.encode(), item.raw)
                                     for item in batch])
 
+    def forward_safety_closes(self, batch: list[Incoming[DeviceEvent]]) -> BatchResult:
+        """A valve closed for a safety cause becomes a ``safety_lock`` control of its
+        account (the same event vocabulary the control plane's safety policy reads)."""
+        outputs = []
+        for item in batch:
+            event = item.message
+            attrs = event.attributes
+            cause = str(attrs.get("cause") or attrs.get("alarm") or "")
+            if attrs.get("valve") != "closed" or cause not in SAFETY_CAUSES:
+                continue
+            meter_id = event.meter_id or event.device_id
+            meter = self.app.ledger.meter(meter_id)
+            if meter is None or not meter.account_id:
+                continue
+            control = BillingControl(control_id=f"safety:{event.event_id}",
+                                     account_id=meter.account_id, action="safety_lock",
+                                     ts=event.ts, requested_by=f"device:{event.device_id}",
+                                     reason=cause, meter_id=meter_id)
+            outputs.append(self.app.output(INBOX, control, event_time=event.ts,
+                                           message_id=control.control_id))
+        return BatchResult(outputs=outputs)
+
     def bill(self, batch: list[Incoming[Message]]) -> BatchResult:
         """Apply a batch of inbox messages; state is written after the outputs are sent."""
         store = BufferedStore.over_tables(*self.tables)
@@ -229,6 +256,8 @@ def register(app: PipelineApp) -> None:
     wiring = BillingWiring(app)
     app.batch_agent("readings.validated", ValidatedReading, name="billing_route")(wiring.route)
     app.batch_agent("billing.topups", TopUp, name="billing_topups")(wiring.forward_top_ups)
+    app.batch_agent("device.events", DeviceEvent,
+                    name="billing_events")(wiring.forward_safety_closes)
     app.batch_agent(INBOX, _INBOX_TYPES, name="billing")(wiring.bill)
 
     async def settlement_clock() -> None:

@@ -449,6 +449,9 @@ class BillingControl(Message, frozen=True, kw_only=True):
 
     * ``settle_due`` — settle the days, months and years of the account that ended more than
       the grace time before ``ts`` (sent by the agent's own clock for quiet accounts);
+    * ``safety_lock`` — meter ``meter_id`` closed its valve for the safety cause in
+      ``reason`` (tamper, leak, overload, earthquake, battery, other); billing never arms a
+      locked account's valves (forwarded by the agent from ``device.events``);
     * ``clear_safety_lock`` — a person checked the installation after a safety close
       (``requested_by``, ``reason``); billing will again arm the valve after later top-ups,
       but never opens anything because of this instruction itself.

@@ -118,7 +118,7 @@ async def test_worked_example_through_the_agent(recording_app) -> None:
     assert state.supply == "on"
 
 
-async def test_redelivered_inputs_change_nothing_and_resend_the_same(recording_app) -> None:
+async def test_redelivered_inputs_change_nothing(recording_app) -> None:
     app = recording_app
     _ledger(app)
     register(app)
@@ -127,10 +127,8 @@ async def test_redelivered_inputs_change_nothing_and_resend_the_same(recording_a
                         ts=local("2020-06-02")))
     await _run(app, "billing", [(b"ACC-1", reading, 0), (b"ACC-1", top_up, 0),
                                 (b"ACC-1", reading, 0), (b"ACC-1", top_up, 0)])
-    charges = app.sender.on("billing.charges")
-    assert len(charges) == 2
-    assert charges[0].value == charges[1].value or \
-        codec.decode(charges[0].value)[1] == codec.decode(charges[1].value)[1]
+    assert len(app.sender.on("billing.charges")) == 1
+    assert len(app.sender.on("billing.balances")) == 3  # opening, charge, top-up
     state = decode_state(app.billing.tables[0][b"ACC-1"], AccountState)  # type: ignore[attr-defined]
     assert state.balance == Decimal("50.00") - Decimal("21.54") + Decimal("10")
 
@@ -222,3 +220,30 @@ def test_output_topics_cover_every_engine_output() -> None:
     from pipeline.billing_agent import OUTPUT_TOPICS
     assert set(OUTPUT_TOPICS) == {Charge, BalanceChange, Settlement, Alert, CommandRequest}
     assert Dimensions  # the reading builder above attaches accounts through dims
+
+
+async def test_safety_close_events_lock_the_account_and_block_rearming(recording_app) -> None:
+    from schemas.messages import DeviceEvent
+    app = recording_app
+    _ledger(app)
+    register(app)
+    leak = DeviceEvent(event_id="ev-7", device_id="GAS-1", kind="valve_changed",
+                       ts=local("2020-06-01", 3), meter_id="GAS-1",
+                       attributes={"valve": "closed", "cause": "leak"})
+    status = DeviceEvent(event_id="ev-8", device_id="GAS-1", kind="status", ts=T0,
+                         attributes={"valve": "open"})
+    await _run(app, "billing_events", [(b"GAS-1", _enc(leak), 0), (b"GAS-1", _enc(status), 0)])
+    forwarded = app.sender.on("billing.inbox")
+    assert [o.key for o in forwarded] == [b"ACC-1"]
+    control = codec.decode(forwarded[0].value)[1]
+    assert isinstance(control, BillingControl)
+    assert (control.action, control.reason, control.meter_id) == ("safety_lock", "leak", "GAS-1")
+    app.sender.sent.clear()
+    inputs: list[bytes] = [forwarded[0].value, _enc(_reading("2020-06-01", "30")),
+                           _enc(TopUp(top_up_id="T", account_id="ACC-1",
+                                      amount=Decimal("200"), ts=local("2020-06-02")))]
+    await _run(app, "billing", [(b"ACC-1", value, 0) for value in inputs])
+    commands = [c.command for c in _out(app, "commands.requests")]
+    assert commands == ["valve_close"]  # the debt close, but no arming after the top-up
+    codes = [a.code for a in _out(app, "alerts") if isinstance(a, Alert)]
+    assert "billing.reconnect_blocked" in codes

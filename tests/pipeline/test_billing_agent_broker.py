@@ -60,7 +60,7 @@ def _worker(kafka: KafkaSettings, data_dir: Path, log: Path) -> Iterator[subproc
     env = {**os.environ, "UNIMETER_KAFKA_BOOTSTRAP": kafka.bootstrap,
            "UNIMETER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
            "UNIMETER_KAFKA_DEFAULT_PARTITIONS": str(kafka.default_partitions),
-           "UNIMETER_PIPELINE_LEDGER_WAIT_S": "60", "UNIMETER_PIPELINE_LOG_LEVEL": "warning"}
+           "UNIMETER_PIPELINE_LEDGER_WAIT_S": "60", "UNIMETER_PIPELINE_LOG_LEVEL": "info"}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "unimeter", "pipeline", "--agents", "billing", "--store",
@@ -172,12 +172,10 @@ async def test_worked_example_duplicates_race_and_restart_through_the_broker(
 
             charges = out.of(Charge, acc)
             assert [c.amount for c in charges] == [Decimal(x) for x in (
-                "21.54", "28.30", "14.15", "8.49", "28.30")]
-            assert charges[4].charge_id == charges[1].charge_id  # re-sent, not re-charged
+                "21.54", "28.30", "14.15", "8.49")]          # the re-delivery charged nothing
             entries = out.of(BalanceChange, acc)
             by_id = {b.entry_id: b for b in entries}
-            assert len(entries) == 7
-            assert len(by_id) == 6
+            assert len(entries) == len(by_id) == 6           # opening, 4 charges, top-up
             assert by_id[f"{acc}:top_up:T-{tag}"].balance_after == Decimal("77.52")
             assert [(c.command, c.device_id) for c in out.of(CommandRequest, acc)] == [
                 ("valve_close", meter), ("valve_arm_open", meter)]
@@ -203,7 +201,7 @@ async def test_worked_example_duplicates_race_and_restart_through_the_broker(
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
             charges = out.of(Charge, acc)
-            assert {c.charge_id for c in charges[5:]} >= {charges[0].charge_id}
+            assert len({c.charge_id for c in charges}) == 5  # the replayed day 1: no charge
             new = [c for c in charges if c.reading_ts == local("2020-06-06")]
             assert [c.amount for c in new] == [Decimal("5.66")]     # 2 m³ in tier 2
             distinct = {b.entry_id: b for b in out.of(BalanceChange, acc)}
