@@ -41,14 +41,15 @@ __all__ = [
     "safety_cause",
 ]
 
-#: Reading event flags that, together with ``valve_closed``, mean the meter closed its valve
-#: for a safety cause (the control plane's ``SafetyCause`` vocabulary on the right).
+#: Reading event flags (VEE's vocabulary) that, together with ``valve_closed``, mean the
+#: meter closed its valve for a safety cause (the control plane's ``SafetyCause`` values on
+#: the right). ``battery_low`` is deliberately absent: a meter closed for debt may also
+#: report a low battery, and that must not lock it; battery closes come as device events.
 SAFETY_FLAG_CAUSES: dict[str, str] = {
     "tamper": "tamper", "magnetic_tamper": "tamper", "magnetic": "tamper",
-    "leak": "leak", "continuous_flow": "leak", "leak_continuous_flow": "leak",
+    "leak": "leak", "continuous_flow": "leak",
     "overload": "overload", "over_flow": "overload",
     "earthquake": "earthquake", "seismic": "earthquake",
-    "battery_low": "battery", "battery_exhausted": "battery",
 }
 VALVE_CLOSED_FLAG = "valve_closed"
 

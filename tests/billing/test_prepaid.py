@@ -210,3 +210,12 @@ def test_balance_is_exact_over_many_movements() -> None:
         out = e.bill_reading(daily("M", f"2020-02-{day:02d}", f"{day}.125"), NOW)
         total += out.charges[0].amount
     assert e.account_state("ACC-1").balance == -total  # type: ignore[union-attr]
+
+
+def test_a_debt_closed_meter_with_a_low_battery_is_not_safety_locked() -> None:
+    e = engine([account(opening_balance=D("5"))])
+    e.bill_reading(daily("M", "2020-06-01", "5"), NOW)  # cut off for debt
+    e.bill_reading(daily("M", "2020-06-02", "0", flags=("valve_closed", "battery_low")), NOW)
+    assert e.account_state("ACC-1").safety_lock is None  # type: ignore[union-attr]
+    paid = e.apply_top_up(top_up("T1", "100"), NOW)
+    assert [c.command for c in paid.commands] == ["valve_arm_open"]
