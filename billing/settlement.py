@@ -205,7 +205,9 @@ def _earliest_end(state: AccountState) -> datetime:
     return min(acc.end for acc in state.open_periods.values())
 
 
-_MERGE_AT = 48
+#: An open day merges its segments once it holds this many (appending is what is cheap,
+#: but the account state carrying them is encoded on every reading by the agent).
+_MERGE_AT = 8
 
 
 def _add_charge(acc: PeriodAccumulator, charge: Charge, estimated_volume: Decimal,
@@ -244,9 +246,7 @@ def _add_totals(acc: PeriodAccumulator, day: PeriodAccumulator) -> None:
         acc.cycle_id, acc.cycle_volume_after = day.cycle_id, day.cycle_volume_after
     if day.balance_after is not None:
         acc.balance_after = day.balance_after
-    acc.segments.extend(day.segments)
-    if len(acc.segments) > _MERGE_AT:
-        acc.segments = _merge(acc.segments)
+    acc.segments = _merge([*acc.segments, *day.segments])  # once a day: keep it compact
 
 
 def _merge(segments: list[ChargeSegment]) -> list[ChargeSegment]:
