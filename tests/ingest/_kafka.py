@@ -1,0 +1,56 @@
+"""Test helpers: read what landed on Kafka topics (real broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from schemas import codec
+from schemas.messages import Message
+from schemas.settings import KafkaSettings
+
+
+async def consume(bootstrap: str, topics: list[str], *, until: Callable[[list[Any]], bool],
+                  wait_s: float = 30.0) -> list[Any]:
+    """Every record of ``topics`` from the beginning, until ``until(records)`` or timeout."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                isolation_level="read_committed")
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and not until(records):
+            batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def consume_messages(kafka: KafkaSettings, topic: str, *, count: int | None = None,
+                           until: Callable[[list[Message]], bool] | None = None,
+                           wait_s: float = 30.0, settle: float = 0.0
+                           ) -> list[Message]:
+    """Decoded messages of catalog ``topic`` until ``count`` of them (or ``until``)."""
+    messages: list[Message] = []
+
+    def done(records: list[Any]) -> bool:
+        messages.clear()
+        messages.extend(codec.decode(r.value)[1] for r in records)
+        if until is not None:
+            return until(messages)
+        return count is not None and len(messages) >= count
+
+    await consume(kafka.bootstrap, [kafka.topic(topic)], until=done, wait_s=wait_s)
+    if settle:
+        await asyncio.sleep(settle)
+        more = await consume(kafka.bootstrap, [kafka.topic(topic)],
+                             until=lambda r: False, wait_s=settle)
+        messages[:] = [codec.decode(r.value)[1] for r in more]
+    return messages
