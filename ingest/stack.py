@@ -1,0 +1,125 @@
+"""What a link session needs from the protocol engine, and nothing more.
+
+Strategy: a session (``ingest.session``) never parses bytes. It asks its :class:`LinkStack`
+for a framer, hands it every frame, and gets back an :class:`Inbound` — what the frame *means
+for the link*: a DTU registering or beating, a concentrator logging in, meter data (possibly
+several meters forwarded through one concentrator frame), a reply to a command, and whether
+the device expects an acknowledgement once its data is safe. The stack for a service point is
+built from ``decoders`` (registry, framers, DTU templates, report templates, command
+encoders) in :mod:`ingest.protocols`; this module only fixes the contract, so the session,
+the command router and the poller are written — and read — without protocol details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+__all__ = [
+    "CommandFrame",
+    "FramerLike",
+    "Inbound",
+    "LinkStack",
+    "ReadingDraft",
+]
+
+InboundKind = Literal["registration", "heartbeat", "login", "logout", "data", "reply",
+                      "confirm", "other"]
+
+
+class FramerLike(Protocol):
+    """A sans-IO framer (``decoders``): bytes in, whole frames out."""
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def next_frame(self) -> Any: ...  # bytes, or the NEED_DATA marker
+
+    def take_garbage(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingDraft:
+    """A canonical reading as a report template produced it, before admission."""
+
+    address: str
+    register: str
+    value: Decimal
+    unit: str
+    ts: datetime | None = None  # meter clock; None = stamp with the time received
+    kind: str = "cumulative"
+    interval_s: int | None = None
+    meter_clock: datetime | None = None
+    status: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EventDraft:
+    """A device event a report template found in a frame (valve state, battery, alarm)."""
+
+    address: str
+    kind: str
+    severity: str = "info"
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One frame, interpreted for the link."""
+
+    kind: InboundKind
+    protocol: str
+    link_id: str | None = None  # registration / login identity
+    address: str = ""  # the meter (or concentrator) address the frame speaks for
+    readings: Sequence[ReadingDraft] = ()
+    events: Sequence[EventDraft] = ()
+    reply_now: bytes | None = None  # answer at once (login confirm, heartbeat echo)
+    ack: bytes | None = None  # send once the frame's data is durable
+    decoded: Any = None  # the decoded frame(s), for reply matching
+    sequence: int | None = None
+    identifier: str | None = None
+    abnormal: bool = False
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFrame:
+    """A unified command encoded for one device on one link.
+
+    ``request`` is the protocol engine's own record of what was asked (address, function,
+    identifier, sequence); the stack uses it to recognise and interpret the reply.
+    """
+
+    data: bytes
+    request: Any
+    protocol: str
+    address: str
+    expects_reply: bool = True
+
+
+class LinkStack(Protocol):
+    """The protocol stack of one service point."""
+
+    protocol: str
+
+    def new_framer(self, max_frame_bytes: int) -> FramerLike: ...
+
+    def interpret(self, data: bytes) -> Inbound:
+        """Meaning of one whole frame; raises a ``decoders`` decode error if malformed."""
+        ...
+
+    def encode_command(self, command: str, address: str, params: Mapping[str, Any], *,
+                       sequence: int) -> CommandFrame:
+        """Bytes of a unified command (``valve_close``, ``read_now`` …) for ``address``."""
+        ...
+
+    def reply_matches(self, command: CommandFrame, inbound: Inbound) -> bool:
+        """Whether ``inbound`` answers ``command`` (address, identifier, sequence)."""
+        ...
+
+    def reply_outcome(self, command: CommandFrame, inbound: Inbound
+                      ) -> tuple[bool, dict[str, Any]]:
+        """(device did it?, reply details for ``commands.results``)."""
+        ...
