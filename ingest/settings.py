@@ -92,7 +92,13 @@ class ServicePointSettings(BaseModel):
                                  description="mqtt: how long a meter listens after an uplink.")
     mqtt_topic: str = Field(default="meters/+/up",
                             description="mqtt: uplink topic filter under the MQTT topic root; "
-                                        "'+' is the device id.")
+                                        "the one '+' is the device id.")
+    mqtt_down_topic: str = Field(default="meters/{device}/down",
+                                 description="mqtt: downlink topic (acks, commands) under the "
+                                             "topic root.")
+    mqtt_shared_group: str | None = Field(
+        default="unimeter-fep", description="mqtt: shared-subscription group, so N FEPs "
+                                            "split the uplinks (None = every FEP gets all).")
 
     @model_validator(mode="after")
     def _check(self) -> ServicePointSettings:
@@ -101,6 +107,8 @@ class ServicePointSettings(BaseModel):
                              "it is)")
         if self.link == "concentrator" and not self.forwarded_protocol:
             raise ValueError("link=concentrator needs forwarded_protocol (e.g. dlt645-2007)")
+        if self.transport == "mqtt" and self.mqtt_topic.count("+") != 1:
+            raise ValueError("mqtt_topic needs exactly one '+' (the device id)")
         return self
 
     def served_by(self, instance: str) -> bool:
