@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -236,29 +237,19 @@ class CommandRouter:
                 await self._result(d, "rejected", attempt=attempt, detail=str(exc),
                                    error_code=type(exc).__name__)
                 return
-            waiter = _Waiter(frame, asyncio.get_running_loop().create_future())
-            self._waiters.setdefault(id(link), []).append(waiter)
-            try:
-                if not await link.send(frame.data, f"command {d.command}"):
-                    await registry.release(d.command_id)
-                    await self._result(d, "queued", attempt=attempt,
-                                       detail="link lost before sending; waiting for the "
-                                              "device's next connection")
-                    return
-                self.stats.delivered += 1
-                await self._result(d, "sent", attempt=attempt,
-                                   detail=f"via {link.device_id} at {link.point_name}")
-                if not frame.expects_reply:
-                    await registry.finish(d.command_id, "delivered")
-                    await self._result(d, "delivered", attempt=attempt)
-                    return
-                reply = await self._wait_reply(link, waiter, wait_s=d.reply_timeout_s)
-            finally:
-                waiters = self._waiters.get(id(link), [])
-                if waiter in waiters:
-                    waiters.remove(waiter)
-                if not waiters:
-                    self._waiters.pop(id(link), None)
+            sent, reply = await self.exchange(
+                link, frame, wait_s=d.reply_timeout_s, what=f"command {d.command}",
+                on_sent=functools.partial(self._sent, d, attempt, link))
+            if not sent:
+                await registry.release(d.command_id)
+                await self._result(d, "queued", attempt=attempt,
+                                   detail="link lost before sending; waiting for the "
+                                          "device's next connection")
+                return
+            if not frame.expects_reply:
+                await registry.finish(d.command_id, "delivered")
+                await self._result(d, "delivered", attempt=attempt)
+                return
             if reply is not None:
                 ok, details = link.stack.reply_outcome(frame, reply)
                 status = "confirmed" if ok else "failed"
@@ -286,6 +277,36 @@ class CommandRouter:
                                           f"{attempt} attempts")
                 return
             attempt += 1
+
+    async def _sent(self, d: CommandDispatch, attempt: int, link: CommandLink) -> None:
+        self.stats.delivered += 1
+        await self._result(d, "sent", attempt=attempt,
+                           detail=f"via {link.device_id} at {link.point_name}")
+
+    async def exchange(self, link: CommandLink, frame: CommandFrame, *, wait_s: float,
+                       what: str = "request", on_sent: Callable[[], Awaitable[None]] | None = None
+                       ) -> tuple[bool, Inbound | None]:
+        """Send ``frame`` on ``link`` and wait for its reply: (sent?, reply or None).
+
+        The reply is matched by the stack (address, identifier, sequence); replies that
+        match nothing waiting are ordinary data for the session.
+        """
+        waiter = _Waiter(frame, asyncio.get_running_loop().create_future())
+        self._waiters.setdefault(id(link), []).append(waiter)
+        try:
+            if not await link.send(frame.data, what):
+                return False, None
+            if on_sent is not None:
+                await on_sent()
+            if not frame.expects_reply:
+                return True, None
+            return True, await self._wait_reply(link, waiter, wait_s=wait_s)
+        finally:
+            waiters = self._waiters.get(id(link), [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiters.pop(id(link), None)
 
     async def _wait_reply(self, link: CommandLink, waiter: _Waiter, *, wait_s: float
                           ) -> Inbound | None:

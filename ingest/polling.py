@@ -1,0 +1,187 @@
+"""Collection plans: the FEP asks the devices that do not report by themselves.
+
+Strategy: each plan is an apscheduler interval job (``interval_s`` with ``jitter_s`` of random
+delay, so thousands of links are not asked in the same second; a run still going when the
+next is due is skipped, never stacked). Two kinds of plan:
+
+* ``link`` — for every link of the service point connected to this FEP, every meter the
+  ledger assigns to it (or that was heard through it) gets the plan's unified command
+  (``read_now`` by default) through the link's stack; the reply flows through the session
+  like any frame, so its readings reach ``readings.raw`` with ``source='poll'``. A serial bus
+  behind a DTU answers one request at a time: ``per_link_concurrency`` bounds the requests in
+  flight per link (links are asked in parallel).
+* ``modbus`` — Modbus TCP RTUs (``host:port/unit``) read with pymodbus; the register map is a
+  ``decoders`` template that says which registers to read and what they mean. Every request
+  and response is kept in ``frames.raw`` (pymodbus' packet trace).
+
+Every plan counts runs, requests, successes, failures and timeouts; ``snapshot()`` reports
+them (the FEP's status line and registry heartbeat carry them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from ingest.settings import PollPlanSettings
+from schemas.errors import UnimeterError
+
+if TYPE_CHECKING:
+    from ingest.commands import CommandLink
+    from ingest.fep import FepRuntime
+
+__all__ = ["PlanStats", "Poller"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlanStats:
+    runs: int = 0
+    skipped_runs: int = 0
+    requests: int = 0
+    successes: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    last_run_at: float = 0.0
+    last_run_s: float = 0.0
+
+
+class Poller:
+    def __init__(self, runtime: FepRuntime, plans: dict[str, PollPlanSettings]) -> None:
+        self.runtime = runtime
+        self.plans = plans
+        self.stats = {name: PlanStats() for name in plans}
+        self._scheduler: Any = None
+        self._running: set[str] = set()
+        self._modbus: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        self._scheduler = AsyncIOScheduler(timezone="UTC")
+        for name, plan in self.plans.items():
+            self._scheduler.add_job(
+                self.run_plan, IntervalTrigger(seconds=plan.interval_s,
+                                               jitter=plan.jitter_s or None),
+                args=[name], id=name, max_instances=1, coalesce=True,
+                misfire_grace_time=max(1, int(plan.interval_s)))
+        self._scheduler.start()
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        for client in self._modbus.values():
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {name: asdict(s) for name, s in self.stats.items()}
+
+    async def run_plan(self, name: str) -> PlanStats:
+        """Run one plan now (the scheduler calls this; tests and the CLI may too)."""
+        stats = self.stats[name]
+        if name in self._running:
+            stats.skipped_runs += 1
+            return stats
+        self._running.add(name)
+        started = time.monotonic()
+        stats.runs += 1
+        stats.last_run_at = time.time()
+        try:
+            plan = self.plans[name]
+            if plan.target == "modbus":
+                await self._run_modbus(name, plan, stats)
+            else:
+                await self._run_links(plan, stats)
+        except Exception:
+            log.exception("collection plan %s failed", name)
+            stats.failures += 1
+        finally:
+            stats.last_run_s = time.monotonic() - started
+            self._running.discard(name)
+        return stats
+
+    # ------------------------------------------------------------------ link plans
+
+    def _targets(self, plan: PollPlanSettings) -> list[tuple[CommandLink, list[str]]]:
+        runtime = self.runtime
+        targets: list[tuple[CommandLink, list[str]]] = []
+        for link_id, link in list(runtime.links.items()):
+            if link.point_name != plan.service_point or link.closed.is_set():
+                continue
+            addresses: dict[str, None] = {}
+            for meter in runtime.ledger.on_link(link_id):
+                if meter.address and meter.status in ("installed", "active"):
+                    addresses[meter.address] = None
+            for address in getattr(link, "meters", {}):
+                addresses[address] = None
+            if not addresses and runtime.points[plan.service_point].link == "direct":
+                addresses[link_id] = None
+            targets.append((link, list(addresses)))
+        return targets
+
+    async def _run_links(self, plan: PollPlanSettings, stats: PlanStats) -> None:
+        async def one_link(link: CommandLink, addresses: list[str]) -> None:
+            slots = asyncio.Semaphore(plan.per_link_concurrency)
+
+            async def one(address: str) -> None:
+                async with slots:
+                    await self._ask(link, address, plan, stats)
+
+            await asyncio.gather(*(one(a) for a in addresses))
+
+        await asyncio.gather(*(one_link(link, addrs) for link, addrs in self._targets(plan)))
+
+    async def _ask(self, link: CommandLink, address: str, plan: PollPlanSettings,
+                   stats: PlanStats) -> None:
+        router = self.runtime.commands
+        for _attempt in range(plan.retries + 1):
+            if link.closed.is_set():
+                stats.failures += 1
+                return
+            try:
+                frame = link.stack.encode_command(plan.command, address, {},
+                                                  sequence=link.next_command_sequence())
+            except UnimeterError as exc:
+                stats.failures += 1
+                log.warning("plan command %s for %s cannot be encoded: %s", plan.command,
+                            address, exc)
+                return
+            stats.requests += 1
+            sent, reply = await router.exchange(link, frame, wait_s=plan.timeout_s,
+                                                what=f"poll {plan.command}")
+            if not sent:
+                stats.failures += 1
+                return
+            if reply is not None:
+                ok, _ = link.stack.reply_outcome(frame, reply)
+                if ok:
+                    stats.successes += 1
+                else:
+                    stats.failures += 1
+                return
+            stats.timeouts += 1
+        stats.failures += 1
+
+    # ------------------------------------------------------------------ Modbus TCP
+
+    async def _run_modbus(self, name: str, plan: PollPlanSettings, stats: PlanStats) -> None:
+        from ingest.protocols import ModbusPoll
+
+        poll = ModbusPoll(self.runtime, plan)
+        for endpoint in plan.endpoints:
+            try:
+                ok = await poll.read(endpoint, stats)
+            except Exception as exc:
+                log.warning("plan %s: %s failed: %r", name, endpoint, exc)
+                ok = False
+            if ok:
+                stats.successes += 1
+            else:
+                stats.failures += 1
