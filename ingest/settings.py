@@ -15,7 +15,7 @@ plans) come from the YAML file, or as JSON in the environment variable::
           port: 9110
           protocol: cjt188-2004
           link: dtu
-          registration_template: dtu-register-ascii
+          link_protocol: dtu-text
           feps: [fep-1, fep-2]
 
 Defaults describe the local demo network that ``unimeter simulate`` connects to.
@@ -61,11 +61,14 @@ class ServicePointSettings(BaseModel):
     link: LinkKind = "direct"
     host: str = Field(default="0.0.0.0", description="Listen address (tcp).")  # noqa: S104
     port: int = Field(default=0, ge=0, le=65535, description="Listen port (tcp); 0 = any free.")
-    registration_template: str | None = Field(
-        default=None, description="DTU registration-packet template (decoders); required "
+    link_protocol: str | None = Field(
+        default=None, description="DTU link template (decoders, e.g. dtu-text): its "
+                                  "registration, heartbeat, logout and ack packets. Required "
                                   "for link=dtu.")
-    heartbeat_template: str | None = Field(
-        default=None, description="DTU heartbeat-packet template (decoders).")
+    reading_time: Literal["meter_clock", "received"] = Field(
+        default="meter_clock", description="Time stamp of readings: the meter's clock when "
+                                           "the frame carries one, else the time received; "
+                                           "or always the time received.")
     forwarded_protocol: str | None = Field(
         default=None, description="Protocol of meter frames forwarded by a concentrator "
                                   "(376.1 AFN 10), e.g. dlt645-2007.")
@@ -102,9 +105,9 @@ class ServicePointSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ServicePointSettings:
-        if self.transport == "tcp" and self.link == "dtu" and not self.registration_template:
-            raise ValueError("link=dtu needs a registration_template (how the DTU says who "
-                             "it is)")
+        if self.transport == "tcp" and self.link == "dtu" and not self.link_protocol:
+            raise ValueError("link=dtu needs a link_protocol (the DTU link template: how the "
+                             "DTU says who it is)")
         if self.link == "concentrator" and not self.forwarded_protocol:
             raise ValueError("link=concentrator needs forwarded_protocol (e.g. dlt645-2007)")
         if self.transport == "mqtt" and self.mqtt_topic.count("+") != 1:
@@ -147,9 +150,9 @@ def _default_points() -> dict[str, ServicePointSettings]:
 DEFAULT_SERVICE_POINTS: dict[str, ServicePointSettings] = {
     "dtu-cjt188": ServicePointSettings(
         transport="tcp", protocol="cjt188-2004", link="dtu", port=9110,
-        registration_template="dtu-register-ascii", heartbeat_template="dtu-heartbeat-ascii"),
+        link_protocol="dtu-text"),
     "concentrator-376": ServicePointSettings(
-        transport="tcp", protocol="gdw376.1", link="concentrator", port=9120,
+        transport="tcp", protocol="qgdw376.1", link="concentrator", port=9120,
         forwarded_protocol="dlt645-2007"),
     "direct-dlt645": ServicePointSettings(
         transport="tcp", protocol="dlt645-2007", link="direct", port=9130),
