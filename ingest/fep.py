@@ -20,7 +20,7 @@ import collections
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ingest.commands import CommandLink, CommandRouter
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from ingest.session import LinkSession
 
 __all__ = ["FepRuntime"]
+
+_UNSEEN = object()
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class FepRuntime:
         self.pollers: list[Any] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
+        self._last_status: dict[tuple[str, str, str], Any] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -190,6 +193,8 @@ class FepRuntime:
         self.meter_links[meter_id] = link
 
     async def session_ended(self, session: LinkSession) -> None:
+        reason = session.close_reason.split(":")[0] or "unknown"
+        self.stats[f"closed: {reason}"] += 1
         if not session.identified:
             return
         if self.links.get(session.device_id) is session:
@@ -217,6 +222,22 @@ class FepRuntime:
             if link is not None and not link.closed.is_set():
                 return link
         return None
+
+    def event_changed(self, device_id: str, kind: str, attributes: Mapping[str, Any]) -> bool:
+        """Whether a status/alarm event says something new for ``device_id``.
+
+        Meters repeat their status bits in every frame; ``device.events`` carries a change
+        (valve opened, battery low raised or cleared), not every repetition.
+        """
+        item = str(attributes.get("item", kind))
+        key = (device_id, kind, item)
+        value = attributes.get("value", True)
+        if self._last_status.get(key, _UNSEEN) == value:
+            return False
+        if len(self._last_status) > 2_000_000:
+            self._last_status.clear()
+        self._last_status[key] = value
+        return True
 
     def serves_protocol(self, protocol: str) -> bool:
         return any(protocol in (p.protocol, p.forwarded_protocol) for p in self.points.values())

@@ -213,7 +213,9 @@ class Admission:
             decision = self._decide(service_point, link_id, address, protocol)
             if len(self._cache) > 200_000:
                 self._cache.clear()
-            self._cache[key] = (decision, now)
+            # the first sight is reported once; cached repeats are ordinary admissions
+            self._cache[key] = (AdmissionDecision(decision.admitted, decision.meter_id,
+                                                  decision.reason, False, decision.meter), now)
         if decision.admitted:
             self.admitted += 1
         else:

@@ -249,6 +249,8 @@ class MqttIngest:
                 status=draft.status, frame_id=frame_id)))
         for number, event in enumerate(inbound.events):
             meter_id = link.meters.get(event.address or device)
+            if not runtime.event_changed(meter_id or device, event.kind, event.attributes):
+                continue
             records.append(runtime.messages.event(
                 device_id=meter_id or device, kind=event.kind, meter_id=meter_id,
                 event_id=f"{frame_id}#{number}", severity=event.severity,  # type: ignore[arg-type]

@@ -229,6 +229,9 @@ class LinkSession:
                 meter_id = self._admit(event.address, inbound.protocol, records)
                 if meter_id is None:
                     continue
+            if not runtime.event_changed(meter_id or self.device_id, event.kind,
+                                         event.attributes):
+                continue
             records.append(runtime.messages.event(
                 device_id=meter_id or self.device_id, kind=event.kind,
                 event_id=f"{frame_id}#{number}", meter_id=meter_id,

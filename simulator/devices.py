@@ -1,0 +1,190 @@
+"""Simulated meters speaking their protocols: reports, and answers to the head-end's requests.
+
+Strategy: a :class:`MeterBehaviour` per protocol builds typed :class:`decoders.Frame` s and
+lets ``decoders`` encode them — the simulator never writes protocol bytes itself, so it speaks
+exactly what the FEP decodes (and a protocol bug shows up as a failed round trip, not as two
+wrong halves agreeing). It answers requests as a meter would:
+
+* CJ/T 188 (gas, water): ``901F`` returns the live register, settlement volume, clock and
+  status; ``D120…`` the settlement history; ``A017`` really opens / closes / arms the valve;
+  ``A010`` stores prices, ``A013`` adds a purchase to the balance, ``A015`` sets the clock
+  (the drift is gone); anything else gets an abnormal reply.
+* DL/T 645-2007 (electricity): reads of the energy registers return the register; relay
+  control trips or closes the supply ("valve" state ``closed`` / ``open`` / ``armed``);
+  unknown identifiers get the "no requested data" error reply.
+
+The register a frame reports is the meter's true register at simulated time, distorted only
+when the fault plan says so (the caller passes the value to put in the frame).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from simulator.fleet import SimMeter
+
+__all__ = ["Answer", "Dlt645Meter", "Cjt188Meter", "behaviour_for"]
+
+_METER_TYPES = {0x10: "cold_water", 0x11: "hot_water", 0x30: "gas"}
+
+
+@dataclass
+class Answer:
+    """A reply frame's bytes and what the request did to the meter."""
+
+    data: bytes | None
+    command: str
+    ok: bool = True
+    effect: dict[str, Any] = field(default_factory=dict)
+    readings: list[tuple[str, Decimal]] = field(default_factory=list)
+
+
+def _local(at: datetime, meter: SimMeter) -> datetime:
+    """The meter's clock (drift included) as the naive local time it displays."""
+    shown = at + timedelta(seconds=meter.clock_drift_s)
+    return shown.astimezone(meter.consumption.zone).replace(tzinfo=None, microsecond=0)
+
+
+class Cjt188Meter:
+    """CJ/T 188-2004 water and gas meters."""
+
+    protocol_name = "cjt188-2004"
+
+    def __init__(self) -> None:
+        from decoders import get_protocol
+
+        self.proto = get_protocol(self.protocol_name)
+
+    def report_frame(self, meter: SimMeter, at: datetime, value: Decimal, *,
+                     sequence: int = 0) -> bytes:
+        """The 901F data frame a meter pushes (the same shape as its reply to a read)."""
+        from decoders import DataItem, Frame
+
+        settlement = meter.extra.get("settlement_value", value)
+        frame = Frame(
+            protocol=self.protocol_name, direction="reply", function="read_data",
+            address=meter.address, identifier="901F", sequence=sequence % 256,
+            header={"meter_type": _METER_TYPES.get(meter.meter_type, "gas")},
+            items=(DataItem(name="current_volume", value=value, unit="m3"),
+                   DataItem(name="settlement_volume", value=settlement, unit="m3"),
+                   DataItem(name="meter_time", value=_local(at, meter)),
+                   DataItem(name="valve_state", value=_valve_state(meter)),
+                   DataItem(name="battery_low", value=meter.battery_low)))
+        return bytes(self.proto.encode(frame))
+
+    def answer(self, meter: SimMeter, request: Any, at: datetime) -> Answer:
+        from decoders import DataItem, Frame
+
+        ident = request.identifier or ""
+        header = {"meter_type": _METER_TYPES.get(meter.meter_type, "gas")}
+        values = request.values()
+        value = meter.consumption.register_value()
+
+        def reply(items: tuple[Any, ...], function: str | None = None) -> bytes:
+            return bytes(self.proto.encode(Frame(
+                protocol=self.protocol_name, direction="reply",
+                function=function or request.function, address=meter.address, identifier=ident,
+                sequence=request.sequence, header=header, items=items)))
+
+        def status_items() -> tuple[Any, ...]:
+            return (DataItem(name="valve_state", value=_valve_state(meter)),
+                    DataItem(name="battery_low", value=meter.battery_low))
+
+        if request.function == "read_data" and ident == "901F":
+            data = self.report_frame(meter, at, value, sequence=request.sequence or 0)
+            return Answer(data, "read_now", readings=[("volume", value)])
+        if request.function == "read_data" and ident.startswith("D12"):
+            history = meter.extra.get("history", {})
+            months = int(ident[-1], 16) + 1
+            past = history.get(months, value) if isinstance(history, dict) else value
+            return Answer(reply((DataItem(name="settlement_volume", value=past, unit="m3"),)),
+                          "read_history")
+        if request.function == "write_data" and ident == "A017" and meter.has_valve:
+            action = str(values.get("valve_action", ""))
+            if "close" in action:
+                meter.valve = "closed"
+            elif "open" in action:
+                # A remote open arms the valve; the customer opens it at the meter.
+                meter.valve = "armed" if "free" in action or action == "open" else "open"
+            return Answer(reply(status_items()), "valve", effect={"valve": meter.valve})
+        if request.function == "write_data" and ident == "A010":
+            meter.price = Decimal(str(values.get("price_1", "0")))
+            return Answer(reply(status_items()), "set_price", effect={"price": str(meter.price)})
+        if request.function == "write_data" and ident == "A013":
+            amount = Decimal(str(values.get("purchase_amount", "0")))
+            meter.balance = (meter.balance or Decimal(0)) + amount
+            return Answer(reply(status_items()), "top_up",
+                          effect={"balance": str(meter.balance)})
+        if request.function == "write_data" and ident == "A015":
+            meter.clock_drift_s = 0.0
+            return Answer(reply(status_items()), "sync_time", effect={"clock_drift_s": 0})
+        return Answer(bytes(self.proto.encode(Frame(
+            protocol=self.protocol_name, direction="reply", function=request.function,
+            address=meter.address, identifier=ident or None, sequence=request.sequence,
+            abnormal=True, header=header, items=status_items()))), request.function, ok=False)
+
+
+def _valve_state(meter: SimMeter) -> str:
+    return "closed" if meter.valve == "closed" else "open"
+
+
+class Dlt645Meter:
+    """DL/T 645-2007 electricity meters."""
+
+    protocol_name = "dlt645-2007"
+
+    def __init__(self) -> None:
+        from decoders import get_protocol
+
+        self.proto = get_protocol(self.protocol_name)
+
+    def report_frame(self, meter: SimMeter, at: datetime, value: Decimal, *,
+                     sequence: int = 0) -> bytes:
+        """The reply to a read of the forward active total (00010000)."""
+        from decoders import DataItem, Frame
+
+        return bytes(self.proto.encode(Frame(
+            protocol=self.protocol_name, direction="reply", function="read_data",
+            address=meter.address, identifier="00010000",
+            items=(DataItem(name="forward_active_energy", value=value, unit="kWh"),))))
+
+    def answer(self, meter: SimMeter, request: Any, at: datetime) -> Answer:
+        from decoders import DataItem, Frame
+
+        value = meter.consumption.register_value()
+        if request.function == "read_data" and request.identifier in ("00010000", "00000000"):
+            return Answer(self.report_frame(meter, at, value), "read_now",
+                          readings=[("energy_import", value)])
+        if request.function == "relay_control":
+            action = str(request.values().get("relay_action", ""))
+            if action == "trip":
+                meter.valve = "closed"
+            elif action == "direct_close":
+                meter.valve = "open"
+            elif action == "close_allowed":
+                meter.valve = "armed"
+            return Answer(bytes(self.proto.encode(Frame(
+                protocol=self.protocol_name, direction="reply", function="relay_control",
+                address=meter.address))), "relay", effect={"relay": meter.valve})
+        return Answer(bytes(self.proto.encode(Frame(
+            protocol=self.protocol_name, direction="reply", function=request.function,
+            address=meter.address, abnormal=True,
+            items=(DataItem(name="error", value=("no_requested_data",)),)))),
+            request.function, ok=False)
+
+
+_BEHAVIOURS: dict[str, Any] = {}
+
+
+def behaviour_for(protocol: str) -> Any:
+    """The (shared, stateless) behaviour of meters speaking ``protocol``."""
+    found = _BEHAVIOURS.get(protocol)
+    if found is None:
+        cls = {"cjt188-2004": Cjt188Meter, "dlt645-2007": Dlt645Meter}.get(protocol)
+        if cls is None:
+            raise KeyError(f"the simulator has no meter speaking {protocol}")
+        found = _BEHAVIOURS[protocol] = cls()
+    return found

@@ -1,0 +1,516 @@
+"""The simulator's links: DTUs over TCP, and the NB-IoT platform bridge over MQTT.
+
+Strategy: a link owns the uploads of its meters that the FEP has not acknowledged yet
+(``pending``, keyed by the reference an acknowledgement carries) and a send queue the fleet's
+scheduler fills. It keeps the connection up (reconnecting with backoff), sends uploads while
+fewer than ``window`` wait for an ack, retransmits an upload not acknowledged within
+``ack_timeout_s`` (as a real store-and-forward DTU does), answers the head-end's requests
+through the meter behaviours, and injects the faults the plan asks for. Everything sent and
+every acknowledgement goes to the simulator log.
+
+DTU acknowledgements are link-template ``ack`` packets naming the upload by CRC-32 of its
+bytes; the NB-IoT bridge gets ``{"type": "ack", "ref": …}`` on the meter's downlink topic,
+``ref`` being the first 16 hex digits of the SHA-256 of the uplink payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import socket
+import time
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from simulator.devices import behaviour_for
+from simulator.fleet import SimLink, SimMeter
+from simulator.log import CommandRec, ReadingRec
+
+if TYPE_CHECKING:
+    from simulator.runner import Simulator
+
+__all__ = ["DtuLink", "MqttBridge", "Upload"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Upload:
+    """One data frame on its way to the FEP."""
+
+    frame_id: str
+    data: bytes
+    ref: str
+    sim_at: datetime
+    readings: int
+    copies: int = 0
+    sent_at: float = 0.0
+
+
+def _crc_ref(data: bytes) -> str:
+    return f"{zlib.crc32(data):08X}"
+
+
+def _sha_ref(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+class _LinkBase:
+    ref_of = staticmethod(_crc_ref)
+
+    def __init__(self, sim: Simulator, link: SimLink) -> None:
+        self.sim = sim
+        self.link = link
+        self.meters_by_address = {m.address: m for m in link.meters}
+        self.pending: OrderedDict[str, Upload] = OrderedDict()
+        self.queue: asyncio.Queue[tuple[SimMeter, datetime]] = asyncio.Queue()
+        self.window_free = asyncio.Event()
+        self.window_free.set()
+        self._frame_seq = 0
+        self.acked = 0
+        self.sent = 0
+
+    def next_frame_id(self) -> str:
+        self._frame_seq += 1
+        return f"{self.link.link_id}/{self._frame_seq}"
+
+    # ------------------------------------------------------------------ uploads
+
+    def build_upload(self, meter: SimMeter, at: datetime) -> Upload | None:
+        """Advance the meter to ``at`` and build its report (faults applied), or None."""
+        sim, faults = self.sim, self.sim.faults
+        meter.consumption.advance(at)
+        if faults.should("missing", meter.meter_id, self.link.link_id):
+            sim.log.fault("missing", meter.meter_id, at, meter_id=meter.meter_id,
+                          register=meter.register_name)
+            return None
+        fault: str | None = None
+        if faults.should("clock_drift", meter.meter_id):
+            meter.clock_drift_s += faults.rng.uniform(300, 3600)
+            fault = "clock_drift"
+        if faults.should("rollover", meter.meter_id):
+            top = 10 ** meter.consumption.digits
+            shown = meter.consumption.total % top
+            # just below the maximum: the register wraps to zero within a few hours
+            meter.consumption.add_offset(top - shown - max(0.01, 2 * meter.consumption
+                                                           .base_per_hour))
+            sim.log.fault("rollover", meter.meter_id, at, "register put just below its maximum",
+                          meter_id=meter.meter_id)
+        true_value = meter.consumption.register_value()
+        value = true_value
+        last = meter.extra.get("last_value")
+        if faults.should("spike", meter.meter_id):
+            value = (true_value + Decimal(max(50, int(true_value) // 2))).quantize(true_value)
+            value %= Decimal(10) ** meter.consumption.digits
+            fault = "spike"
+        elif faults.should("rollback", meter.meter_id) and isinstance(last, Decimal) and last > 1:
+            value = (last - Decimal(faults.rng.randint(1, 20))).max(Decimal(0)).quantize(
+                true_value)
+            fault = "rollback"
+        meter.extra["last_value"] = value
+        data = behaviour_for(meter.protocol).report_frame(meter, at, value,
+                                                          sequence=self._frame_seq)
+        upload = Upload(self.next_frame_id(), data, self.ref_of(data), at, readings=0)
+        upload.readings = self.log_readings(upload, meter, at, value, true_value, fault)
+        return upload
+
+    def log_readings(self, upload: Upload, meter: SimMeter, at: datetime, value: Decimal,
+                     true_value: Decimal, fault: str | None) -> int:
+        ts = self.reading_ts(meter, at)
+        write = self.sim.log.write
+        write(ReadingRec(frame=upload.frame_id, meter_id=meter.meter_id,
+                         register=meter.register_name, unit=meter.unit, value=str(value),
+                         sim_at=at, ts=ts, fault=fault,
+                         true_value=str(true_value) if value != true_value else None))
+        if meter.protocol.startswith("cjt188"):
+            settlement = meter.extra.get("settlement_value", value)
+            write(ReadingRec(frame=upload.frame_id, meter_id=meter.meter_id,
+                             register="volume_settlement", unit=meter.unit,
+                             value=str(settlement), sim_at=at, ts=ts))
+            return 2
+        return 1
+
+    @staticmethod
+    def reading_ts(meter: SimMeter, at: datetime) -> datetime | None:
+        """The time stamp the platform will store: the meter's clock, to the second."""
+        if not meter.protocol.startswith("cjt188"):
+            return None  # DL/T 645 energy reads carry no time: stamped on reception
+        from datetime import UTC, timedelta
+
+        shown = at + timedelta(seconds=meter.clock_drift_s)
+        return shown.astimezone(UTC).replace(microsecond=0)
+
+    def mark_acked(self, ref: str) -> None:
+        upload = self.pending.pop(ref, None)
+        if upload is None:
+            self.sim.stats["acks_unknown"] += 1
+            return
+        self.acked += 1
+        self.sim.stats["acked_frames"] += 1
+        self.sim.ack_latency.append(time.monotonic() - upload.sent_at)
+        self.sim.log.ack(upload.frame_id)
+        if len(self.pending) < self.sim.window:
+            self.window_free.set()
+
+    def due_retransmits(self) -> list[Upload]:
+        limit = time.monotonic() - self.sim.ack_timeout_s
+        return [u for u in self.pending.values() if u.sent_at and u.sent_at < limit]
+
+    # ------------------------------------------------------------------ requests
+
+    def answer(self, meter: SimMeter, request: Any) -> bytes | None:
+        sim = self.sim
+        at = sim.clock.now()
+        meter.consumption.advance(at)
+        answer = behaviour_for(meter.protocol).answer(meter, request, at)
+        frame_id = self.next_frame_id()
+        sim.log.frame(frame_id=frame_id, link=self.link.link_id,
+                      service_point=self.link.service_point, sim_at=at,
+                      readings=len(answer.readings), data=answer.data)
+        sim.log.answer(frame_id, answer.command)
+        for register, value in answer.readings:
+            sim.log.write(ReadingRec(frame=frame_id, meter_id=meter.meter_id, register=register,
+                                     unit=meter.unit, value=str(value), sim_at=at,
+                                     ts=self.reading_ts(meter, at)))
+        from datetime import UTC
+
+        sim.log.write(CommandRec(device_id=self.link.link_id, meter_id=meter.meter_id,
+                                 command=answer.command, ok=answer.ok, effect=answer.effect,
+                                 sim_at=at, wall_at=datetime.now(UTC)))
+        sim.stats["requests_answered"] += 1
+        return answer.data
+
+
+class DtuLink(_LinkBase):
+    """A transparent DTU: registration, heartbeats, meter uploads, answers to requests."""
+
+    def __init__(self, sim: Simulator, link: SimLink, host: str, port: int) -> None:
+        super().__init__(sim, link)
+        from decoders import Framer, get_protocol
+
+        self.host, self.port = host, port
+        self.link_proto = get_protocol(sim.link_protocol)
+        self.meter_proto = behaviour_for(link.protocol).proto
+        self._specs = [*self.link_proto.frame_specs(), *self.meter_proto.frame_specs()]
+        self._framer_cls = Framer
+        self.has_ack = any(getattr(getattr(s, "spec", None), "kind", "") == "ack"
+                           for s in self.link_proto.frame_specs())
+        self.writer: asyncio.StreamWriter | None = None
+        self.connected = asyncio.Event()
+        self.connections = 0
+        self._stop = False
+
+    def _packet(self, kind: str) -> bytes:
+        from decoders import Frame
+
+        return bytes(self.link_proto.encode(Frame(
+            protocol=self.link_proto.name, direction="report", function=kind,
+            address=self.link.link_id)))
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while not self._stop:
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.2
+            self.connections += 1
+            self.writer = writer
+            sock = writer.get_extra_info("socket")
+            if sock is not None:  # small frames: no Nagle delay
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                writer.write(self._packet("registration"))
+                await writer.drain()
+                self.connected.set()
+                tasks = [asyncio.create_task(self._read(reader)),
+                         asyncio.create_task(self._send_loop(writer)),
+                         asyncio.create_task(self._heartbeats(writer))]
+                done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+                for task in pending:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                for task in done:  # a dropped connection: reconnect below
+                    if not task.cancelled() and task.exception() is not None:
+                        self.sim.stats["link_errors"] += 1
+                        self.sim.stats[f"link_error:{task.exception()!r}"[:80]] += 1
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                self.connected.clear()
+                self.writer = None
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 1)
+            if not self._stop:
+                await asyncio.sleep(self.sim.reconnect_delay_s)
+
+    def stop(self) -> None:
+        self._stop = True
+        if self.writer is not None:
+            self.writer.close()
+
+    async def _heartbeats(self, writer: asyncio.StreamWriter) -> None:
+        packet = self._packet("heartbeat")
+        while True:
+            await asyncio.sleep(self.sim.heartbeat_s)
+            writer.write(packet)
+            await writer.drain()
+
+    async def _send(self, writer: asyncio.StreamWriter, upload: Upload, *,
+                    fault: str | None = None) -> None:
+        sim = self.sim
+        upload.copies += 1
+        upload.sent_at = time.monotonic()
+        data = upload.data
+        if fault is None and upload.copies == 1 and sim.faults.should("corrupt",
+                                                                      self.link.link_id):
+            fault = "corrupt"
+            flipped = bytearray(data)
+            flipped[len(flipped) // 2] ^= 0x10
+            data = bytes(flipped)
+        if sim.faults.should("garbage", self.link.link_id):
+            junk = bytes(sim.faults.rng.getrandbits(8) for _ in range(sim.faults.rng.randint(1,
+                                                                                           40)))
+            sim.log.fault("garbage", self.link.link_id, upload.sim_at, junk.hex())
+            writer.write(junk)
+        sim.log.frame(frame_id=upload.frame_id, link=self.link.link_id,
+                      service_point=self.link.service_point, sim_at=upload.sim_at,
+                      readings=upload.readings, copy=upload.copies, data=data, fault=fault)
+        if sim.faults.should("disconnect", self.link.link_id):
+            cut = sim.faults.rng.randint(0, len(data) - 1)
+            writer.write(data[:cut])
+            await writer.drain()
+            sim.log.fault("disconnect", self.link.link_id, upload.sim_at,
+                          f"dropped after {cut} of {len(data)} bytes of {upload.frame_id}")
+            raise ConnectionResetError("fault: disconnect")
+        writer.write(data)
+        sim.stats["frames_sent"] += 1
+        self.sent += 1
+        if sim.faults.should("duplicate", self.link.link_id):
+            upload.copies += 1
+            sim.log.frame(frame_id=upload.frame_id, link=self.link.link_id,
+                          service_point=self.link.service_point, sim_at=upload.sim_at,
+                          readings=upload.readings, copy=upload.copies, fault="duplicate")
+            writer.write(upload.data)
+        await writer.drain()
+
+    async def _send_loop(self, writer: asyncio.StreamWriter) -> None:
+        sim = self.sim
+        # after a reconnection: everything not acknowledged goes again, oldest first
+        for upload in list(self.pending.values()):
+            await self._send(writer, upload)
+        while True:
+            if self.has_ack:
+                for upload in self.due_retransmits():
+                    await self._send(writer, upload)
+                if len(self.pending) >= sim.window:
+                    self.window_free.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.window_free.wait(), sim.ack_timeout_s / 4)
+                    continue
+            try:
+                meter, at = await asyncio.wait_for(self.queue.get(), 0.5)
+            except TimeoutError:
+                continue
+            upload = self.build_upload(meter, at)
+            if upload is None:
+                continue
+            if self.has_ack:
+                self.pending[upload.ref] = upload
+            await self._send(writer, upload)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        framer = self._framer_cls(self._specs, max_buffer=65536)
+        link_specs = set(map(id, self.link_proto.frame_specs()))
+        while True:
+            data = await reader.read(16384)
+            if not data:
+                return
+            framer.feed(data)
+            while True:
+                frame = framer.next_frame()
+                if not isinstance(frame, bytes | bytearray):
+                    break
+                frame = bytes(frame)
+                if id(framer.last_spec) in link_specs:
+                    self._on_link_packet(frame)
+                else:
+                    await self._on_meter_frame(frame)
+            framer.take_garbage()
+
+    def _on_link_packet(self, data: bytes) -> None:
+        try:
+            packet = self.link_proto.decode(data)
+        except Exception:
+            self.sim.stats["bad_link_packets"] += 1
+            return
+        if packet.function == "ack":
+            ref = str(packet.values().get("ref", ""))
+            self.mark_acked(ref)
+
+    async def _on_meter_frame(self, data: bytes) -> None:
+        try:
+            request = self.meter_proto.decode(data)
+        except Exception:
+            self.sim.stats["bad_requests"] += 1
+            return
+        if request.direction != "request":
+            return
+        meter = self.meters_by_address.get(request.address)
+        if meter is None:
+            return  # not on this bus: a real bus stays silent
+        reply = self.answer(meter, request)
+        if reply is not None and self.writer is not None:
+            self.writer.write(reply)
+            await self.writer.drain()
+
+
+class MqttBridge(_LinkBase):
+    """The NB-IoT platform's MQTT bridge for every NB-IoT meter of the fleet.
+
+    NB-IoT meters reach a utility through the operator's IoT platform, which forwards their
+    uplinks to MQTT; one client here publishes for all of them (``<root>/meters/<id>/up``)
+    and listens on ``<root>/meters/+/down``. A meter listens only for ``wake_window_s``
+    after each uplink; a downlink outside that window is lost, as it would be.
+    """
+
+    ref_of = staticmethod(_sha_ref)
+
+    def __init__(self, sim: Simulator, links: list[SimLink], url: str, topic_root: str) -> None:
+        super().__init__(sim, SimLink("nbiot-bridge", "nbiot", links[0].service_point
+                                      if links else "", "cjt188-2004"))
+        self.links = {link.link_id: link for link in links}
+        self.meters_by_id = {link.link_id: link.meters[0] for link in links if link.meters}
+        self.url = url
+        self.root = topic_root.rstrip("/")
+        self.awake_until: dict[str, float] = {}
+        self.client: Any = None
+        self.connected = asyncio.Event()
+        self._stop = False
+
+    async def run(self) -> None:
+        import aiomqtt
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        while not self._stop:
+            try:
+                async with aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883,
+                                          identifier=f"unimeter-sim-{self.sim.run_id}",
+                                          max_inflight_messages=1000) as client:
+                    self.client = client
+                    await client.subscribe(f"{self.root}/meters/+/down", qos=1)
+                    self.connected.set()
+                    sender = asyncio.create_task(self._send_loop(client))
+                    try:
+                        async for message in client.messages:
+                            await self._on_down(client, message)
+                    finally:
+                        sender.cancel()
+            except aiomqtt.MqttError as exc:
+                log.info("simulator MQTT bridge: %s; reconnecting", exc)
+            finally:
+                self.client = None
+                self.connected.clear()
+            if not self._stop:
+                await asyncio.sleep(0.5)
+
+    def stop(self) -> None:
+        self._stop = True
+
+    async def _publish(self, client: Any, meter: SimMeter, upload: Upload) -> None:
+        upload.copies += 1
+        upload.sent_at = time.monotonic()
+        self.sim.log.frame(frame_id=upload.frame_id, link=meter.link_id,
+                           service_point=self.link.service_point, sim_at=upload.sim_at,
+                           readings=upload.readings, copy=upload.copies, data=upload.data)
+        self.awake_until[meter.meter_id] = time.monotonic() + self.sim.wake_window_s
+        await client.publish(f"{self.root}/meters/{meter.meter_id}/up", upload.data, qos=1)
+        self.sim.stats["frames_sent"] += 1
+        if self.sim.faults.should("duplicate", meter.meter_id):
+            upload.copies += 1
+            await client.publish(f"{self.root}/meters/{meter.meter_id}/up", upload.data, qos=1)
+
+    async def _send_loop(self, client: Any) -> None:
+        for upload in list(self.pending.values()):
+            meter = self.meters_by_id.get(upload.frame_id.split("/")[0])
+            if meter is not None:
+                await self._publish(client, meter, upload)
+        while True:
+            for upload in self.due_retransmits():
+                meter = self.meters_by_id.get(upload.frame_id.split("/")[0])
+                if meter is not None:
+                    await self._publish(client, meter, upload)
+            if len(self.pending) >= self.sim.window * 8:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                meter, at = await asyncio.wait_for(self.queue.get(), 0.5)
+            except TimeoutError:
+                continue
+            upload = self.build_upload(meter, at)
+            if upload is None:
+                continue
+            self.pending[upload.ref] = upload
+            await self._publish(client, meter, upload)
+
+    def build_upload(self, meter: SimMeter, at: datetime) -> Upload | None:
+        self._frame_seq += 1
+        frame_id = f"{meter.link_id}/{self._frame_seq}"
+        sim, faults = self.sim, self.sim.faults
+        meter.consumption.advance(at)
+        if faults.should("missing", meter.meter_id):
+            sim.log.fault("missing", meter.meter_id, at, meter_id=meter.meter_id,
+                          register=meter.register_name)
+            return None
+        value = meter.consumption.register_value()
+        data = behaviour_for(meter.protocol).report_frame(meter, at, value,
+                                                          sequence=self._frame_seq)
+        upload = Upload(frame_id, data, self.ref_of(data), at, readings=0)
+        upload.readings = self.log_readings(upload, meter, at, value, value, None)
+        return upload
+
+    async def _on_down(self, client: Any, message: Any) -> None:
+        topic = str(message.topic).split("/")
+        meter_id = topic[-2] if len(topic) >= 2 else ""
+        payload = bytes(message.payload or b"")
+        if payload[:1] == b"{":
+            try:
+                doc = json.loads(payload)
+            except json.JSONDecodeError:
+                return
+            if doc.get("type") == "ack":
+                self.mark_acked(str(doc.get("ref", "")))
+            return
+        meter = self.meters_by_id.get(meter_id)
+        if meter is None:
+            return
+        if self.awake_until.get(meter_id, 0) < time.monotonic():
+            self.sim.stats["downlinks_while_asleep"] += 1
+            return  # the radio is off: the downlink is lost
+        proto = behaviour_for(meter.protocol).proto
+        try:
+            request = proto.decode(payload)
+        except Exception:
+            self.sim.stats["bad_requests"] += 1
+            return
+        if request.direction != "request" or request.address != meter.address:
+            return
+        reply = self.answer(meter, request)
+        if reply is not None:
+            self.awake_until[meter_id] = time.monotonic() + self.sim.wake_window_s
+            await client.publish(f"{self.root}/meters/{meter_id}/up", reply, qos=1)

@@ -1,0 +1,280 @@
+"""The simulator process: a fleet on a clock, its links, its scheduler, faults and log.
+
+Strategy: one asyncio loop drives every link. A scheduler keeps a heap of (simulated time the
+meter reports next, meter) and hands due reports to the meter's link, which builds the frame
+at that simulated instant (register integrated up to it) and sends it when its window allows.
+Report intervals are simulated time, so ``speed`` (simulated seconds per real second) turns a
+week into minutes without changing what the meters say. ``burst`` mode ignores the schedule
+and keeps every link's window full (throughput measurement).
+
+A small line-based control port (``--control-port``) takes ``inject KIND TARGET [COUNT]``,
+``rate KIND VALUE``, ``stats`` and ``flush`` while running, so a fault test in another process
+can break things on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import heapq
+import json
+import logging
+import random
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from schemas.settings import ComponentSettings, MqttSettings
+from simulator.clock import SimClock
+from simulator.faults import FaultPlan, parse_fault_spec
+from simulator.fleet import Fleet, FleetSpec, SimMeter
+from simulator.log import MeterRec, RunRec, SimLog
+
+__all__ = ["Simulator", "SimulatorSettings"]
+
+log = logging.getLogger(__name__)
+
+
+class SimulatorSettings(ComponentSettings):
+    """The simulator's defaults (section ``simulator``); the CLI overrides most of them."""
+
+    section: ClassVar[str] = "simulator"
+
+    fep_host: str = Field(default="127.0.0.1", description="Where the FEP listens.")
+    dtu_port: int = Field(default=9110, ge=1, le=65535)
+    concentrator_port: int = Field(default=9120, ge=1, le=65535)
+    modbus_port: int = Field(default=9502, ge=0, le=65535,
+                             description="Port of the simulated Modbus TCP RTUs (0 = free).")
+    link_protocol: str = Field(default="dtu-text", description="DTU link template.")
+    speed: float = Field(default=1.0, ge=0, le=1e6,
+                         description="Simulated seconds per real second.")
+    dtu_report_s: float = Field(default=3600.0, gt=0, description="Simulated seconds between "
+                                                                   "reports of DTU meters.")
+    nbiot_report_s: float = Field(default=86400.0, gt=0,
+                                  description="NB-IoT meters wake and report this often.")
+    electricity_report_s: float = Field(default=900.0, gt=0)
+    heartbeat_s: float = Field(default=60.0, gt=0, description="DTU heartbeat (real seconds).")
+    ack_timeout_s: float = Field(default=10.0, gt=0,
+                                 description="Retransmit an upload not acknowledged by then.")
+    window: int = Field(default=16, ge=1, le=10_000,
+                        description="Uploads per link awaiting acknowledgement at most.")
+    wake_window_s: float = Field(default=20.0, gt=0,
+                                 description="NB-IoT meters listen this long after an uplink.")
+    reconnect_delay_s: float = Field(default=1.0, ge=0)
+    log_dir: Path = Field(default=Path(".unimeter/simulator"))
+
+
+class Simulator:
+    def __init__(self, settings: SimulatorSettings, *, spec: FleetSpec | None = None,
+                 clock: SimClock | None = None, mqtt: MqttSettings | None = None,
+                 log_path: Path | None = None, faults: str | dict[str, float] = "",
+                 frames_hex: bool = False, burst: bool = False, seed: int = 1) -> None:
+        self.settings = settings
+        self.run_id = uuid.uuid4().hex[:10]
+        self.clock = clock or SimClock(speed=settings.speed)
+        self.spec = spec or FleetSpec()
+        self.fleet = Fleet(self.spec, self.clock.start)
+        self.mqtt = mqtt
+        rates = parse_fault_spec(faults) if isinstance(faults, str) else dict(faults)
+        self.faults = FaultPlan(rates, seed=seed)
+        self.log_path = log_path
+        self.log = SimLog(log_path, frames_hex=frames_hex)
+        self.burst = burst
+        self.stats: Counter[str] = Counter()
+        self.ack_latency: collections.deque[float] = collections.deque(maxlen=10_000)
+        self.links: dict[str, Any] = {}
+        self.bridge: Any = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._rng = random.Random(seed)
+        # settings the links read
+        self.link_protocol = settings.link_protocol
+        self.window = settings.window
+        self.ack_timeout_s = settings.ack_timeout_s
+        self.heartbeat_s = settings.heartbeat_s
+        self.wake_window_s = settings.wake_window_s
+        self.reconnect_delay_s = settings.reconnect_delay_s
+        self._control: asyncio.Server | None = None
+        self.started_at = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, *, kinds: tuple[str, ...] = ("dtu", "nbiot"),
+                    control_port: int | None = None) -> None:
+        from simulator.links import DtuLink, MqttBridge
+
+        self.started_at = time.monotonic()
+        self.log.write(RunRec(run_id=self.run_id, started_at=datetime.now(UTC),
+                              sim_start=self.clock.start, speed=self.clock.speed,
+                              seed=self.spec.seed, fleet=self.fleet.counts(),
+                              faults=dict(self.faults.rates)))
+        for meter in self.fleet.meters.values():
+            link = self.fleet.links.get(meter.link_id) or next(
+                (lk for lk in self.fleet.links.values() if meter in lk.meters), None)
+            self.log.write(MeterRec(
+                meter_id=meter.meter_id, address=meter.address, medium=meter.medium,
+                protocol=meter.protocol, transport=link.kind if link else "",
+                link_id=meter.link_id, service_point=meter.service_point,
+                customer_type=meter.customer_type, register=meter.register_name,
+                unit=meter.unit, digits=meter.consumption.digits,
+                decimals=meter.consumption.decimals))
+        s = self.settings
+        if "dtu" in kinds:
+            for link in self.fleet.of_kind("dtu"):
+                self.links[link.link_id] = DtuLink(self, link, s.fep_host, s.dtu_port)
+        nbiot = list(self.fleet.of_kind("nbiot"))
+        if "nbiot" in kinds and nbiot:
+            if self.mqtt is None or not self.mqtt.url:
+                raise ValueError("NB-IoT meters need MQTT settings (UNIMETER_MQTT_URL)")
+            self.bridge = MqttBridge(self, nbiot, self.mqtt.url, self.mqtt.topic_root)
+        for link in self.links.values():
+            self._tasks.append(asyncio.create_task(link.run(), name=f"sim-{link.link.link_id}"))
+        if self.bridge is not None:
+            self._tasks.append(asyncio.create_task(self.bridge.run(), name="sim-mqtt"))
+        if self.burst:
+            for link in self.links.values():
+                self._tasks.append(asyncio.create_task(self._burst(link)))
+        else:
+            self._tasks.append(asyncio.create_task(self._schedule(kinds), name="sim-schedule"))
+        self._tasks.append(asyncio.create_task(self._flush_log(), name="sim-log"))
+        if control_port is not None:
+            self._control = await asyncio.start_server(self._control_client, "127.0.0.1",
+                                                       control_port)
+
+    async def stop(self) -> dict[str, Any]:
+        for link in self.links.values():
+            link.stop()
+        if self.bridge is not None:
+            self.bridge.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._control is not None:
+            self._control.close()
+        summary = self.summary()
+        self.log.close(summary)
+        return summary
+
+    def summary(self) -> dict[str, Any]:
+        pending = sum(len(link.pending) for link in self.links.values())
+        if self.bridge is not None:
+            pending += len(self.bridge.pending)
+        lat = sorted(self.ack_latency)
+        if lat:
+            self.stats["ack_p50_ms"] = round(lat[len(lat) // 2] * 1000, 1)
+            self.stats["ack_p99_ms"] = round(lat[int(len(lat) * 0.99)] * 1000, 1)
+        return {"run_id": self.run_id, "sim_now": self.clock.now().isoformat(),
+                "real_s": round(time.monotonic() - self.started_at, 1),
+                **dict(self.stats), "unacked": pending,
+                "faults": dict(self.faults.fired), "log": str(self.log_path or "")}
+
+    async def wait_connected(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        async def all_up() -> None:
+            for link in self.links.values():
+                await link.connected.wait()
+            if self.bridge is not None:
+                await self.bridge.connected.wait()
+
+        await asyncio.wait_for(all_up(), timeout)
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _interval(self, meter: SimMeter) -> float:
+        s = self.settings
+        if meter.service_point == self.spec.nbiot_service_point:
+            return s.nbiot_report_s
+        if meter.medium == "electricity":
+            return s.electricity_report_s
+        return s.dtu_report_s
+
+    def _link_of(self, meter: SimMeter) -> Any:
+        if meter.service_point == self.spec.nbiot_service_point:
+            return self.bridge
+        return self.links.get(meter.link_id)
+
+    async def _schedule(self, kinds: tuple[str, ...]) -> None:
+        heap: list[tuple[datetime, int, str]] = []
+        start = self.clock.now()
+        for n, meter in enumerate(self.fleet.meters.values()):
+            if self._link_of(meter) is None:
+                continue
+            phase = self._rng.uniform(0, self._interval(meter))
+            heapq.heappush(heap, (start + timedelta(seconds=phase), n, meter.meter_id))
+        while heap:
+            now = self.clock.now()
+            while heap and heap[0][0] <= now:
+                due, n, meter_id = heapq.heappop(heap)
+                meter = self.fleet.meters[meter_id]
+                link = self._link_of(meter)
+                if link is not None:
+                    link.queue.put_nowait((meter, due))
+                    self.stats["reports_due"] += 1
+                heapq.heappush(heap, (due + timedelta(seconds=self._interval(meter)), n,
+                                      meter_id))
+            if not heap:
+                return
+            wait = self.clock.real_seconds(heap[0][0] - self.clock.now())
+            await asyncio.sleep(min(max(wait, 0.001), 0.5))
+
+    async def _burst(self, link: Any) -> None:
+        """Keep ``link`` busy: always a few reports queued, each stamped with 'now'."""
+        meters = link.link.meters
+        i = 0
+        while True:
+            if link.queue.qsize() < 4:
+                for _ in range(8):
+                    meter = meters[i % len(meters)]
+                    i += 1
+                    link.queue.put_nowait((meter, self.clock.now()))
+                await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(0.002)
+
+    async def _flush_log(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.log.flush()
+
+    # ------------------------------------------------------------------ control port
+
+    async def _control_client(self, reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                reply = self.control(line.decode(errors="replace").strip())
+                writer.write((json.dumps(reply) + "\n").encode())
+                await writer.drain()
+        finally:
+            writer.close()
+
+    def control(self, line: str) -> dict[str, Any]:
+        """One control command: ``inject KIND TARGET [COUNT]``, ``rate KIND VALUE``,
+        ``stats``, ``flush``."""
+        parts = line.split()
+        try:
+            if not parts:
+                return {"ok": False, "error": "empty command"}
+            if parts[0] == "inject" and len(parts) in (2, 3, 4):
+                target = parts[2] if len(parts) > 2 else "*"
+                count = int(parts[3]) if len(parts) > 3 else 1
+                self.faults.inject(parts[1], target, count)
+                return {"ok": True, "pending": self.faults.pending()}
+            if parts[0] == "rate" and len(parts) == 3:
+                self.faults.set_rate(parts[1], float(parts[2]))
+                return {"ok": True, "rates": self.faults.rates}
+            if parts[0] == "stats":
+                return {"ok": True, **self.summary()}
+            if parts[0] == "flush":
+                self.log.flush()
+                return {"ok": True}
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": False, "error": f"unknown command {line!r}; use inject KIND TARGET "
+                                      "[COUNT] | rate KIND VALUE | stats | flush"}
