@@ -12,6 +12,10 @@ built from ``link.frame_specs() + meter_protocol.frame_specs()`` splits the mixe
 ``address`` the DTU id. ``encode`` builds the same packets (the simulator sends them);
 ``reply_to(frame)`` gives the answer a DTU expects, if any.
 
+An ``ack`` packet (``kind: ack``) is what the FEP sends a DTU that stores and forwards its
+meters' uploads, once an upload is safe on the platform side; a pattern group named ``ref``
+identifies the upload (the FEP puts the CRC-32 of the upload's bytes there, 8 hex digits).
+
 Packet matchers:
 
 - ``literal`` / ``ascii_literal`` — exact bytes (a fixed heartbeat such as ``FE`` or
@@ -202,21 +206,22 @@ class LinkTemplate(Protocol):
 
     def _encode_pattern(self, fmt: LinkPacketFormat, frame: Frame) -> bytes:
         assert fmt.regex is not None
-        groups = list(fmt.regex.groupindex)
         values = {i.name: str(i.value) for i in frame.items}
         if fmt.spec.device_id:
             values[fmt.spec.device_id] = frame.address
-        if groups != [fmt.spec.device_id] or not fmt.spec.device_id:
-            raise EncodeError("only patterns with a single device_id group can be encoded",
+        missing = [g for g in fmt.regex.groupindex if g not in values]
+        if missing:
+            raise EncodeError(f"packet {fmt.spec.name!r} needs the item(s) {missing}",
                               protocol=self.name, field=fmt.spec.name)
-        # Rebuild from the pattern: replace the group by the id, keep literal text.
+        # Rebuild from the pattern: each named group becomes its value, the literal text
+        # around the groups is kept (link packet patterns are literal text plus groups).
         pattern = fmt.regex.pattern.decode("ascii")
-        literal = re.sub(r"\(\?P<\w+>[^)]*\)[*+?]?(\{[^}]*\})?", "\x00", pattern)
-        literal = literal.strip("^$").replace("\\", "")
-        data = literal.replace("\x00", values[fmt.spec.device_id]).encode("ascii") + \
-            fmt.terminator
+        pieces = re.split(r"\(\?P<(\w+)>[^)]*\)[*+?]?(?:\{[^}]*\})?", pattern)
+        text = "".join(values[piece] if index % 2 else piece.strip("^$").replace("\\", "")
+                       for index, piece in enumerate(pieces))
+        data = text.encode("ascii") + fmt.terminator
         if not fmt.matches(data):
-            raise EncodeError(f"device id {frame.address!r} does not fit the packet pattern",
+            raise EncodeError(f"{values} do not fit the packet pattern",
                               protocol=self.name, field=fmt.spec.name)
         return data
 

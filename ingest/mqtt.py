@@ -226,8 +226,9 @@ class MqttIngest:
         records.append(runtime.messages.frame(
             frame_id=frame_id, device_id=device, service_point=self.name, peer="mqtt",
             protocol=inbound.protocol, direction="in", data=payload, received_at=received_at))
+        solicited = False
         if inbound.kind in ("reply", "confirm"):
-            runtime.commands.on_reply(link, inbound)
+            solicited = runtime.commands.on_reply(link, inbound)
         for draft in inbound.readings:
             meter_id = self._admit(link, draft.address or device, inbound.protocol, records)
             if meter_id is None:
@@ -244,7 +245,8 @@ class MqttIngest:
             records.append(runtime.messages.message("readings.raw", Reading(
                 meter_id=meter_id, register=draft.register, ts=ts, value=draft.value,
                 unit=draft.unit, received_at=received_at, kind=draft.kind,  # type: ignore[arg-type]
-                interval_s=draft.interval_s, meter_clock=draft.meter_clock, source="mqtt",
+                interval_s=draft.interval_s, meter_clock=draft.meter_clock,
+                source="poll" if solicited else "mqtt",
                 device_id=device, fep=runtime.instance, protocol=inbound.protocol,
                 status=draft.status, frame_id=frame_id)))
         for number, event in enumerate(inbound.events):
@@ -257,8 +259,8 @@ class MqttIngest:
                 ts=received_at, attributes=event.attributes))
         ack: bytes | None = inbound.ack if inbound.ack is not None else json.dumps(
             {"type": "ack", "ref": hashlib.sha256(payload).hexdigest()[:16]}).encode()
-        if inbound.kind in ("reply", "confirm") and inbound.ack is None:
-            ack = None  # a reply is not a report: no acknowledgement expected
+        if solicited:
+            ack = None  # the answer to our request, not an upload: nothing to acknowledge
         self._finish(client, message, runtime.publisher.submit(records), ack, link)
 
     def _admit(self, link: NbiotLink, address: str, protocol: str,

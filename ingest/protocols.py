@@ -25,8 +25,8 @@ from schemas.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ingest.fep import FepRuntime
-    from ingest.settings import PollPlanSettings, ServicePointSettings
     from ingest.polling import PlanStats
+    from ingest.settings import PollPlanSettings, ServicePointSettings
 
 __all__ = ["DecodersStack", "ModbusPoll", "build_stack", "frame_ref", "stack_for_protocol"]
 

@@ -198,20 +198,24 @@ class LinkSession:
                 await self.send(inbound.reply_now, "logout reply")
             self.close("logout")
             return
+        solicited = False
         if kind in ("reply", "confirm"):
-            self.runtime.commands.on_reply(self, inbound)
+            # A reply that answers our request (a command, a poll) needs no acknowledgement;
+            # one nobody asked for is a meter pushing its data through the link.
+            solicited = self.runtime.commands.on_reply(self, inbound)
         if inbound.reply_now:
             await self.send(inbound.reply_now, f"{kind} reply")
-        await self._publish_data(inbound, data, received_at)
+        await self._publish_data(inbound, data, received_at, solicited=solicited)
 
-    async def _publish_data(self, inbound: Inbound, data: bytes, received_at: datetime) -> None:
+    async def _publish_data(self, inbound: Inbound, data: bytes, received_at: datetime, *,
+                            solicited: bool = False) -> None:
         runtime = self.runtime
         frame_id = self.next_frame_id()
         records: list[OutRecord] = [runtime.messages.frame(
             frame_id=frame_id, device_id=self.device_id, service_point=self.point_name,
             peer=self.peer, protocol=inbound.protocol, direction="in", data=data,
             received_at=received_at)]
-        source = "poll" if inbound.kind == "reply" else "tcp"
+        source = "poll" if solicited else "tcp"
         for draft in inbound.readings:
             meter_id = self._admit(draft.address, inbound.protocol, records)
             if meter_id is None:
@@ -238,7 +242,7 @@ class LinkSession:
                 severity=event.severity,  # type: ignore[arg-type]
                 ts=received_at, attributes={**event.attributes, "link_id": self.link_id}))
         future = runtime.publisher.submit(records)
-        await self._acks.put((future, inbound.ack, frame_id))
+        await self._acks.put((future, None if solicited else inbound.ack, frame_id))
 
     def _admit(self, address: str, protocol: str, records: list[OutRecord]) -> str | None:
         """The meter id for ``address`` on this link, or None (rejected, alerted)."""

@@ -26,7 +26,7 @@ from typing import Any
 
 from simulator.fleet import SimMeter
 
-__all__ = ["Answer", "Dlt645Meter", "Cjt188Meter", "behaviour_for"]
+__all__ = ["Answer", "Cjt188Meter", "Dlt645Meter", "behaviour_for"]
 
 _METER_TYPES = {0x10: "cold_water", 0x11: "hot_water", 0x30: "gas"}
 

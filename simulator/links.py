@@ -185,7 +185,7 @@ class _LinkBase:
                                  command=answer.command, ok=answer.ok, effect=answer.effect,
                                  sim_at=at, wall_at=datetime.now(UTC)))
         sim.stats["requests_answered"] += 1
-        return answer.data
+        return bytes(answer.data) if answer.data is not None else None
 
 
 class DtuLink(_LinkBase):
@@ -237,16 +237,17 @@ class DtuLink(_LinkBase):
                 tasks = [asyncio.create_task(self._read(reader)),
                          asyncio.create_task(self._send_loop(writer)),
                          asyncio.create_task(self._heartbeats(writer))]
-                done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in pending:
-                    task.cancel()
-                for task in pending:
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                try:
+                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    for task in tasks:
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await task
                 for task in done:  # a dropped connection: reconnect below
                     if not task.cancelled() and task.exception() is not None:
                         self.sim.stats["link_errors"] += 1
-                        self.sim.stats[f"link_error:{task.exception()!r}"[:80]] += 1
             except (ConnectionError, OSError):
                 pass
             finally:
@@ -326,9 +327,10 @@ class DtuLink(_LinkBase):
                 meter, at = await asyncio.wait_for(self.queue.get(), 0.5)
             except TimeoutError:
                 continue
-            upload = self.build_upload(meter, at)
-            if upload is None:
+            built = self.build_upload(meter, at)
+            if built is None:
                 continue
+            upload = built
             if self.has_ack:
                 self.pending[upload.ref] = upload
             await self._send(writer, upload)
@@ -403,8 +405,9 @@ class MqttBridge(_LinkBase):
         self._stop = False
 
     async def run(self) -> None:
-        import aiomqtt
         from urllib.parse import urlsplit
+
+        import aiomqtt
 
         parts = urlsplit(self.url)
         while not self._stop:
@@ -459,14 +462,14 @@ class MqttBridge(_LinkBase):
                 await asyncio.sleep(0.05)
                 continue
             try:
-                meter, at = await asyncio.wait_for(self.queue.get(), 0.5)
+                due_meter, at = await asyncio.wait_for(self.queue.get(), 0.5)
             except TimeoutError:
                 continue
-            upload = self.build_upload(meter, at)
-            if upload is None:
+            built = self.build_upload(due_meter, at)
+            if built is None:
                 continue
-            self.pending[upload.ref] = upload
-            await self._publish(client, meter, upload)
+            self.pending[built.ref] = built
+            await self._publish(client, due_meter, built)
 
     def build_upload(self, meter: SimMeter, at: datetime) -> Upload | None:
         self._frame_seq += 1

@@ -87,6 +87,7 @@ class Simulator:
         self.log = SimLog(log_path, frames_hex=frames_hex)
         self.burst = burst
         self.stats: Counter[str] = Counter()
+        self.latency_ms: dict[str, float] = {}
         self.ack_latency: collections.deque[float] = collections.deque(maxlen=10_000)
         self.links: dict[str, Any] = {}
         self.bridge: Any = None
@@ -168,11 +169,11 @@ class Simulator:
             pending += len(self.bridge.pending)
         lat = sorted(self.ack_latency)
         if lat:
-            self.stats["ack_p50_ms"] = round(lat[len(lat) // 2] * 1000, 1)
-            self.stats["ack_p99_ms"] = round(lat[int(len(lat) * 0.99)] * 1000, 1)
+            self.latency_ms["ack_p50_ms"] = round(lat[len(lat) // 2] * 1000, 1)
+            self.latency_ms["ack_p99_ms"] = round(lat[int(len(lat) * 0.99)] * 1000, 1)
         return {"run_id": self.run_id, "sim_now": self.clock.now().isoformat(),
                 "real_s": round(time.monotonic() - self.started_at, 1),
-                **dict(self.stats), "unacked": pending,
+                **dict(self.stats), **self.latency_ms, "unacked": pending,
                 "faults": dict(self.faults.fired), "log": str(self.log_path or "")}
 
     async def wait_connected(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109

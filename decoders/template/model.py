@@ -216,7 +216,7 @@ class LinkPacketSpec(_Model):
     ``size`` or a ``terminator``)."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    kind: Literal["registration", "heartbeat", "logout", "other"]
+    kind: Literal["registration", "heartbeat", "logout", "ack", "other"]
     literal: HexText | None = None
     ascii_literal: str | None = None
     pattern: str | None = None

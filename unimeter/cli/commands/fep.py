@@ -86,6 +86,12 @@ async def _serve(runtime: Any, status_every: float, heartbeat_file: Path | None)
                    f"spool={snap['spool_bytes']:,}B malformed={snap.get('malformed', 0)} "
                    f"not_acked={snap.get('not_acked', 0)} commands={snap['commands']}")
         if heartbeat_file is not None:
-            heartbeat_file.parent.mkdir(parents=True, exist_ok=True)
-            heartbeat_file.write_text(json.dumps(snap, default=str))
+            await asyncio.to_thread(_write_heartbeat, heartbeat_file, snap)
     task.result()
+
+
+def _write_heartbeat(path: Path, snap: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(snap, default=str))
+    tmp.replace(path)

@@ -65,7 +65,7 @@ async def _upload(file: Path, fmt: str | None, source: str, protocol: str | None
                           timezone=config.utility.timezone, producer=f"upload-{imported_by}")
     report = result.report()
     if report_path is not None:
-        report_path.write_text(json.dumps(report, indent=2))
+        await asyncio.to_thread(report_path.write_text, json.dumps(report, indent=2))
     click.echo(f"{file.name}: {result.lines} line(s), {len(result.readings)} reading(s), "
                f"{len(result.rejected)} rejected")
     for rejected in result.rejected[:200]:
