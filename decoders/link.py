@@ -74,7 +74,8 @@ class LinkPacketFormat:
             self.first_bytes = self.envelope.first_bytes
             self.max_size = self.envelope.max_size
         else:
-            self.first_bytes = None
+            assert self.regex is not None
+            self.first_bytes = _pattern_first_bytes(self.regex)
             self.max_size = spec.size or spec.max_size
 
     def measure(self, buf: bytes | bytearray, pos: int) -> int:
@@ -102,6 +103,42 @@ class LinkPacketFormat:
 
     def matches(self, data: bytes) -> bool:
         return bool(data) and self.measure(data, 0) == len(data)
+
+
+def _pattern_first_bytes(regex: re.Pattern[bytes]) -> frozenset[int] | None:
+    """The bytes a match of ``regex`` can start with, when its first item is a literal
+    character or a character class; None (any byte) otherwise. Lets the framer skip garbage
+    with ``find`` instead of trying the pattern at every byte."""
+    import re._parser as sre_parse  # type: ignore[import-not-found]  # re's own parser
+
+    try:
+        parsed = sre_parse.parse(regex.pattern.decode("latin-1"))
+    except (re.error, UnicodeDecodeError):  # pragma: no cover - compiled already
+        return None
+    return _first_of(list(parsed), sre_parse)
+
+
+def _first_of(items: list[Any], sre_parse: Any) -> frozenset[int] | None:
+    while items and items[0][0] is sre_parse.AT:  # ^ anchors
+        items = items[1:]
+    if not items:
+        return None
+    op, arg = items[0]
+    if op is sre_parse.LITERAL:
+        return frozenset({arg})
+    if op is sre_parse.IN:
+        out: set[int] = set()
+        for kind, value in arg:
+            if kind is sre_parse.LITERAL:
+                out.add(value)
+            elif kind is sre_parse.RANGE:
+                out.update(range(value[0], value[1] + 1))
+            else:
+                return None  # negated classes, categories: any byte may start it
+        return frozenset(out)
+    if op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT) and arg[0] >= 1:
+        return _first_of(list(arg[2]), sre_parse)
+    return None
 
 
 def _printable(buf: bytes | bytearray, lo: int, hi: int, also: bytes = b"") -> bool:

@@ -83,10 +83,11 @@ class MessageFactory:
         return record_of(self.kafka, "device.events", message, producer=self.fep)
 
     def alert(self, *, code: str, object_type: str, object_id: str, reason: str,
-              severity: Severity = "warning", attributes: Mapping[str, Any] | None = None
-              ) -> OutRecord | None:
-        """An alert record, or None when one with the same code and object went out lately."""
-        if not self.alerts.allow(code, object_id):
+              severity: Severity = "warning", attributes: Mapping[str, Any] | None = None,
+              limit_key: str | None = None) -> OutRecord | None:
+        """An alert record, or None when one with the same code and object (or
+        ``limit_key``) went out lately."""
+        if not self.alerts.allow(code, limit_key or object_id):
             return None
         attrs: dict[str, Scalar] = {
             k: v if isinstance(v, str | int | float | bool | None) else str(v)

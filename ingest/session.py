@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ingest.errors import PublishError
 from ingest.publisher import Durability, OutRecord
 from ingest.registry import SessionEntry
-from ingest.stack import Inbound, LinkStack
+from ingest.stack import FramerLike, Inbound, LinkStack
 from schemas.errors import UnimeterError
 from schemas.messages import DeadLetter, Reading
 
@@ -135,18 +135,18 @@ class LinkSession:
                     self.close_reason = "closed by peer"
                     break
                 self.last_heard = datetime.now(UTC)
-                framer.feed(data)  # chunks are far below the framer's bound
-                while True:
-                    frame = framer.next_frame()
-                    garbage = framer.take_garbage()
-                    if garbage:
-                        await self._malformed(garbage, "garbage: bytes that are not a frame of "
-                                                       f"{self.stack.protocol}")
-                    if not isinstance(frame, bytes | bytearray):
-                        break
-                    await self._on_frame(bytes(frame))
-                    if self.closed.is_set():
-                        break
+                view = memoryview(data)
+                while view and not self.closed.is_set():
+                    room = framer.max_buffer - framer.buffered
+                    if room <= 0:
+                        # The buffer holds the start of a frame that cannot complete within
+                        # the bound (a false start byte in garbage): give it up.
+                        framer.resync()
+                    else:
+                        framer.feed(view[:room])
+                        view = view[room:]
+                    await self._drain_framer(framer)
+                await asyncio.sleep(0)  # one chunk at a time: every link gets its turn
         finally:
             self.closed.set()
             await self._acks.put((None, None, ""))  # stop marker
@@ -156,6 +156,17 @@ class LinkSession:
             self.writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.writer.wait_closed(), 2)
+
+    async def _drain_framer(self, framer: FramerLike) -> None:
+        while not self.closed.is_set():
+            frame = framer.next_frame()
+            garbage = framer.take_garbage()
+            if garbage:
+                await self._malformed(garbage, "garbage: bytes that are not a frame of "
+                                               f"{self.stack.protocol}")
+            if not isinstance(frame, bytes | bytearray):
+                return
+            await self._on_frame(bytes(frame))
 
     def close(self, reason: str) -> None:
         """Ask the session to end (replaced by a newer connection, budget spent, shutdown)."""
@@ -254,6 +265,7 @@ class LinkSession:
             self.stats.rejected += 1
             alert = runtime.messages.alert(
                 code="admission_rejected", object_type="link", object_id=self.device_id,
+                limit_key=f"{self.device_id}/{address}",
                 severity="warning", reason=f"{decision.reason} (reported through link "
                                            f"{self.device_id} at {self.point_name})",
                 attributes={"address": address, "peer": self.peer,

@@ -33,6 +33,13 @@ InboundKind = Literal["registration", "heartbeat", "login", "logout", "data", "r
 class FramerLike(Protocol):
     """A sans-IO framer (``decoders``): bytes in, whole frames out."""
 
+    max_buffer: int
+
+    @property
+    def buffered(self) -> int: ...
+
+    def resync(self) -> None: ...
+
     def feed(self, data: bytes | bytearray | memoryview) -> None: ...
 
     def next_frame(self) -> Any: ...  # bytes, or the NEED_DATA marker
