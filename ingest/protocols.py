@@ -58,6 +58,9 @@ class DecodersStack:
         self.reading_time = reading_time
         self.timezone = timezone
         self._link_specs = tuple(self.link.frame_specs()) if self.link is not None else ()
+        #: header fields a command needs that only the meter's own frames tell (the CJ/T 188
+        #: meter type), remembered per address from the last frame heard
+        self._known: dict[str, dict[str, Any]] = {}
         self._has_ack = self.link is not None and any(
             getattr(getattr(s, "spec", None), "kind", "") == "ack" for s in self._link_specs)
 
@@ -100,6 +103,11 @@ class DecodersStack:
 
         readings: list[ReadingDraft] = []
         events: list[EventDraft] = []
+        meter_type = frame.header.get("meter_type")
+        if meter_type is not None and frame.address:
+            if len(self._known) > 1_000_000:
+                self._known.clear()
+            self._known[frame.address] = {"meter_type": meter_type}
         if not frame.abnormal and frame.direction in ("reply", "report"):
             report = apply_report(frame, timezone=self.timezone)
             if report is not None:
@@ -148,7 +156,8 @@ class DecodersStack:
     def encode_command(self, command: str, address: str, params: Mapping[str, Any], *,
                        sequence: int) -> CommandFrame:
         target = self.forwarded or self.proto
-        cmd = target.encode_command(command, address, dict(params), sequence=sequence,
+        merged = {**self._known.get(address, {}), **params}
+        cmd = target.encode_command(command, address, merged, sequence=sequence,
                                     timezone=self.timezone)
         data = cmd.data
         wrap = getattr(self.proto, "forward", None) if self.forwarded is not None else None
