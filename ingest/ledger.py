@@ -116,7 +116,7 @@ class LedgerView:
     async def follow(self, kafka: KafkaSettings, *, client_id: str,
                      ready_timeout_s: float = 60.0) -> None:
         """Read ``ledger.meters`` to its end (then ``ready`` is set) and keep following it."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import AIOKafkaConsumer
 
         topic = kafka.topic("ledger.meters")
         consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=None,
@@ -124,12 +124,9 @@ class LedgerView:
                                     auto_offset_reset="earliest")
         await consumer.start()
         self._consumer = consumer
-        parts = await consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps) if tps else {}
-        self._task = asyncio.create_task(self._run(consumer, end), name="ledger-follow")
+        # Without a group, a subscription is every partition, read from the beginning.
+        consumer.subscribe([topic])
+        self._task = asyncio.create_task(self._run(consumer), name="ledger-follow")
         try:
             await asyncio.wait_for(self.ready.wait(), timeout=ready_timeout_s)
         except TimeoutError:
@@ -137,18 +134,23 @@ class LedgerView:
                         "(%d meters)", ready_timeout_s, len(self.meters))
             self.ready.set()
 
-    async def _run(self, consumer: Any, end: dict[Any, int]) -> None:
-        if all(v == 0 for v in end.values()):
-            self.ready.set()
+    async def _run(self, consumer: Any) -> None:
+        end: dict[Any, int] | None = None
         while True:
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             for records in batch.values():
                 for record in records:
                     self._apply_record(record)
-            if not self.ready.is_set():
-                positions = [await consumer.position(tp) for tp in end]
-                if all(pos >= end[tp] for pos, tp in zip(positions, end, strict=True)):
-                    self.ready.set()
+            if self.ready.is_set():
+                continue
+            assigned = consumer.assignment()
+            if not assigned:
+                continue
+            if end is None:  # where the topic ended when we started: "read to the end"
+                end = await consumer.end_offsets(list(assigned))
+            positions = {tp: await consumer.position(tp) for tp in end}
+            if all(positions[tp] >= offset for tp, offset in end.items()):
+                self.ready.set()
 
     def _apply_record(self, record: Any) -> None:
         if record.value is None:  # tombstone: the meter left the ledger

@@ -149,6 +149,7 @@ class MqttIngest:
                 clean_session=False, keepalive=30, max_inflight_messages=_MAX_INFLIGHT)
             # PUBACK only after the data is durable: paho's manual-ack mode (aiomqtt does not
             # expose it yet, so reach the paho client it wraps).
+            client.pending_calls_threshold = _MAX_INFLIGHT  # many meters, many acks
             client._client.manual_ack_set(True)
             try:
                 async with client:

@@ -18,7 +18,9 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
+from ingest.errors import SessionLimitError
 from ingest.events import new_session_id
+from ingest.proxy import read_proxy_header
 from ingest.session import LinkSession
 
 if TYPE_CHECKING:
@@ -72,9 +74,21 @@ class ServicePointServer:
         if task is not None:
             self._tasks.add(task)
         peername = writer.get_extra_info("peername") or ("?", 0)
-        source = str(peername[0])
-        peer = f"{peername[0]}:{peername[1]}"
         try:
+            if self.point.proxy_protocol:
+                try:
+                    real = await read_proxy_header(reader)
+                except SessionLimitError as exc:
+                    self.runtime.stats["proxy_header_refused"] += 1
+                    log.warning("%s: connection from %s refused: %s", self.name, peername, exc)
+                    writer.close()
+                    return
+                if real is None:  # the balancer's own health check
+                    writer.close()
+                    return
+                peername = real
+            source = str(peername[0])
+            peer = f"{peername[0]}:{peername[1]}"
             if (self.per_source[source] >= self.point.max_connections_per_source
                     or len(self.sessions) >= self.point.max_connections):
                 await self._refuse(writer, source, peer)

@@ -86,6 +86,9 @@ class ServicePointSettings(BaseModel):
     max_connections_per_source: int = Field(default=64, ge=1, le=100_000,
                                             description="Open connections per source IP.")
     max_connections: int = Field(default=50_000, ge=1, le=1_000_000)
+    proxy_protocol: bool = Field(default=False,
+                                 description="tcp: every connection starts with a PROXY "
+                                             "protocol v1/v2 header from the load balancer.")
     idle_timeout_s: float = Field(default=300.0, gt=0, le=86_400,
                                   description="Close a link that sent nothing for this long.")
     identify_timeout_s: float = Field(default=30.0, gt=0, le=3600,
@@ -148,16 +151,20 @@ def _default_points() -> dict[str, ServicePointSettings]:
 
 
 DEFAULT_SERVICE_POINTS: dict[str, ServicePointSettings] = {
+    # CJ/T 188 gas and water meters on RS-485 buses behind transparent DTUs
     "dtu-cjt188": ServicePointSettings(
         transport="tcp", protocol="cjt188-2004", link="dtu", port=9110,
-        link_protocol="dtu-text"),
-    "concentrator-376": ServicePointSettings(
-        transport="tcp", protocol="qgdw376.1", link="concentrator", port=9120,
-        forwarded_protocol="dlt645-2007"),
+        link_protocol="dtu-text", max_connections_per_source=10_000),
+    # DL/T 645 electricity meters behind transparent DTUs
+    "dtu-dlt645": ServicePointSettings(
+        transport="tcp", protocol="dlt645-2007", link="dtu", port=9111,
+        link_protocol="dtu-text", max_connections_per_source=10_000),
+    # GPRS electricity meters that connect by themselves (identified by their first frame)
     "direct-dlt645": ServicePointSettings(
-        transport="tcp", protocol="dlt645-2007", link="direct", port=9130),
+        transport="tcp", protocol="dlt645-2007", link="direct", port=9130,
+        max_connections_per_source=10_000),
+    # NB-IoT gas meters through the operator platform's MQTT bridge
     "nbiot-mqtt": ServicePointSettings(transport="mqtt", protocol="cjt188-2004"),
-    "modbus-rtu": ServicePointSettings(transport="modbus", protocol="modbus-tcp"),
 }
 
 

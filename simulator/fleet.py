@@ -5,9 +5,11 @@ Strategy: a :class:`FleetSpec` (counts and mixes) expands deterministically (one
 
 * gas and water meters speaking CJ/T 188 behind transparent DTUs (several meters per RS-485
   bus, one TCP link per DTU, identified by its registration packet);
-* electricity meters speaking DL/T 645-2007 behind Q/GDW 376.1 concentrators (one login per
-  concentrator, meter frames forwarded with AFN 10);
-* Modbus TCP RTUs (industrial flow computers), polled by the FEP;
+* electricity meters speaking DL/T 645-2007 behind DTUs (and, once the protocol engine
+  speaks Q/GDW 376.1, behind concentrators: one login per concentrator, meter frames
+  forwarded with AFN 10 — none by default yet);
+* Modbus TCP RTUs (industrial flow computers) polled by the FEP — none by default until the
+  protocol engine has Modbus register maps;
 * NB-IoT gas meters publishing CJ/T 188 frames over MQTT and listening for a short window.
 
 Each meter has a customer class (residential / commercial / industrial, in the spec's mix), a
@@ -43,15 +45,17 @@ class FleetSpec:
     gas_dtu_meters: int = 4000
     water_dtu_meters: int = 2000
     meters_per_dtu: int = 8
-    electricity_meters: int = 2500
+    electricity_dtu_meters: int = 2600  # DL/T 645 behind DTUs
+    electricity_meters: int = 0  # DL/T 645 behind Q/GDW 376.1 concentrators
     meters_per_concentrator: int = 50
     nbiot_meters: int = 1400
-    modbus_rtus: int = 100
+    modbus_rtus: int = 0
     residential_share: float = 0.85
     commercial_share: float = 0.12  # the rest is industrial
     seed: int = 20260701
     # where the links connect (the FEP's default service points)
     dtu_service_point: str = "dtu-cjt188"
+    dtu645_service_point: str = "dtu-dlt645"
     concentrator_service_point: str = "concentrator-376"
     nbiot_service_point: str = "nbiot-mqtt"
     modbus_service_point: str = "modbus-rtu"
@@ -62,8 +66,8 @@ class FleetSpec:
 
     @property
     def meters(self) -> int:
-        return (self.gas_dtu_meters + self.water_dtu_meters + self.electricity_meters
-                + self.nbiot_meters + self.modbus_rtus)
+        return (self.gas_dtu_meters + self.water_dtu_meters + self.electricity_dtu_meters
+                + self.electricity_meters + self.nbiot_meters + self.modbus_rtus)
 
     def scaled(self, total: int) -> FleetSpec:
         """The same mix scaled to about ``total`` meters."""
@@ -76,6 +80,7 @@ class FleetSpec:
 
         return replace(self, gas_dtu_meters=n(self.gas_dtu_meters),
                        water_dtu_meters=n(self.water_dtu_meters),
+                       electricity_dtu_meters=n(self.electricity_dtu_meters),
                        electricity_meters=n(self.electricity_meters),
                        nbiot_meters=n(self.nbiot_meters), modbus_rtus=n(self.modbus_rtus))
 
@@ -186,6 +191,20 @@ class Fleet:
                     link_id=link.link_id, service_point=s.dtu_service_point,
                     meter_type=t_byte, has_valve=medium == "gas" or self._rng.random() < 0.3,
                 ), link)
+        for i in range(s.electricity_dtu_meters):
+            if i % s.meters_per_dtu == 0:
+                link = SimLink(f"DTU{len(self.links) + 1:06d}", "dtu", s.dtu645_service_point,
+                               s.meter_protocol_645)
+                self.links[link.link_id] = link
+            n += 1
+            customer = self._customer_type()
+            self._add(SimMeter(
+                meter_id=f"ELD-{i + 1:06d}", address=f"{n:012d}", medium="electricity",
+                protocol=s.meter_protocol_645, customer_type=customer, unit="kWh",
+                register_name="energy_import",
+                consumption=self._consumption(customer, "electricity", n, 6, 2),
+                link_id=link.link_id, service_point=s.dtu645_service_point, meter_type=0,
+                has_valve=True), link)
         for i in range(s.electricity_meters):
             if i % s.meters_per_concentrator == 0:
                 number = i // s.meters_per_concentrator + 1

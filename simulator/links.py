@@ -416,6 +416,7 @@ class MqttBridge(_LinkBase):
                                           identifier=f"unimeter-sim-{self.sim.run_id}",
                                           max_inflight_messages=1000) as client:
                     self.client = client
+                    client.pending_calls_threshold = 10_000  # thousands of meters
                     await client.subscribe(f"{self.root}/meters/+/down", qos=1)
                     self.connected.set()
                     sender = asyncio.create_task(self._send_loop(client))

@@ -79,7 +79,7 @@ class RunRec(_Rec, tag="run"):
     sim_start: datetime
     speed: float
     seed: int
-    v: int = FORMAT_VERSION
+    v: int  # the format version, always written (no default: never omitted)
     fleet: dict[str, int] = msgspec.field(default_factory=dict)
     faults: dict[str, Any] = msgspec.field(default_factory=dict)
 

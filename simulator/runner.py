@@ -34,7 +34,7 @@ from schemas.settings import ComponentSettings, MqttSettings
 from simulator.clock import SimClock
 from simulator.faults import FaultPlan, parse_fault_spec
 from simulator.fleet import Fleet, FleetSpec, SimMeter
-from simulator.log import MeterRec, RunRec, SimLog
+from simulator.log import FORMAT_VERSION, MeterRec, RunRec, SimLog
 
 __all__ = ["Simulator", "SimulatorSettings"]
 
@@ -47,7 +47,10 @@ class SimulatorSettings(ComponentSettings):
     section: ClassVar[str] = "simulator"
 
     fep_host: str = Field(default="127.0.0.1", description="Where the FEP listens.")
-    dtu_port: int = Field(default=9110, ge=1, le=65535)
+    dtu_port: int = Field(default=9110, ge=1, le=65535,
+                          description="Port of the CJ/T 188 DTU service point.")
+    dtu645_port: int = Field(default=9111, ge=1, le=65535,
+                             description="Port of the DL/T 645 DTU service point.")
     concentrator_port: int = Field(default=9120, ge=1, le=65535)
     modbus_port: int = Field(default=9502, ge=0, le=65535,
                              description="Port of the simulated Modbus TCP RTUs (0 = free).")
@@ -112,7 +115,7 @@ class Simulator:
         self.started_at = time.monotonic()
         self.log.write(RunRec(run_id=self.run_id, started_at=datetime.now(UTC),
                               sim_start=self.clock.start, speed=self.clock.speed,
-                              seed=self.spec.seed, fleet=self.fleet.counts(),
+                              seed=self.spec.seed, v=FORMAT_VERSION, fleet=self.fleet.counts(),
                               faults=dict(self.faults.rates)))
         for meter in self.fleet.meters.values():
             link = self.fleet.links.get(meter.link_id) or next(
@@ -126,8 +129,11 @@ class Simulator:
                 decimals=meter.consumption.decimals))
         s = self.settings
         if "dtu" in kinds:
+            ports = {self.spec.dtu_service_point: s.dtu_port,
+                     self.spec.dtu645_service_point: s.dtu645_port}
             for link in self.fleet.of_kind("dtu"):
-                self.links[link.link_id] = DtuLink(self, link, s.fep_host, s.dtu_port)
+                self.links[link.link_id] = DtuLink(self, link, s.fep_host,
+                                                   ports.get(link.service_point, s.dtu_port))
         nbiot = list(self.fleet.of_kind("nbiot"))
         if "nbiot" in kinds and nbiot:
             if self.mqtt is None or not self.mqtt.url:

@@ -38,6 +38,7 @@ def nbiot_point(**kw: Any) -> ServicePointSettings:
 
 def small_fleet(**kw: Any) -> FleetSpec:
     base: dict[str, Any] = {"gas_dtu_meters": 0, "water_dtu_meters": 0, "electricity_meters": 0,
+                            "electricity_dtu_meters": 0,
                             "nbiot_meters": 0, "modbus_rtus": 0, "meters_per_dtu": 4,
                             "dtu_service_point": "dtu", "nbiot_service_point": "nbiot"}
     base.update(kw)

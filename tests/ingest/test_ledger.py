@@ -1,0 +1,85 @@
+"""The FEP's ledger view (compacted ledger.meters on the real broker) and admission rules."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from ingest.ledger import Admission, LedgerView
+from schemas import codec
+from schemas.messages import LedgerMeter
+from schemas.settings import KafkaSettings
+
+T0 = datetime(2026, 2, 1, tzinfo=UTC)
+
+
+def _meter(meter_id: str, address: str, **kw: object) -> LedgerMeter:
+    base: dict[str, object] = {"status": "active", "medium": "gas", "updated_at": T0,
+                               "protocol": "cjt188-2004", "link_id": "DTU1",
+                               "service_point": "dtu"}
+    base.update(kw)
+    return LedgerMeter(meter_id=meter_id, address=address, **base)  # type: ignore[arg-type]
+
+
+def test_admission_rules() -> None:
+    view = LedgerView()
+    view.load([_meter("A", "0001"), _meter("B", "00 02", link_id=None),
+               _meter("C", "0003", status="in_stock"), _meter("D", "0004", service_point="x"),
+               _meter("E", "0005", ledger_version=2)])
+    view.apply(_meter("E", "0099", ledger_version=1))  # an older version never wins
+    admission = Admission(view)
+    assert admission.admit_meter("dtu", "DTU1", "0001").meter_id == "A"
+    assert admission.admit_meter("dtu", "DTU9", "0002").meter_id == "B"  # no link assigned
+    assert "wrong_link" in admission.admit_meter("dtu", "DTU9", "0001").reason
+    assert "not_installed" in admission.admit_meter("dtu", "DTU1", "0003").reason
+    assert "wrong_service_point" in admission.admit_meter("dtu", "DTU1", "0004").reason
+    assert "unknown_address" in admission.admit_meter("dtu", "DTU1", "0099").reason
+    assert admission.admit_meter("dtu", "DTU1", "0005").meter_id == "E"
+    assert admission.admit_link("dtu", "DTU1").admitted
+    assert admission.admit_link("dtu", "DTU-NEW").admitted  # B reports through any link
+    view.remove("B")
+    assert not Admission(view).admit_link("dtu", "DTU-NEW").admitted
+
+    auto = Admission(view, mode="auto")
+    first = auto.admit_meter("dtu", "DTU7", "7777")
+    again = auto.admit_meter("dtu", "DTU7", "7777")
+    assert (first.admitted, first.auto_registered, first.meter_id) == (True, True, "7777")
+    assert (again.admitted, again.auto_registered) == (True, False)  # audited once
+
+
+@pytest.mark.integration
+async def test_follows_the_compacted_topic(kafka_settings: KafkaSettings) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    tag = uuid.uuid4().hex[:6]
+    topic = kafka_settings.topic("ledger.meters")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap, acks="all")
+    await producer.start()
+
+    async def put(meter: LedgerMeter | None, key: str) -> None:
+        value = codec.encode(meter, producer="test") if meter is not None else None
+        await producer.send_and_wait(topic, value, key=key.encode())
+
+    view = LedgerView()
+    try:
+        await put(_meter(f"{tag}-1", f"{tag}01"), f"{tag}-1")
+        await put(_meter(f"{tag}-2", f"{tag}02"), f"{tag}-2")
+        await put(None, f"{tag}-2")  # tombstone: removed from the ledger
+        await producer.send_and_wait(topic, b"not an envelope", key=b"junk")
+        await view.follow(kafka_settings, client_id="test", ready_timeout_s=20)
+        assert view.ready.is_set()
+        assert view.by_address(f"{tag}01")[0].meter_id == f"{tag}-1"
+        assert not view.by_address(f"{tag}02")
+        assert view.decode_errors >= 1
+        await put(_meter(f"{tag}-3", f"{tag}03"), f"{tag}-3")  # installed while running
+        for _ in range(100):
+            if view.by_address(f"{tag}03"):
+                break
+            await asyncio.sleep(0.1)
+        assert view.by_address(f"{tag}03")[0].meter_id == f"{tag}-3"
+    finally:
+        await view.stop()
+        await producer.stop()

@@ -1,0 +1,66 @@
+"""The fleet: 10,000 meters by default, unique identities, ledger entries, faults, control."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from simulator.faults import FaultPlan, parse_fault_spec
+from simulator.fleet import Fleet, FleetSpec
+from simulator.runner import Simulator, SimulatorSettings
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_default_fleet_has_ten_thousand_meters_with_unique_identities() -> None:
+    fleet = Fleet(FleetSpec(), T0)
+    counts = fleet.counts()
+    assert counts["meters"] >= 10_000
+    assert counts["dtu_meters"] == 8600
+    assert counts["nbiot_links"] == 1400
+    addresses = [(m.protocol, m.address) for m in fleet.meters.values()]
+    assert len(set(addresses)) == len(addresses)
+    mix = {m.customer_type for m in fleet.meters.values()}
+    assert mix == {"residential", "commercial", "industrial"}
+    ledger = fleet.ledger()
+    assert len(ledger) == counts["meters"]
+    dtu_meter = fleet.meters["GAS-000001"]
+    assert dtu_meter.link_id == "DTU000001"
+    assert ledger[0].link_id == dtu_meter.link_id
+
+
+def test_same_seed_same_fleet_and_scaling_keeps_the_mix(tmp_path: Path) -> None:
+    a, b = Fleet(FleetSpec(), T0), Fleet(FleetSpec(), T0)
+    assert [m.consumption.total for m in a.meters.values()][:50] == \
+        [m.consumption.total for m in b.meters.values()][:50]
+    small = FleetSpec().scaled(1000)
+    assert 900 <= small.meters <= 1100
+    assert small.gas_dtu_meters > small.water_dtu_meters > 0
+    rows = Fleet(small, T0).export_csv(tmp_path / "fleet.csv")
+    assert rows == small.meters
+
+
+def test_fault_specs_and_forced_faults() -> None:
+    assert parse_fault_spec("spike=0.5, disconnect") == {"spike": 0.5, "disconnect": 0.01}
+    with pytest.raises(ValueError, match="unknown fault 'melt'"):
+        parse_fault_spec("melt=0.1")
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        parse_fault_spec("spike=2")
+    plan = FaultPlan({}, seed=1)
+    plan.inject("garbage", "DTU7", count=2)
+    assert not plan.should("garbage", "DTU8")
+    assert plan.should("garbage", "DTU7")
+    assert plan.should("garbage", "DTU7")
+    assert not plan.should("garbage", "DTU7")
+    assert plan.fired["garbage"] == 2
+
+
+def test_control_commands() -> None:
+    sim = Simulator(SimulatorSettings(), spec=FleetSpec().scaled(20), log_path=None)
+    assert sim.control("inject disconnect DTU000001 3")["pending"] == \
+        {"disconnect:DTU000001": 3}
+    assert sim.control("rate spike 0.25")["rates"] == {"spike": 0.25}
+    assert not sim.control("inject melt")["ok"]
+    assert "unknown command" in sim.control("reboot")["error"]
