@@ -229,8 +229,10 @@ class CommandRouter:
             return
         while True:
             try:
+                meter = self.runtime.ledger.meters.get(d.device_id)
                 frame = link.stack.encode_command(d.command, d.address, d.params,
-                                                  sequence=link.next_command_sequence())
+                                                  sequence=link.next_command_sequence(),
+                                                  medium=meter.medium if meter else None)
             except UnimeterError as exc:
                 self.stats.rejected += 1
                 await registry.finish(d.command_id, "rejected")

@@ -109,37 +109,38 @@ class Poller:
 
     # ------------------------------------------------------------------ link plans
 
-    def _targets(self, plan: PollPlanSettings) -> list[tuple[CommandLink, list[str]]]:
+    def _targets(self, plan: PollPlanSettings
+                 ) -> list[tuple[CommandLink, list[tuple[str, str | None]]]]:
         runtime = self.runtime
-        targets: list[tuple[CommandLink, list[str]]] = []
+        targets: list[tuple[CommandLink, list[tuple[str, str | None]]]] = []
         for link_id, link in list(runtime.links.items()):
             if link.point_name != plan.service_point or link.closed.is_set():
                 continue
-            addresses: dict[str, None] = {}
+            addresses: dict[str, str | None] = {}  # address → medium
             for meter in runtime.ledger.on_link(link_id):
                 if meter.address and meter.status in ("installed", "active"):
-                    addresses[meter.address] = None
+                    addresses[meter.address] = meter.medium
             for address in getattr(link, "meters", {}):
-                addresses[address] = None
+                addresses.setdefault(address, None)
             if not addresses and runtime.points[plan.service_point].link == "direct":
                 addresses[link_id] = None
-            targets.append((link, list(addresses)))
+            targets.append((link, list(addresses.items())))
         return targets
 
     async def _run_links(self, plan: PollPlanSettings, stats: PlanStats) -> None:
-        async def one_link(link: CommandLink, addresses: list[str]) -> None:
+        async def one_link(link: CommandLink, addresses: list[tuple[str, str | None]]) -> None:
             slots = asyncio.Semaphore(plan.per_link_concurrency)
 
-            async def one(address: str) -> None:
+            async def one(address: str, medium: str | None) -> None:
                 async with slots:
-                    await self._ask(link, address, plan, stats)
+                    await self._ask(link, address, medium, plan, stats)
 
-            await asyncio.gather(*(one(a) for a in addresses))
+            await asyncio.gather(*(one(a, m) for a, m in addresses))
 
         await asyncio.gather(*(one_link(link, addrs) for link, addrs in self._targets(plan)))
 
-    async def _ask(self, link: CommandLink, address: str, plan: PollPlanSettings,
-                   stats: PlanStats) -> None:
+    async def _ask(self, link: CommandLink, address: str, medium: str | None,
+                   plan: PollPlanSettings, stats: PlanStats) -> None:
         router = self.runtime.commands
         for _attempt in range(plan.retries + 1):
             if link.closed.is_set():
@@ -147,7 +148,8 @@ class Poller:
                 return
             try:
                 frame = link.stack.encode_command(plan.command, address, {},
-                                                  sequence=link.next_command_sequence())
+                                                  sequence=link.next_command_sequence(),
+                                                  medium=medium)
             except UnimeterError as exc:
                 stats.failures += 1
                 log.warning("plan command %s for %s cannot be encoded: %s", plan.command,

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["DecodersStack", "ModbusPoll", "build_stack", "frame_ref", "stack_for_protocol"]
 
 
+_CJT188_METER_TYPES = {"gas": "gas", "water": "cold_water", "heat": "heat"}
+
+
 def frame_ref(data: bytes) -> str:
     """How an ack names the frame it acknowledges: CRC-32 of its bytes, 8 upper-case hex."""
     return f"{zlib.crc32(data):08X}"
@@ -154,9 +157,13 @@ class DecodersStack:
     # ------------------------------------------------------------------ commands
 
     def encode_command(self, command: str, address: str, params: Mapping[str, Any], *,
-                       sequence: int) -> CommandFrame:
+                       sequence: int, medium: str | None = None) -> CommandFrame:
         target = self.forwarded or self.proto
         merged = {**self._known.get(address, {}), **params}
+        if "meter_type" not in merged and medium in _CJT188_METER_TYPES:
+            # CJ/T 188 commands carry the meter type; before the meter has spoken, the
+            # ledger's medium says it
+            merged["meter_type"] = _CJT188_METER_TYPES[medium]
         cmd = target.encode_command(command, address, merged, sequence=sequence,
                                     timezone=self.timezone)
         data = cmd.data
