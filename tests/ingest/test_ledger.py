@@ -54,7 +54,14 @@ def test_admission_rules() -> None:
 async def test_follows_the_compacted_topic(kafka_settings: KafkaSettings) -> None:
     from aiokafka import AIOKafkaProducer
 
+    from schemas.topics import topic_spec
+    from unimeter.topics import create_topics, delete_topics
+
     tag = uuid.uuid4().hex[:6]
+    # a topic of this test alone: it writes a record that is not an envelope
+    kafka_settings = kafka_settings.model_copy(
+        update={"topic_prefix": f"{kafka_settings.topic_prefix}ledger{tag}."})
+    create_topics(kafka_settings, (topic_spec("ledger.meters"),))
     topic = kafka_settings.topic("ledger.meters")
     producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap, acks="all")
     await producer.start()
@@ -83,3 +90,4 @@ async def test_follows_the_compacted_topic(kafka_settings: KafkaSettings) -> Non
     finally:
         await view.stop()
         await producer.stop()
+        delete_topics(kafka_settings, [topic])
