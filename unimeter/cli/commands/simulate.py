@@ -45,7 +45,8 @@ from unimeter.config import load_config
 @click.option("--fep-host", default=None, help="Host of the FEP (default simulator.fep_host).")
 @click.option("--dtu-port", type=int, default=None, help="Port of the DTU service point.")
 @click.option("--publish-ledger", is_flag=True,
-              help="Publish the fleet's meters to ledger.meters first (no control plane).")
+              help="Publish the fleet's meters to ledger.meters first (no control plane); "
+                   "with --duration 0, only that.")
 @click.option("--export-fleet", type=click.Path(path_type=Path), default=None,
               help="Write the fleet as a ledger import CSV and exit.")
 @click.option("--seed", type=int, default=20260701, show_default=True)
@@ -94,6 +95,8 @@ def command(meters: int, speed: float | None, days: float | None, duration: floa
                f" at {settings.speed:g}× from {start.isoformat()}; log {log_path}")
     if publish_ledger:
         asyncio.run(_publish_ledger(sim, config))
+        if duration == 0:  # only the ledger
+            return
     asyncio.run(_run(sim, wanted, days, duration, control_port))
 
 
