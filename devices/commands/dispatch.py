@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 #: FEP error codes that another attempt cannot fix (the device said no, or we cannot encode).
 NON_RETRYABLE_ERRORS = frozenset({
-    "rejected", "unauthorised", "unsupported", "encode_error", "invalid_parameters",
+    "rejected", "device_refused", "unauthorised", "unauthorized", "unsupported",
+    "encode_error", "EncodeError", "CommandNotSupportedError", "invalid_parameters",
     "unknown_device", "password", "bad_request",
 })
 
@@ -191,12 +192,12 @@ class CommandEngine:
             return self._note(conn, record, result, "command.stale_result", now)
 
         if status == "queued":
+            # The FEP holds it until the device (re)connects: wait as for a sleeping meter.
             self._note(conn, record, result, "command.fep_queued", now)
-            if record.delivery == "on_wake":
-                conn.execute("UPDATE ops.commands SET next_check_at = %s, fep = COALESCE(%s, fep)"
-                             " WHERE command_id = %s",
-                             (min(now + timedelta(seconds=self.settings.on_wake_lost_after_s),
-                                  record.expires_at), result.fep or None, record.command_id))
+            conn.execute("UPDATE ops.commands SET next_check_at = %s, fep = COALESCE(%s, fep)"
+                         " WHERE command_id = %s",
+                         (min(now + timedelta(seconds=self.settings.on_wake_lost_after_s),
+                              record.expires_at), result.fep or None, record.command_id))
             return get_command(conn, record.command_id)
         if status == "sent":
             return transition(
@@ -212,21 +213,24 @@ class CommandEngine:
             return transition(conn, record, CommandEvent.EXPIRE, actor=actor, details=base,
                               result_detail=result.detail or "expired at the FEP",
                               error_code=result.error_code, audit_key=self._key, now=now)
-        # failed or rejected
+        # failed or rejected. The FEP numbers the attempts it makes itself on from the
+        # dispatch's, so its count is the one that tells whether attempts are left.
+        attempts = max(record.attempt, result.attempt)
         code = result.error_code or ("rejected" if status == "rejected" else "failed")
         retryable = status == "failed" and code not in NON_RETRYABLE_ERRORS
-        if retryable and record.attempt < record.max_attempts and now < record.expires_at:
+        if retryable and attempts < record.max_attempts and now < record.expires_at:
             backoff = self.settings.retry_backoff_s * (2 ** max(0, record.attempt - 1))
             return transition(
                 conn, record, CommandEvent.RETRY, actor=actor,
                 details={**base, "error_code": code, "retry_in_s": backoff},
                 next_check_at=min(now + timedelta(seconds=backoff), record.expires_at),
-                result_detail=result.detail, error_code=code,
+                result_detail=result.detail, error_code=code, attempt=attempts,
                 audit_key=self._key, now=now)
         return transition(conn, record, CommandEvent.FAIL, actor=actor,
                           details={**base, "error_code": code},
                           result_detail=result.detail or status, error_code=code,
-                          reply=dict(result.reply), audit_key=self._key, now=now)
+                          reply=dict(result.reply), attempt=attempts,
+                          audit_key=self._key, now=now)
 
     def _acknowledged(self, conn: psycopg.Connection[Any], record: CommandRecord,
                       result: CommandResult, now: datetime) -> CommandRecord:

@@ -218,3 +218,77 @@ def test_confirmed_reopen_clears_the_safety_lock(fleet: Fleet) -> None:
     # No lock any more: billing may arm again after a top-up.
     assert send(service, "GAS-ARM-2", "valve_arm_open", by="billing",
                 origin="billing").state is S.APPROVED
+
+
+def test_attempts_made_by_the_fep_count(fleet: Fleet) -> None:
+    """An FEP retries a dispatch itself and reports its last attempt: no attempts left."""
+    from schemas.messages import CommandResult
+
+    clock = Clock()
+    service = make_service(fleet, clock, max_attempts=3)
+    eng = engine(service)
+    record = send(service, "ELEC-1", "relay_trip")
+    eng.dispatch_due()
+    [dispatch] = dispatches(service)
+    final = CommandResult(command_id=dispatch.command_id, device_id=dispatch.device_id,
+                          status="failed", ts=clock.advance(seconds=40), fep="fep-1",
+                          attempt=3, error_code="timeout",
+                          detail="no reply in 10 s after 3 attempts")
+    done = eng.apply_result(final)
+    assert done is not None
+    assert done.state is S.FAILED
+    assert service.get(record.command_id).attempt == 3
+    assert eng.sweep().redispatched == 0
+
+
+def test_an_abnormal_reply_is_not_retried(fleet: Fleet) -> None:
+    clock = Clock()
+    service = make_service(fleet, clock)
+    eng = engine(service)
+    send(service, "ELEC-1", "relay_trip")
+    eng.dispatch_due()
+    [dispatch] = dispatches(service)
+    done = eng.apply_result(result(dispatch, "failed", clock.advance(seconds=2),
+                                   error_code="device_refused"))
+    assert done is not None
+    assert done.state is S.FAILED
+
+
+def test_a_command_held_by_the_fep_is_not_dispatched_again(fleet: Fleet) -> None:
+    clock = Clock()
+    service = make_service(fleet, clock, lost_after_s=60, on_wake_lost_after_s=3600)
+    eng = engine(service)
+    send(service, "ELEC-1", "read_now")
+    eng.dispatch_due()
+    [dispatch] = dispatches(service)
+    eng.apply_result(result(dispatch, "queued", clock.advance(seconds=1),
+                            detail="link lost before sending"))
+    clock.advance(seconds=600)
+    assert eng.sweep().redispatched == 0
+
+
+def test_routes_follow_the_fep_session_registry(fleet: Fleet) -> None:
+    """``ops.device_sessions`` (the FEPs' registry) says which FEP holds the device's link."""
+    with fleet.connect() as conn:
+        present = conn.execute("SELECT to_regclass('ops.device_sessions')").fetchone()
+    if present is None or present[0] is None:
+        pytest.skip("the FEP session registry (ingest migration 0500) is not installed")
+    with fleet.db.admin() as conn:
+        conn.execute(
+            "INSERT INTO ops.device_sessions (device_id, kind, link_id, address, protocol, "
+            "service_point, fep, online, last_heard) VALUES ('ELEC-1', 'link', 'LINK-E1', "
+            "'000000000005', 'dlt645-2007', 'SP-645', 'fep-7', true, now())")
+    clock = Clock()
+    service = make_service(fleet, clock)
+    eng = engine(service)
+    send(service, "ELEC-1", "read_now")
+    eng.dispatch_due()
+    [online] = dispatches(service)
+    assert (online.fep, online.service_point, online.link_id, online.delivery) == (
+        "fep-7", "SP-645", "LINK-E1", "now")
+    with fleet.db.admin() as conn:
+        conn.execute("UPDATE ops.device_sessions SET online = false")
+    send(service, "ELEC-1", "read_now", params={"what": "balance"})
+    eng.dispatch_due()
+    [offline] = dispatches(service)
+    assert (offline.fep, offline.delivery) == (None, "on_wake")
