@@ -40,6 +40,7 @@ __all__ = [
     "encoder_command",
     "handler_commands",
     "protocol_of",
+    "resolve_handler",
 ]
 
 #: Unified commands carried by another encoder frame when the protocol has no own frame.
@@ -60,8 +61,28 @@ def protocol_of(handler: str) -> Protocol | None:
     """The ``decoders`` protocol of a handler name (``protocol[:variant]``), None if unknown."""
     try:
         return decoders.get_protocol(handler)
-    except (UnknownProtocolError, KeyError, ValueError):
+    except (UnknownProtocolError, CommandNotSupportedError, KeyError, ValueError):
+        # an unknown protocol, or a variant the protocol does not have
         return None
+
+
+def resolve_handler(*candidates: str | None) -> str | None:
+    """The first candidate name ``decoders`` knows; else a family name (``cjt188``) that
+    names exactly one registered protocol (``cjt188-2004``), with its variant where the
+    protocol has it. None when no candidate can be encoded."""
+    names = [c for c in candidates if c]
+    for name in names:
+        if protocol_of(name) is not None:
+            return name
+    registered = decoders.protocol_names()
+    for name in names:
+        family, _, variant = name.partition(":")
+        matches = [n for n in registered if n.startswith(f"{family}-")]
+        if len(matches) == 1:
+            for full in (f"{matches[0]}:{variant}" if variant else "", matches[0]):
+                if full and protocol_of(full) is not None:
+                    return full
+    return None
 
 
 def encoder_command(protocol: Protocol, command: str) -> str | None:

@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 
 from devices.commands.capabilities import CommandBinding, Delivery, DeviceTypeCommands
 from devices.commands.catalog import CATALOG
-from devices.commands.encoding import handler_commands
+from devices.commands.encoding import handler_commands, resolve_handler
 from devices.commands.errors import CommandNotFoundError
 from devices.safety import DeviceFacts, SafetyLock
 
@@ -70,9 +70,12 @@ def default_commands(row: Mapping[str, Any]) -> list[str]:
 def profile_from_row(row: Mapping[str, Any],
                      overrides: Iterable[Mapping[str, Any]] = ()) -> DeviceTypeCommands:
     """A device type's profile from its ledger row and its per-command override rows."""
-    handler = str(row.get("command_handler") or row["protocol"])
-    variant = str(row.get("command_variant") or row.get("protocol_variant") or "")
-    handler_name = f"{handler}:{variant}" if variant else handler
+    handler, variant = row.get("command_handler") or "", row.get("command_variant") or ""
+    protocol, protocol_variant = str(row["protocol"]), row.get("protocol_variant") or ""
+    handler_name = resolve_handler(
+        f"{handler}:{variant}" if handler and variant else None, handler or None,
+        f"{protocol}:{protocol_variant}" if protocol_variant else None, protocol,
+    ) or (f"{handler}:{variant}" if handler and variant else handler or protocol)
     readback = bool(row.get("read_back", True))
     carried = handler_commands(handler_name)
     bindings = {name: CommandBinding(name, handler_name, readback)

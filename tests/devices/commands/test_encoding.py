@@ -85,3 +85,20 @@ def test_history_and_balance_reads() -> None:
     assert history.params == {"meter_type": "cold_water", "months_ago": 3}
     balance = encode_for_device("dlt645-2007", "read_now", {"what": "balance"}, address=ELEC)
     assert balance.params == {"identifier": "00900200"}
+
+
+def test_handler_names_resolve_to_registered_encoders() -> None:
+    from devices.commands.encoding import protocol_of, resolve_handler
+
+    # The ledger may name a handler by family and a vendor variant the encoder lacks.
+    name = resolve_handler("cjt188:goldcard", "cjt188", "cjt188-2004:goldcard", "cjt188-2004")
+    assert name is not None
+    assert name != "cjt188:goldcard"
+    protocol = protocol_of(name)
+    assert protocol is not None
+    assert protocol.name == "cjt188-2004"
+    free = resolve_handler("cjt188:free-valve")
+    assert free is not None
+    assert protocol_of(free) is not None
+    assert resolve_handler("dlt645:no-such-variant", "dlt645") == "dlt645"  # decoders alias
+    assert resolve_handler("gb376", None) is None
