@@ -11,8 +11,10 @@ object, details) and H is SHA-256, or HMAC-SHA-256 when an audit key is configur
 (``UNIMETER_COMMANDS_AUDIT_KEY``) so that even a database owner who rewrites the whole chain
 cannot forge it. One head row (``ops.audit_head``) is locked ``FOR UPDATE`` per append: it
 serialises appenders across processes, hands out gap-free sequence numbers and remembers the
-newest hash, so a removed tail shows too. The table refuses UPDATE, DELETE and TRUNCATE by
-trigger and the control-plane role has only INSERT and SELECT. :func:`verify_chain` walks the
+newest hash, so a removed tail shows too; the records and the new head are sent in one
+pipelined round trip, and :func:`append_many` appends a batch under one lock. The table
+refuses UPDATE, DELETE and TRUNCATE by trigger and the control-plane role has only INSERT
+and SELECT. :func:`verify_chain` walks the
 log and reports the first record whose content, link or number is wrong; publish
 :func:`chain_head` elsewhere (a ticket, a signed mail) and pass it back as ``expect`` to
 detect even a rewrite by someone who holds the key.
@@ -23,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -38,8 +40,10 @@ __all__ = [
     "GENESIS_HASH",
     "AuditRecord",
     "ChainHead",
+    "Entry",
     "VerifyReport",
     "append",
+    "append_many",
     "canonical_details",
     "chain_head",
     "record_hash",
@@ -117,29 +121,60 @@ class ChainHead:
     hash: str
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One record to append (see :func:`append_many`)."""
+
+    actor: str
+    action: str
+    object_type: str
+    object_id: str
+    details: Mapping[str, Any] | None = None
+
+
 def append(conn: psycopg.Connection[Any], *, actor: str, action: str, object_type: str,
            object_id: str, details: Mapping[str, Any] | None = None,
            key: bytes | None = None, ts: datetime | None = None) -> AuditRecord:
     """Append one record in the caller's transaction (commit it with the change it records)."""
+    return append_many(conn, [Entry(actor, action, object_type, object_id, details)],
+                       key=key, ts=ts)[0]
+
+
+def append_many(conn: psycopg.Connection[Any], entries: Sequence[Entry], *,
+                key: bytes | None = None, ts: datetime | None = None) -> list[AuditRecord]:
+    """Append records in order, in the caller's transaction: one head lock and two round
+    trips whatever their number (a mass command audits every member this way)."""
+    if not entries:
+        return []
+    at = (ts or datetime.now(UTC)).astimezone(UTC)
     with conn.cursor() as cur:
         cur.execute("SELECT seq, hash FROM ops.audit_head WHERE id = 1 FOR UPDATE")
         head = cur.fetchone()
         if head is None:  # pragma: no cover - the migration creates the row
             raise RuntimeError("ops.audit_head has no row; run `unimeter migrate`")
-        prev_seq, prev_hash = int(head[0]), str(head[1])
-        draft = AuditRecord(
-            seq=prev_seq + 1, ts=(ts or datetime.now(UTC)).astimezone(UTC), actor=actor,
-            action=action, object_type=object_type, object_id=object_id,
-            details=canonical_details(dict(details or {})), prev_hash=prev_hash, hash="")
-        record = AuditRecord(**{**draft.__dict__, "hash": record_hash(draft, key)})
-        cur.execute(
-            "INSERT INTO ops.audit_log (seq, ts, actor, action, object_type, object_id, "
-            "details, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (record.seq, record.ts, record.actor, record.action, record.object_type,
-             record.object_id, Jsonb(record.details), record.prev_hash, record.hash))
-        cur.execute("UPDATE ops.audit_head SET seq = %s, hash = %s WHERE id = 1",
-                    (record.seq, record.hash))
-    return record
+        seq, prev_hash = int(head[0]), str(head[1])
+        out: list[AuditRecord] = []
+        for entry in entries:
+            seq += 1
+            draft = AuditRecord(seq=seq, ts=at, actor=entry.actor, action=entry.action,
+                                object_type=entry.object_type, object_id=entry.object_id,
+                                details=canonical_details(dict(entry.details or {})),
+                                prev_hash=prev_hash, hash="")
+            record = AuditRecord(**{**draft.__dict__, "hash": record_hash(draft, key)})
+            out.append(record)
+            prev_hash = record.hash
+        rows = [(r.seq, r.ts, r.actor, r.action, r.object_type, r.object_id, Jsonb(r.details),
+                 r.prev_hash, r.hash) for r in out]
+        marks = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        # Pipelined: the records and the new head go in one round trip. The head's trigger
+        # checks that every record up to the new head is there, with the head's hash.
+        with conn.pipeline():
+            cur.execute("INSERT INTO ops.audit_log (seq, ts, actor, action, object_type, "
+                        f"object_id, details, prev_hash, hash) VALUES {marks}",
+                        [v for row in rows for v in row])
+            cur.execute("UPDATE ops.audit_head SET seq = %s, hash = %s WHERE id = 1",
+                        (out[-1].seq, out[-1].hash))
+    return out
 
 
 def chain_head(conn: psycopg.Connection[Any]) -> ChainHead:

@@ -31,12 +31,12 @@ import psycopg
 from devices import audit
 from devices.commands import outbox
 from devices.commands.catalog import command_spec
-from devices.commands.facts import DeviceRecord, load_devices, route_for
+from devices.commands.facts import DeviceRecord, Route, load_devices, route_for, routes_for
 from devices.commands.lifecycle import CommandEvent, CommandState, is_terminal
-from devices.commands.records import CommandRecord, get_command, transition
+from devices.commands.records import CommandRecord, get_command, get_commands, transition
 from devices.commands.service import CommandService, make_request
 from devices.safety import decide
-from schemas.messages import CommandDispatch, CommandResult
+from schemas.messages import CommandDispatch, CommandResult, Message
 
 __all__ = ["NON_RETRYABLE_ERRORS", "CommandEngine", "SweepReport"]
 
@@ -95,14 +95,17 @@ class CommandEngine:
                 (now, limit)).fetchall()]
             if not ids:
                 return 0
-            devices = load_devices(conn, sorted({get_command(conn, i).device_id for i in ids}))
+            records = get_commands(conn, ids)
+            devices = load_devices(conn, sorted({r.device_id for r in records}))
+            routes = routes_for(conn, list(devices.values()))
+            entries: list[audit.Entry] = []
+            messages: list[tuple[str, Message]] = []
             done = 0
-            for command_id in ids:
-                record = get_command(conn, command_id)
+            for record in records:
                 if record.expires_at <= now:
                     transition(conn, record, CommandEvent.EXPIRE, actor="system",
                                details={"why": "expired before dispatch"},
-                               audit_key=self._key, now=now)
+                               audit_entries=entries, now=now)
                     continue
                 device = devices.get(record.device_id)
                 if device is None:
@@ -110,15 +113,22 @@ class CommandEngine:
                                details={"why": "device no longer in the ledger"},
                                error_code="unknown_device",
                                result_detail="the device was removed from the ledger",
-                               audit_key=self._key, now=now)
+                               audit_entries=entries, now=now)
                     continue
-                self._dispatch(conn, record, device, now)
+                self._dispatch(conn, record, device, now, route=routes[device.device_id],
+                               entries=entries, messages=messages)
                 done += 1
+            outbox.enqueue_many(conn, messages)
+            audit.append_many(conn, entries, key=self._key, ts=now)
             return done
 
     def _dispatch(self, conn: psycopg.Connection[Any], record: CommandRecord,
-                  device: DeviceRecord, now: datetime, *, why: str = "") -> CommandRecord:
-        route = route_for(conn, device)
+                  device: DeviceRecord, now: datetime, *, why: str = "",
+                  route: Route | None = None, entries: list[audit.Entry] | None = None,
+                  messages: list[tuple[str, Message]] | None = None) -> CommandRecord:
+        """Dispatch one command; with ``entries``/``messages`` its audit record and its
+        message join the caller's batch."""
+        route = route or route_for(conn, device)
         attempt = record.attempt + 1
         binding = device.facts.profile.bindings.get(record.command)
         wire = dict(record.wire_params)
@@ -136,7 +146,10 @@ class CommandEngine:
             max_attempts=record.max_attempts, reply_timeout_s=record.reply_timeout_s,
             expires_at=record.expires_at, handler=record.handler,
             handler_options={k: v for k, v in (binding.options if binding else {}).items()})
-        outbox.enqueue(conn, "commands.dispatch", dispatch)
+        if messages is not None:
+            messages.append(("commands.dispatch", dispatch))
+        else:
+            outbox.enqueue(conn, "commands.dispatch", dispatch)
         lost_after = (self.settings.on_wake_lost_after_s if route.delivery == "on_wake"
                       else self.settings.lost_after_s)
         next_check = min(now + timedelta(seconds=record.reply_timeout_s + lost_after),
@@ -148,7 +161,8 @@ class CommandEngine:
                      **({"why": why} if why else {})},
             attempt=attempt, dispatched_at=now, fep=route.fep,
             service_point=route.service_point, link_id=route.link_id, delivery=route.delivery,
-            next_check_at=next_check, audit_key=self._key, now=now, **extra)
+            next_check_at=next_check, audit_key=self._key, audit_entries=entries, now=now,
+            **extra)
 
     # ------------------------------------------------------------------ results
 

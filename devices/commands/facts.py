@@ -37,6 +37,7 @@ __all__ = [
     "load_devices",
     "profile_from_row",
     "route_for",
+    "routes_for",
 ]
 
 _READS = ("read_now", "read_history", "sync_time")
@@ -144,6 +145,8 @@ def load_devices(conn: psycopg.Connection[Any], device_ids: Sequence[str]
         types = sorted({r["device_type"] for r in rows})
         overrides: dict[str, list[dict[str, Any]]] = {t: [] for t in types}
         if types:
+            # One query for rows and overrides would repeat the overrides per device; two
+            # small ones are cheaper than that for a mass command.
             for ov in cur.execute("SELECT * FROM ledger.device_type_commands "
                                   "WHERE device_type = ANY (%s)", (types,)):
                 overrides[ov["device_type"]].append(ov)
@@ -203,24 +206,44 @@ def _sessions_table(conn: psycopg.Connection[Any]) -> bool:
     return _has_sessions[key]
 
 
+def routes_for(conn: psycopg.Connection[Any], devices: Sequence[DeviceRecord]
+               ) -> dict[str, Route]:
+    """The routes of several devices in one query (a dispatch batch, a wave)."""
+    out: dict[str, Route] = {}
+    if not devices:
+        return out
+    rows: list[tuple[Any, ...]] = []
+    if _sessions_table(conn):
+        links = sorted({d.link_id for d in devices if d.link_id})
+        rows = conn.execute(
+            "SELECT device_id, kind, link_id, fep, service_point, online, last_heard "
+            "FROM ops.device_sessions WHERE device_id = ANY (%s) OR "
+            "(kind = 'link' AND (link_id = ANY (%s) OR device_id = ANY (%s)))",
+            ([d.device_id for d in devices], links, links)).fetchall()
+    by_device = {r[0]: r for r in rows}
+    by_link: dict[str, tuple[Any, ...]] = {}
+    for r in rows:
+        if r[1] == "link":
+            for key in {r[2], r[0]} - {None}:
+                held = by_link.get(key)
+                if held is None or (r[5] and not held[5]):  # an online session wins
+                    by_link[key] = r
+    for device in devices:
+        row = by_device.get(device.device_id) or (by_link.get(device.link_id)
+                                                  if device.link_id else None)
+        if row is None:
+            out[device.device_id] = Route("on_wake", None, device.service_point_id,
+                                          device.link_id)
+            continue
+        _, kind, link_id, fep, service_point, online, last_heard = row
+        link = link_id or (row[0] if kind == "link" else None) or device.link_id
+        delivery: Delivery = ("now" if online and device.facts.profile.delivery == "now"
+                              else "on_wake")
+        out[device.device_id] = Route(delivery, fep if online else None, service_point, link,
+                                      bool(online), last_heard)
+    return out
+
+
 def route_for(conn: psycopg.Connection[Any], device: DeviceRecord) -> Route:
     """The route of one device, from the FEPs' session registry and the ledger."""
-    profile_delivery = device.facts.profile.delivery
-    if _sessions_table(conn):
-        row = conn.execute(
-            "SELECT s.fep, s.service_point, COALESCE(s.link_id, CASE WHEN s.kind = 'link' "
-            "THEN s.device_id END), s.online, s.last_heard "
-            "FROM ops.device_sessions s WHERE s.device_id = %s", (device.device_id,)).fetchone()
-        if row is None and device.link_id:
-            # A meter behind a link that the FEP knows only by the link.
-            row = conn.execute(
-                "SELECT s.fep, s.service_point, %s, s.online, s.last_heard "
-                "FROM ops.device_sessions s WHERE s.device_id = %s OR "
-                "(s.kind = 'link' AND s.link_id = %s) ORDER BY s.online DESC LIMIT 1",
-                (device.link_id, device.link_id, device.link_id)).fetchone()
-        if row is not None:
-            fep, service_point, link_id, online, last_heard = row
-            delivery: Delivery = "now" if online and profile_delivery == "now" else "on_wake"
-            return Route(delivery, fep if online else None, service_point,
-                         link_id or device.link_id, bool(online), last_heard)
-    return Route("on_wake", None, device.service_point_id, device.link_id)
+    return routes_for(conn, [device])[device.device_id]

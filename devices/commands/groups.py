@@ -42,7 +42,7 @@ from devices.commands.errors import (
     SafetyPolicyError,
 )
 from devices.commands.facts import load_devices
-from devices.commands.lifecycle import CommandEvent, CommandState
+from devices.commands.lifecycle import CommandEvent, CommandState, next_state
 from devices.commands.records import fingerprint, get_command, transition
 from devices.commands.service import CommandService, make_request
 from devices.safety import Decision, WaveProgress, decide, plan_wave
@@ -249,6 +249,7 @@ def create_group(service: CommandService, *, command: str, params: Mapping[str, 
                               "excluded": len(items) - len(included), "preview_hash": phash,
                               "reason": reason},
                      key=service.audit_key, ts=now)
+        rows, entries = [], []
         for item in included:
             device = devices[item["device_id"]]
             request = make_request(
@@ -257,10 +258,18 @@ def create_group(service: CommandService, *, command: str, params: Mapping[str, 
                 group_id=group_id, command_id=f"{group_id}:{item['device_id']}",
                 ttl=expires_at - now, now=now)
             decision, encoded = decisions[item["device_id"]]
-            member = service._insert(conn, request, spec, decision, device, now,
-                                     encoded=encoded)
+            values, entry = service._values(request, spec, decision, device, now,
+                                            encoded=encoded, operation_id=None,
+                                            parent_command_id=None)
+            rows.append(values)
+            entries.append(entry)
+        service._insert_many(conn, rows)
+        audit.append_many(conn, entries, key=service.audit_key, ts=now)
+        for item in included:
+            decision, _ = decisions[item["device_id"]]
             if decision.sets_safety_lock:
-                service._set_safety_lock(conn, member, now)
+                service._set_safety_lock(conn, get_command(
+                    conn, f"{group_id}:{item['device_id']}"), now)
         return _get(conn, group_id)
 
 
@@ -330,14 +339,19 @@ def approve_group(service: CommandService, group_id: str, approver: str, preview
                          object_id=group_id,
                          details={"approvers": list(approvals), "preview_hash": preview_hash},
                          key=service.audit_key, ts=now)
-            for (member_id,) in conn.execute(
-                    "SELECT command_id FROM ops.commands WHERE group_id = %s AND state = "
-                    "'requested' ORDER BY device_id FOR UPDATE", (group_id,)).fetchall():
-                # Approved but held (next_check_at NULL) until a wave releases it.
-                transition(conn, get_command(conn, member_id), CommandEvent.APPROVE,
-                           actor=approver, details={"group_id": group_id,
-                                                    "approvers": list(approvals)},
-                           next_check_at=None, audit_key=service.audit_key, now=now)
+            # Approved but held (next_check_at NULL) until a wave releases them: one
+            # statement for the members, one batch of audit records.
+            members_rows = conn.execute(
+                "UPDATE ops.commands SET state = 'approved', next_check_at = NULL, "
+                "updated_at = %s WHERE group_id = %s AND state = 'requested' "
+                "RETURNING command_id, device_id, command", (now, group_id)).fetchall()
+            members_rows.sort(key=lambda r: r[1])
+            next_state(CommandState.REQUESTED, CommandEvent.APPROVE)  # the machine allows it
+            audit.append_many(conn, [audit.Entry(
+                approver, "command.approved", "command", cid,
+                {"from": "requested", "to": "approved", "device_id": dev, "command": cmd,
+                 "group_id": group_id, "approvers": list(approvals)})
+                for cid, dev, cmd in members_rows], key=service.audit_key, ts=now)
             outbox.notify(conn)
         return _get(conn, group_id)
 

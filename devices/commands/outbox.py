@@ -21,7 +21,8 @@ from schemas import codec
 from schemas.messages import Message
 from schemas.topics import topic_spec
 
-__all__ = ["NOTIFY_CHANNEL", "OutboxRow", "delete_rows", "enqueue", "notify", "take_batch"]
+__all__ = ["NOTIFY_CHANNEL", "OutboxRow", "delete_rows", "enqueue", "enqueue_many", "notify",
+           "take_batch"]
 
 NOTIFY_CHANNEL = "unimeter_commands"
 PRODUCER = "unimeter-commands"
@@ -42,6 +43,19 @@ def enqueue(conn: psycopg.Connection[Any], topic: str, message: Message) -> None
         raise TypeError(f"{type(message).__name__} does not belong on topic {topic}")
     conn.execute("INSERT INTO ops.command_outbox (topic, key, value) VALUES (%s, %s, %s)",
                  (topic, message.key(), codec.encode(message, producer=PRODUCER)))
+    notify(conn)
+
+
+def enqueue_many(conn: psycopg.Connection[Any], items: Sequence[tuple[str, Message]]) -> None:
+    """Add several messages in one pipelined batch, then notify once."""
+    if not items:
+        return
+    for topic, message in items:
+        if not isinstance(message, topic_spec(topic).payloads):
+            raise TypeError(f"{type(message).__name__} does not belong on topic {topic}")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO ops.command_outbox (topic, key, value) VALUES (%s, %s, %s)",
+                        [(t, m.key(), codec.encode(m, producer=PRODUCER)) for t, m in items])
     notify(conn)
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "CommandRecord",
     "fingerprint",
     "get_command",
+    "get_commands",
     "lock_command",
     "transition",
 ]
@@ -112,23 +113,32 @@ class CommandRecord:
         return out
 
 
-def _approvals(conn: psycopg.Connection[Any], command_id: str) -> tuple[str, ...]:
-    rows = conn.execute("SELECT approver FROM ops.command_approvals WHERE command_id = %s "
-                        "ORDER BY approved_at, approver", (command_id,)).fetchall()
-    return tuple(r[0] for r in rows)
+_SELECT = ("SELECT c.*, ARRAY(SELECT a.approver FROM ops.command_approvals a "
+           "WHERE a.command_id = c.command_id ORDER BY a.approved_at, a.approver) AS approvals "
+           "FROM ops.commands c")
 
 
 def get_command(conn: psycopg.Connection[Any], command_id: str, *,
                 for_update: bool = False) -> CommandRecord:
-    """The stored command, or :class:`CommandNotFoundError`."""
-    lock = " FOR UPDATE" if for_update else ""
+    """The stored command with its approvals (one round trip), or
+    :class:`CommandNotFoundError`."""
+    lock = " FOR UPDATE OF c" if for_update else ""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(f"SELECT * FROM ops.commands WHERE command_id = %s{lock}",
-                          (command_id,)).fetchone()
+        row = cur.execute(f"{_SELECT} WHERE c.command_id = %s{lock}", (command_id,)).fetchone()
     if row is None:
         raise CommandNotFoundError(f"no command '{command_id}'", where=f"command {command_id}",
                                    hint="list commands with `unimeter command status`")
-    return CommandRecord.from_row(row, _approvals(conn, command_id))
+    return CommandRecord.from_row(row, tuple(row["approvals"] or ()))
+
+
+def get_commands(conn: psycopg.Connection[Any], command_ids: list[str]) -> list[CommandRecord]:
+    """Several stored commands in one round trip, in the order asked."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(f"{_SELECT} WHERE c.command_id = ANY (%s)",
+                           (command_ids,)).fetchall()
+    by_id = {r["command_id"]: CommandRecord.from_row(r, tuple(r["approvals"] or ()))
+             for r in rows}
+    return [by_id[i] for i in command_ids if i in by_id]
 
 
 def lock_command(conn: psycopg.Connection[Any], command_id: str) -> CommandRecord:
@@ -138,8 +148,14 @@ def lock_command(conn: psycopg.Connection[Any], command_id: str) -> CommandRecor
 def transition(conn: psycopg.Connection[Any], record: CommandRecord, event: CommandEvent, *,
                actor: str, details: Mapping[str, Any] | None = None,
                audit_key: bytes | None = None, now: datetime,
+               audit_entries: list[audit.Entry] | None = None,
                **updates: Any) -> CommandRecord:
-    """Apply ``event`` to ``record`` (locked by the caller), update columns, audit the step."""
+    """Apply ``event`` to ``record`` (locked by the caller), update columns, audit the step.
+
+    With ``audit_entries`` the audit record is added to that list instead, for the caller to
+    append with the others of a batch (:func:`devices.audit.append_many`) in the same
+    transaction.
+    """
     new_state = next_state(record.state, event, command_id=record.command_id)
     values: dict[str, Any] = {"state": new_state.value, "updated_at": now, **updates}
     if new_state.value in ("confirmed", "failed", "expired", "cancelled", "rejected"):
@@ -150,12 +166,14 @@ def transition(conn: psycopg.Connection[Any], record: CommandRecord, event: Comm
     args = [Jsonb(v) if k in _JSON_COLUMNS else v for k, v in values.items()]
     conn.execute(sql.SQL("UPDATE ops.commands SET {} WHERE command_id = {}").format(
         assignments, sql.Placeholder()), [*args, record.command_id])
-    audit.append(conn, actor=actor, action=f"command.{_ACTIONS[event]}", object_type="command",
-                 object_id=record.command_id,
-                 details={"from": record.state.value, "to": new_state.value,
-                          "device_id": record.device_id, "command": record.command,
-                          **(details or {})},
-                 key=audit_key, ts=now)
+    entry = audit.Entry(actor, f"command.{_ACTIONS[event]}", "command", record.command_id,
+                        {"from": record.state.value, "to": new_state.value,
+                         "device_id": record.device_id, "command": record.command,
+                         **(details or {})})
+    if audit_entries is not None:
+        audit_entries.append(entry)
+    else:
+        audit.append_many(conn, [entry], key=audit_key, ts=now)
     merged = {**asdict(record), **values, "state": new_state}
     merged["approvals"] = record.approvals
     return CommandRecord(**{k: merged[k] for k in CommandRecord.__dataclass_fields__})

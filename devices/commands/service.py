@@ -185,17 +185,24 @@ class CommandService:
             decision = Decision(command=spec.name, params=params.canonical(),
                                 approvals_required=0)
         encoded = None if refusal is not None else self.encode(device, decision, now)
+        # The audit records of this submission (requested, then approved, quarantined or
+        # rejected) are appended together at the end: one lock of the chain head.
+        entries: list[audit.Entry] = []
         record = self._insert(conn, request, spec, decision, device, now, encoded=encoded,
-                              operation_id=operation_id, parent_command_id=parent_command_id)
+                              operation_id=operation_id, parent_command_id=parent_command_id,
+                              audit_entries=entries)
         if refusal is not None:
             record = transition(conn, record, CommandEvent.REJECT, actor="policy",
                                 details={"rule": refusal.context.get("rule", ""),
                                          "reason": refusal.message},
                                 result_detail=refusal.message, error_code="safety_policy",
-                                audit_key=self.audit_key, now=now)
+                                audit_entries=entries, now=now)
+            audit.append_many(conn, entries, key=self.audit_key, ts=now)
             refusal.context["command_id"] = record.command_id
             return record, refusal
-        return self._after_insert(conn, record, spec, decision, now), None
+        record = self._after_insert(conn, record, spec, decision, now, entries)
+        audit.append_many(conn, entries, key=self.audit_key, ts=now)
+        return record, None
 
     def _existing(self, conn: psycopg.Connection[Any], request: CommandRequest,
                   params: Mapping[str, Any]) -> CommandRecord | None:
@@ -229,14 +236,16 @@ class CommandService:
                                  address=device.address, options=binding.options,
                                  medium=device.medium, timezone=self.timezone, now=now)
 
-    def _insert(self, conn: psycopg.Connection[Any], request: CommandRequest, spec: CommandSpec,
-                decision: Decision, device: DeviceRecord, now: datetime, *,
-                encoded: EncodedCommand | None = None, operation_id: str | None = None,
-                parent_command_id: str | None = None) -> CommandRecord:
+    def _values(self, request: CommandRequest, spec: CommandSpec, decision: Decision,
+                device: DeviceRecord, now: datetime, *, encoded: EncodedCommand | None,
+                operation_id: str | None, parent_command_id: str | None
+                ) -> tuple[dict[str, Any], audit.Entry]:
+        """The row of a new command and its ``command.requested`` audit record."""
         effective = command_spec(decision.command)
         expires_at = request.expires_at or (now + spec.default_ttl)
         binding = device.facts.profile.bindings.get(decision.command)
         params = spec.validate(request.params).canonical()
+        profile_attempts = device.facts.profile.max_attempts
         values: dict[str, Any] = {
             "command_id": request.command_id,
             "client_command_id": request.client_command_id,
@@ -266,8 +275,8 @@ class CommandService:
                                        request.group_id),
             "requested_at": now,
             "expires_at": expires_at,
-            "max_attempts": min(self.settings.max_attempts, device.facts.profile.max_attempts)
-            if device.facts.profile.max_attempts else self.settings.max_attempts,
+            "max_attempts": min(self.settings.max_attempts, profile_attempts)
+            if profile_attempts else self.settings.max_attempts,
             "delivery": device.facts.profile.delivery,
             "reply_timeout_s": device.facts.profile.reply_timeout_s,
             "handler": binding.handler if binding else "",
@@ -276,34 +285,62 @@ class CommandService:
             "preview_hex": encoded.preview_hex if encoded else "",
             "updated_at": now,
         }
-        cols = ", ".join(values)
-        marks = ", ".join(["%s"] * len(values))
-        conn.execute(f"INSERT INTO ops.commands ({cols}) VALUES ({marks})", list(values.values()))
-        audit.append(conn, actor=request.requested_by, action="command.requested",
-                     object_type="command", object_id=request.command_id,
-                     details={"device_id": device.device_id, "command": decision.command,
-                              "requested_command": spec.name, "params": dict(decision.params),
-                              "origin": request.origin, "reason": request.reason,
-                              "approvals_required": decision.approvals_required,
-                              "policy": list(decision.reasons), "group_id": request.group_id,
-                              "expires_at": expires_at, "region": device.region},
-                     key=self.audit_key, ts=now)
-        return get_command(conn, request.command_id)
+        entry = audit.Entry(request.requested_by, "command.requested", "command",
+                            request.command_id,
+                            {"device_id": device.device_id, "command": decision.command,
+                             "requested_command": spec.name, "params": dict(decision.params),
+                             "origin": request.origin, "reason": request.reason,
+                             "approvals_required": decision.approvals_required,
+                             "policy": list(decision.reasons), "group_id": request.group_id,
+                             "expires_at": expires_at, "region": device.region})
+        return values, entry
+
+    def _insert(self, conn: psycopg.Connection[Any], request: CommandRequest, spec: CommandSpec,
+                decision: Decision, device: DeviceRecord, now: datetime, *,
+                encoded: EncodedCommand | None = None, operation_id: str | None = None,
+                parent_command_id: str | None = None,
+                audit_entries: list[audit.Entry] | None = None) -> CommandRecord:
+        values, entry = self._values(request, spec, decision, device, now, encoded=encoded,
+                                     operation_id=operation_id,
+                                     parent_command_id=parent_command_id)
+        with conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(f"INSERT INTO ops.commands ({', '.join(values)}) VALUES "
+                              f"({', '.join(['%s'] * len(values))}) RETURNING *",
+                              list(values.values())).fetchone()
+        assert row is not None
+        if audit_entries is not None:
+            audit_entries.append(entry)
+        else:
+            audit.append_many(conn, [entry], key=self.audit_key, ts=now)
+        return CommandRecord.from_row(row)
+
+    def _insert_many(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> None:
+        """Insert new command rows in one pipelined batch (mass commands)."""
+        if not rows:
+            return
+        columns = list(rows[0])
+        with conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO ops.commands ({', '.join(columns)}) VALUES "
+                            f"({', '.join(['%s'] * len(columns))})",
+                            [[r[c] for c in columns] for r in rows])
 
     def _after_insert(self, conn: psycopg.Connection[Any], record: CommandRecord,
-                      spec: CommandSpec, decision: Decision, now: datetime) -> CommandRecord:
+                      spec: CommandSpec, decision: Decision, now: datetime,
+                      entries: list[audit.Entry]) -> CommandRecord:
         if decision.sets_safety_lock:
+            audit.append_many(conn, entries, key=self.audit_key, ts=now)  # keep the order
+            entries.clear()
             self._set_safety_lock(conn, record, now)
         if record.group_id is not None:
             return record  # members wait for the group's approvals and waves
-        if self._must_quarantine(conn, record, spec, now):
+        if self._must_quarantine(conn, record, spec, now, entries):
             return transition(conn, record, CommandEvent.QUARANTINE, actor="policy",
                               details={"operator": record.requested_by},
-                              audit_key=self.audit_key, now=now)
+                              audit_entries=entries, now=now)
         if decision.approvals_required == 0:
             record = transition(conn, record, CommandEvent.APPROVE, actor="policy",
                                 details={"approvals": 0}, next_check_at=now,
-                                audit_key=self.audit_key, now=now)
+                                audit_entries=entries, now=now)
             outbox.notify(conn)
         return record
 
@@ -342,22 +379,28 @@ class CommandService:
     # ------------------------------------------------------------------ quarantine
 
     def _must_quarantine(self, conn: psycopg.Connection[Any], record: CommandRecord,
-                         spec: CommandSpec, now: datetime) -> bool:
+                         spec: CommandSpec, now: datetime,
+                         entries: list[audit.Entry] | None = None) -> bool:
         if record.origin not in HUMAN_ORIGINS or spec.safety_class is SafetyClass.READ:
             return False
-        q = conn.execute("SELECT state, released_at FROM ops.operator_quarantine "
-                         "WHERE operator = %s", (record.requested_by,)).fetchone()
-        if q is not None and q[0] == "quarantined":
-            return True
-        since = now - self.limits.anomaly_window
-        if q is not None and q[1] is not None and q[1] > since:
-            since = q[1]
+        # One round trip: the operator's quarantine state, and their state-changing commands
+        # in the window (counted from a release, if that is later).
         row = conn.execute(
-            "SELECT count(*) FROM ops.commands WHERE requested_by = %s AND origin = ANY (%s) "
-            "AND safety_class <> 'read' AND purpose = 'command' AND requested_at > %s "
-            "AND command_id <> %s",
-            (record.requested_by, sorted(HUMAN_ORIGINS), since, record.command_id)).fetchone()
-        recent = int(row[0]) if row else 0
+            "WITH q AS (SELECT state, released_at FROM ops.operator_quarantine "
+            "WHERE operator = %(op)s) "
+            "SELECT (SELECT state FROM q), (SELECT count(*) FROM (SELECT 1 FROM ops.commands "
+            "WHERE requested_by = %(op)s AND origin = ANY (%(origins)s) "
+            "AND safety_class <> 'read' AND purpose = 'command' AND command_id <> %(id)s "
+            "AND requested_at > GREATEST(%(since)s, COALESCE((SELECT released_at FROM q), "
+            "%(since)s)) LIMIT %(enough)s) recent)",
+            {"op": record.requested_by, "origins": sorted(HUMAN_ORIGINS),
+             "id": record.command_id, "since": now - self.limits.anomaly_window,
+             # counting past the threshold tells nothing more
+             "enough": self.limits.anomaly_max_commands + 1}).fetchone()
+        assert row is not None
+        if row[0] == "quarantined":
+            return True
+        recent = int(row[1])
         if not exceeds_anomaly_threshold(recent, spec, record.origin, self.limits):
             return False
         reason = (f"{recent + 1} state-changing commands within "
@@ -370,6 +413,9 @@ class CommandService:
             "released_by = NULL, released_at = NULL, "
             "times = ops.operator_quarantine.times + 1",
             (record.requested_by, reason, now))
+        if entries:  # the request's own records come first
+            audit.append_many(conn, entries, key=self.audit_key, ts=now)
+            entries.clear()
         audit.append(conn, actor="policy", action="operator.quarantined", object_type="operator",
                      object_id=record.requested_by,
                      details={"reason": reason, "command_id": record.command_id},

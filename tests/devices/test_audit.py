@@ -157,3 +157,21 @@ def test_concurrent_appenders_get_a_gap_free_chain(database: DbHandle) -> None:
         report = audit.verify_chain(conn)
     assert report.ok
     assert report.checked == 100
+
+
+@pytest.mark.integration
+def test_batches_append_in_order_and_the_head_cannot_skip(database: DbHandle) -> None:
+    with database.connect("api") as conn:
+        with conn.transaction():
+            batch = audit.append_many(conn, [
+                audit.Entry("op-1", "command.requested", "command", f"c-{i}", {"i": i})
+                for i in range(5)])
+        assert [r.seq for r in batch] == [1, 2, 3, 4, 5]
+        assert batch[1].prev_hash == batch[0].hash
+        # The head may only move onto records that exist, with their hash.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+            conn.execute("UPDATE ops.audit_head SET seq = 9, hash = %s WHERE id = 1",
+                         (batch[-1].hash,))
+        report = audit.verify_chain(conn)
+    assert report.ok
+    assert report.checked == 5
