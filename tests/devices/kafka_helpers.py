@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -74,3 +75,25 @@ def latest(records: list[tuple[str, bytes, Message | None]]) -> dict[tuple[str, 
     for topic, key, msg in records:
         out[(topic, key.decode())] = msg
     return out
+
+
+#: Topics the ledger and sync tests produce to or read from.
+LEDGER_TOPIC_PREFIXES = ("ledger.", "sync.", "billing.topups", "dlq.sync", "commands.requests",
+                         "commands.results", "device.events", "alerts")
+
+
+def private_topics(base: KafkaSettings, name: str) -> Iterator[KafkaSettings]:
+    """Topics of our own under a fresh prefix, deleted afterwards: what these tests publish
+    (ledger snapshots, top-ups, command requests) must not reach other tests' consumers of
+    the shared session topics."""
+    import uuid
+
+    from schemas.topics import TOPICS
+    from unimeter.topics import create_topics, delete_topics
+
+    settings = base.model_copy(
+        update={"topic_prefix": f"{base.topic_prefix}{name}-{uuid.uuid4().hex[:6]}."})
+    report = create_topics(settings, tuple(t for t in TOPICS
+                                           if t.name.startswith(LEDGER_TOPIC_PREFIXES)))
+    yield settings
+    delete_topics(settings, report.created)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,20 @@ import pytest
 from devices.outbox import OutboxPublisher, enqueue_all
 from schemas.messages import LedgerAccount, LedgerMeter, LedgerTariff, LedgerVeeGroup
 from schemas.settings import KafkaSettings
-from tests.devices.kafka_helpers import TopicTail, latest
+from tests.devices.kafka_helpers import TopicTail, latest, private_topics
 from tests.plugins.services import DbHandle
 
 pytestmark = pytest.mark.integration
 
 SEED = Path(__file__).parents[1] / "data" / "ledger" / "small_network.sql"
 TOPICS = ("ledger.meters", "ledger.accounts", "ledger.tariffs", "ledger.vee_groups")
+
+
+
+@pytest.fixture(scope="module")
+def kafka_settings(kafka_settings: KafkaSettings) -> Iterator[KafkaSettings]:
+    """This module's own topics (see ``private_topics``)."""
+    yield from private_topics(kafka_settings, "outbox")
 
 
 @pytest.fixture

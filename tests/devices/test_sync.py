@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -38,13 +38,20 @@ from schemas.messages import (
     TopUp,
 )
 from schemas.settings import KafkaSettings
-from tests.devices.kafka_helpers import TopicTail
+from tests.devices.kafka_helpers import TopicTail, private_topics
 from tests.plugins.services import DbHandle
 
 pytestmark = pytest.mark.integration
 
 DEMO = sorted((Path(__file__).parents[1] / "data" / "ledger" / "demo").glob("*.csv"))
 T = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+
+
+
+@pytest.fixture(scope="module")
+def kafka_settings(kafka_settings: KafkaSettings) -> Iterator[KafkaSettings]:
+    """This module's own topics (see ``private_topics``)."""
+    yield from private_topics(kafka_settings, "sync")
 
 
 @pytest.fixture
