@@ -19,7 +19,7 @@ always equals the charges it settles.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -27,7 +27,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from billing.cycles import local_midnight as _local_midnight
-from billing.state import AccountState, PeriodAccumulator
+from billing.state import AccountState, PeriodAccumulator, SegmentTotal
 from schemas.messages import Charge, ChargeSegment, Settlement
 
 __all__ = ["Settler"]
@@ -97,8 +97,12 @@ class Settler:
         when it closes. A charge for an already closed day goes to the day, its month and
         its year at once, publishing a revision of each closed one."""
         day_ref, month_ref, year_ref = self.periods_of(self.settlement_instant(charge))
-        out = (self.close_before(state, day_ref.start, closed, now)
-               if state.open_periods and _earliest_end(state) <= day_ref.start else [])
+        out: list[Settlement] = []
+        boundary = day_ref.start
+        for open_acc in state.open_periods.values():
+            if open_acc.end <= boundary:  # something ended: close all that did
+                out = self.close_before(state, boundary, closed, now)
+                break
         account_id = state.account_id
         day_key = f"{account_id}|day|{day_ref.period_id}"
         day = state.open_periods.get(day_key)
@@ -124,7 +128,6 @@ class Settler:
             if acc.closed or key not in state.open_periods:
                 acc.closed = True
                 acc.revision += 1
-                acc.segments = _merge(acc.segments)
                 closed[key] = acc
                 out.append(_settlement(acc, now))
         return day_key, out
@@ -157,7 +160,6 @@ class Settler:
             del state.open_periods[key]
             acc.closed = True
             acc.revision += 1
-            acc.segments = _merge(acc.segments)
             closed[key] = acc
             out.append(_settlement(acc, now))
             if acc.period == "day":
@@ -181,7 +183,6 @@ class Settler:
                 state.open_periods[key] = acc
             _add_totals(acc, day)
             if acc.closed:
-                acc.segments = _merge(acc.segments)
                 acc.revision += 1
                 closed[key] = acc
                 out.append(_settlement(acc, now))
@@ -201,15 +202,6 @@ def _by_period_end(acc: PeriodAccumulator) -> tuple[bool, datetime]:
     return acc.period == "year", acc.end
 
 
-def _earliest_end(state: AccountState) -> datetime:
-    return min(acc.end for acc in state.open_periods.values())
-
-
-#: An open day merges its segments once it holds this many (appending is what is cheap,
-#: but the account state carrying them is encoded on every reading by the agent).
-_MERGE_AT = 8
-
-
 def _add_charge(acc: PeriodAccumulator, charge: Charge, estimated_volume: Decimal,
                 balance_after: Decimal | None) -> None:
     acc.volume += charge.volume
@@ -227,9 +219,7 @@ def _add_charge(acc: PeriodAccumulator, charge: Charge, estimated_volume: Decima
     if balance_after is not None:
         acc.balance_after = balance_after
     if charge.segments:
-        acc.segments.extend(charge.segments)
-        if len(acc.segments) > _MERGE_AT:  # merged lazily: appending is what is cheap
-            acc.segments = _merge(acc.segments)
+        _add_segments(acc.segments, charge.segments)
 
 
 def _add_totals(acc: PeriodAccumulator, day: PeriodAccumulator) -> None:
@@ -246,25 +236,23 @@ def _add_totals(acc: PeriodAccumulator, day: PeriodAccumulator) -> None:
         acc.cycle_id, acc.cycle_volume_after = day.cycle_id, day.cycle_volume_after
     if day.balance_after is not None:
         acc.balance_after = day.balance_after
-    acc.segments = _merge([*acc.segments, *day.segments])  # once a day: keep it compact
+    _add_segments(acc.segments, day.segments)
 
 
-def _merge(segments: list[ChargeSegment]) -> list[ChargeSegment]:
-    if len(segments) < 2:
-        return segments
-    totals: dict[tuple[str, int, int, str, str, Decimal], tuple[Decimal, Decimal]] = {}
+def _add_segments(totals: list[SegmentTotal],
+                  segments: Iterable[ChargeSegment | SegmentTotal]) -> None:
+    """Add segments into running totals in place (the lists hold a handful of keys)."""
     for s in segments:
-        key = (s.tariff_id, s.tariff_version, s.tier, s.component, s.period, s.unit_price)
-        found = totals.get(key)
-        totals[key] = ((s.volume, s.amount) if found is None
-                       else (found[0] + s.volume, found[1] + s.amount))
-    if len(totals) == len(segments):
-        return segments  # nothing to merge: keep the segments as they are
-    return [ChargeSegment(tier=tier, volume=volume, unit_price=unit, amount=amount,
-                          component=component, tariff_id=tariff_id, tariff_version=version,
-                          period=period)
-            for (tariff_id, version, tier, component, period, unit), (volume, amount)
-            in totals.items() if volume or amount]
+        for t in totals:
+            if (t.tier == s.tier and t.unit_price == s.unit_price and t.component == s.component
+                    and t.period == s.period and t.tariff_version == s.tariff_version
+                    and t.tariff_id == s.tariff_id):
+                t.volume += s.volume
+                t.amount += s.amount
+                break
+        else:
+            totals.append(SegmentTotal(s.tariff_id, s.tariff_version, s.tier, s.component,
+                                       s.period, s.unit_price, s.volume, s.amount))
 
 
 def _settlement(acc: PeriodAccumulator, now: datetime) -> Settlement:
@@ -274,7 +262,12 @@ def _settlement(acc: PeriodAccumulator, now: datetime) -> Settlement:
         account_id=acc.account_id, period=acc.period, period_id=acc.period_id,
         period_start=acc.start, period_end=acc.end, revision=acc.revision, volume=acc.volume,
         amount=acc.amount, currency=acc.currency, estimated_volume=acc.estimated_volume,
-        provisional=acc.estimated_volume > 0, segments=tuple(acc.segments),
+        provisional=acc.estimated_volume > 0,
+        segments=tuple(ChargeSegment(tier=t.tier, volume=t.volume, unit_price=t.unit_price,
+                                     amount=t.amount, component=t.component,
+                                     tariff_id=t.tariff_id, tariff_version=t.tariff_version,
+                                     period=t.period)
+                       for t in acc.segments if t.volume or t.amount),
         charges=acc.charges, meters=tuple(acc.meters), tariff_id=acc.tariff_id,
         cycle_id=acc.cycle_id, cycle_volume_after=acc.cycle_volume_after,
         balance_after=acc.balance_after, created_at=now)

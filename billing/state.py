@@ -28,7 +28,6 @@ from schemas.messages import (
     Alert,
     BalanceChange,
     Charge,
-    ChargeSegment,
     CommandRequest,
     Message,
     Settlement,
@@ -39,6 +38,7 @@ __all__ = [
     "Outcome",
     "PeriodAccumulator",
     "ReadingRecord",
+    "SegmentTotal",
     "TopUpRecord",
     "VolumeLot",
     "decode_state",
@@ -59,6 +59,20 @@ class VolumeLot(msgspec.Struct, array_like=True):
     amount: Decimal | None
 
 
+class SegmentTotal(msgspec.Struct, array_like=True):
+    """Running total of one priced segment key (tariff version, tier, component, period, unit
+    price) in a settlement period; amounts are sums of rounded charge segments."""
+
+    tariff_id: str
+    tariff_version: int
+    tier: int
+    component: str
+    period: str
+    unit_price: Decimal
+    volume: Decimal
+    amount: Decimal
+
+
 class PeriodAccumulator(msgspec.Struct, kw_only=True):
     """Running totals of one settlement period (local day, month or year) of an account."""
 
@@ -75,7 +89,7 @@ class PeriodAccumulator(msgspec.Struct, kw_only=True):
     estimated_volume: Decimal = _ZERO
     charges: int = 0
     meters: list[str] = msgspec.field(default_factory=list)
-    segments: list[ChargeSegment] = msgspec.field(default_factory=list)
+    segments: list[SegmentTotal] = msgspec.field(default_factory=list)
     tariff_id: str = ""
     cycle_id: str = ""
     cycle_volume_after: Decimal | None = None
