@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 _LOCK_ID = 0x756E6167  # "unag"
+#: Memory for the GROUP BY of one refresh range (one day of 100,000 hourly meters fits).
+_REFRESH_WORK_MEM = "256MB"
 _HOUR = timedelta(hours=1)
 
 Progress = Callable[[str], None]
@@ -211,8 +213,10 @@ def _refresh_plain(conn: psycopg.Connection, report: RefreshReport, start: datet
         sources.setdefault(hierarchy.invalidation_source, []).append(hierarchy)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
-        # Interval arithmetic below must be absolute, whatever the session's zone.
+        # Interval arithmetic below must be absolute, whatever the session's zone; and a
+        # day of a large fleet should aggregate in memory, not in spill files.
         conn.execute("SET LOCAL TimeZone = 'UTC'")
+        conn.execute(f"SET LOCAL work_mem = '{_REFRESH_WORK_MEM}'")
         for source, hierarchies in sources.items():
             hours = _take_invalidated_hours(conn, source, start, end)
             if force and start is not None and end is not None:
@@ -311,7 +315,8 @@ def _statements(hierarchy: Hierarchy, level: str) -> tuple[sql.Composed, sql.Com
     if level == "hourly":
         source = _qualified(hierarchy.source_table)
         time_column = sql.Identifier(hierarchy.source_time)
-        bucket = sql.SQL("date_trunc('hour', {}, 'UTC')").format(time_column)
+        # The session runs in UTC (SET LOCAL above): the two-argument form is the UTC hour.
+        bucket = sql.SQL("date_trunc('hour', {})").format(time_column)
         measures = [sql.SQL(m.from_source) for m in hierarchy.measures]
     else:
         below = LEVELS[LEVELS.index(level) - 1]

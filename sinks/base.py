@@ -108,7 +108,7 @@ class WriteResult:
 class BatchingSink(ABC):
     """Collects records per topic partition and hands full batches to :meth:`write`."""
 
-    def __init__(self, *, max_batch_records: int = 5000) -> None:
+    def __init__(self, *, max_batch_records: int = 20_000) -> None:
         if max_batch_records < 1:
             raise ValueError("max_batch_records must be at least 1")
         self.max_batch_records = max_batch_records

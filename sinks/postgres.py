@@ -36,6 +36,7 @@ import psycopg
 from sinks.base import BatchingSink, Rejected, SinkBatch, SinkRecord, TopicPartition, WriteResult
 from sinks.errors import SinkBackpressureError, SinkError
 from sinks.stores import Store, StoreContext, store_for
+from sinks.tables import FastPathMissError
 
 __all__ = ["Backoff", "PostgresSink", "classify"]
 
@@ -72,18 +73,15 @@ class Backoff:
         self.attempt = 0
 
 
-@dataclass(frozen=True)
-class _Item:
-    record: SinkRecord
-    store: Store
-    prepared: Any
+#: (record, its store, its prepared rows) — a plain tuple: built once per record.
+_Item = tuple[SinkRecord, Store, Any]
 
 
 class PostgresSink(BatchingSink):
     """Stores batches of decoded messages in PostgreSQL or TimescaleDB, idempotently."""
 
     def __init__(self, conninfo: str, *, consumer_group: str,
-                 context: StoreContext | None = None, max_batch_records: int = 5000,
+                 context: StoreContext | None = None, max_batch_records: int = 20_000,
                  backoff: Backoff | None = None, connect_timeout_s: int = 5) -> None:
         super().__init__(max_batch_records=max_batch_records)
         self.conninfo = conninfo
@@ -95,6 +93,7 @@ class PostgresSink(BatchingSink):
         self.lag: dict[TopicPartition, int] = {}
         self._stores: dict[str, Store] = {}
         self._conn: psycopg.Connection | None = None
+        self._ready: set[int] = set()
         #: Seconds spent in the database by the last write (for metrics).
         self.last_write_s = 0.0
 
@@ -103,9 +102,17 @@ class PostgresSink(BatchingSink):
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = None
+            self._ready = set()
             self._conn = psycopg.connect(self.conninfo, autocommit=True,
                                          connect_timeout=self.connect_timeout_s)
         return self._conn
+
+    def _setup(self, conn: psycopg.Connection, stores: Sequence[Store]) -> None:
+        """Create the stores' temporary tables on this connection, outside any transaction."""
+        for store in stores:
+            if id(store) not in self._ready:
+                store.setup(conn)
+                self._ready.add(id(store))
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:
@@ -126,9 +133,12 @@ class PostgresSink(BatchingSink):
     def write(self, batch: SinkBatch) -> WriteResult:
         result = WriteResult()
         items: list[_Item] = []
+        # Consecutive records are nearly always of one type: look the store up once per run.
+        last_schema, store = "", None
         for record in batch.records:
             schema = record.message.SCHEMA
-            store = self._store(schema)
+            if schema != last_schema:
+                last_schema, store = schema, self._store(schema)
             if store is None:
                 result.rejected.append(Rejected(record, {
                     "error": "NoStoreForSchema",
@@ -137,13 +147,11 @@ class PostgresSink(BatchingSink):
                             "or route the topic elsewhere"}))
                 continue
             try:
-                prepared = store.prepare(record.message)
+                items.append((record, store, store.prepare(record.message)))
             except Exception as exc:  # a record the store cannot turn into rows
                 result.rejected.append(Rejected(record, {
                     "error": type(exc).__name__, "reason": f"cannot build rows: {exc}",
                     "where": f"{type(store).__name__}.prepare"}))
-                continue
-            items.append(_Item(record, store, prepared))
         started = time.monotonic()
         try:
             result.merge(self._write_isolating(batch, items, len(result.rejected)))
@@ -189,8 +197,7 @@ class PostgresSink(BatchingSink):
                                 where=f"{batch.tp.topic}[{batch.tp.partition}]",
                                 sqlstate=exc.sqlstate) from None
             if len(items) == 1:
-                item = items[0]
-                result.rejected.append(Rejected(item.record, {
+                result.rejected.append(Rejected(items[0][0], {
                     "error": type(exc).__name__, "reason": _first_line(exc),
                     "sqlstate": exc.sqlstate or "", "where": _where(exc),
                     "hint": "the record violates a column type or constraint of its table"}))
@@ -202,13 +209,27 @@ class PostgresSink(BatchingSink):
     def _transaction(self, batch: SinkBatch, items: Sequence[_Item], rejected: int, *,
                      progress: bool) -> WriteResult:
         conn = self._connection()
-        result = WriteResult()
         groups: dict[int, tuple[Store, list[Any]]] = {}
-        for item in items:
-            groups.setdefault(id(item.store), (item.store, []))[1].append(item.prepared)
+        for _record, store, prepared in items:
+            group = groups.get(id(store))
+            if group is None:
+                group = groups[id(store)] = (store, [])
+            group[1].append(prepared)
+        self._setup(conn, [store for store, _ in groups.values()])
+        try:
+            return self._attempt(conn, batch, groups, rejected, progress=progress, fast=True)
+        except FastPathMissError:
+            # A key of the batch exists already: the transaction is rolled back; write the
+            # whole batch again through staging (duplicates absorbed, corrections flagged).
+            return self._attempt(conn, batch, groups, rejected, progress=progress, fast=False)
+
+    def _attempt(self, conn: psycopg.Connection, batch: SinkBatch,
+                 groups: dict[int, tuple[Store, list[Any]]], rejected: int, *,
+                 progress: bool, fast: bool) -> WriteResult:
+        result = WriteResult()
         with conn.transaction():
             for store, prepared in groups.values():
-                result.merge(store.write(conn, prepared, batch.tp.topic))
+                result.merge(store.write(conn, prepared, batch.tp.topic, fast=fast))
             if progress:
                 self._record_progress(conn, batch, result, rejected)
         return result

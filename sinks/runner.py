@@ -22,6 +22,7 @@ database is away) so the next owner starts exactly where the data is durable.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -41,11 +42,24 @@ from sinks.errors import SinkBackpressureError, SinkError
 from sinks.metrics import SinkMetrics
 from sinks.settings import SinkSettings
 
-__all__ = ["SinkRunner"]
+__all__ = ["SinkRunner", "tune_garbage_collector"]
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+def tune_garbage_collector() -> None:
+    """Process-wide GC settings of a sink process, called once after start-up.
+
+    A sink allocates a few small objects per row and keeps whole batches alive; with the
+    default thresholds a full collection walks every live message again and again (measured:
+    up to half the write time). Start-up objects are frozen out of collection, and young
+    collections run every 20,000 allocations instead of 700.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 class SinkRunner:

@@ -29,9 +29,10 @@ class SinkSettings(ComponentSettings):
                         description="Comma-separated catalog topics to store (without prefix).")
     archive_frames: bool = Field(default=False,
                                  description="Also store frames.raw in data.raw_frames.")
-    batch_max_records: int = Field(default=5000, ge=1, le=1_000_000,
+    batch_max_records: int = Field(default=20_000, ge=1, le=1_000_000,
                                    description="A partition's batch is written once it holds "
-                                               "this many records.")
+                                               "this many records (one transaction; larger "
+                                               "batches spread the commit over more rows).")
     commit_interval_ms: int = Field(default=1000, ge=10, le=600_000,
                                     description="At the latest, pending batches are written and "
                                                 "offsets committed this often.")

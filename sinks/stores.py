@@ -101,9 +101,19 @@ class Store:
         raise NotImplementedError
 
     def write(self, conn: psycopg.Connection, prepared: Sequence[Any],
-              source_topic: str) -> WriteResult:
-        """Append the prepared rows of a batch inside the caller's transaction."""
+              source_topic: str, *, fast: bool = True) -> WriteResult:
+        """Append the prepared rows of a batch inside the caller's transaction.
+
+        ``fast=False`` turns the fast COPY path off (the retry after a
+        :class:`~sinks.tables.FastPathMissError`).
+        """
         raise NotImplementedError
+
+    def setup(self, conn: psycopg.Connection) -> None:
+        """Prepare a new connection (outside any transaction): the staging tables."""
+        for value in vars(self).values():
+            if isinstance(value, TableAppender):
+                value.setup(conn)
 
     @staticmethod
     def _count(result: WriteResult, table: str, outcome: Any, *, primary: bool = True) -> None:
@@ -139,9 +149,9 @@ class AppendStore(Store):
         return self.row(message)
 
     def write(self, conn: psycopg.Connection, prepared: Sequence[Any],
-              source_topic: str) -> WriteResult:
+              source_topic: str, *, fast: bool = True) -> WriteResult:
         result = WriteResult()
-        outcome = self.appender.append(conn, prepared, source_topic=source_topic)
+        outcome = self.appender.append(conn, prepared, source_topic=source_topic, allow_fast=fast)
         self._count(result, self.spec.name, outcome)
         return result
 
@@ -356,14 +366,14 @@ class ChargeStore(Store):
         return _PreparedCharge(charge, segments)
 
     def write(self, conn: psycopg.Connection, prepared: Sequence[Any],
-              source_topic: str) -> WriteResult:
+              source_topic: str, *, fast: bool = True) -> WriteResult:
         result = WriteResult()
         items: Sequence[_PreparedCharge] = prepared
         self._count(result, CHARGES.name, self.charges.append(
-            conn, [p.charge for p in items], source_topic=source_topic))
+            conn, [p.charge for p in items], source_topic=source_topic, allow_fast=fast))
         self._count(result, CHARGE_SEGMENTS.name, self.segments.append(
-            conn, [s for p in items for s in p.segments], source_topic=source_topic),
-            primary=False)
+            conn, [s for p in items for s in p.segments], source_topic=source_topic,
+            allow_fast=fast), primary=False)
         return result
 
 
@@ -426,14 +436,14 @@ class SettlementStore(Store):
         return _PreparedSettlement(settlement, segments)
 
     def write(self, conn: psycopg.Connection, prepared: Sequence[Any],
-              source_topic: str) -> WriteResult:
+              source_topic: str, *, fast: bool = True) -> WriteResult:
         result = WriteResult()
         items: Sequence[_PreparedSettlement] = prepared
         self._count(result, SETTLEMENTS.name, self.settlements.append(
-            conn, [p.settlement for p in items], source_topic=source_topic))
+            conn, [p.settlement for p in items], source_topic=source_topic, allow_fast=fast))
         self._count(result, SETTLEMENT_SEGMENTS.name, self.segments.append(
-            conn, [s for p in items for s in p.segments], source_topic=source_topic),
-            primary=False)
+            conn, [s for p in items for s in p.segments], source_topic=source_topic,
+            allow_fast=fast), primary=False)
         return result
 
 
@@ -468,11 +478,11 @@ class BalanceChangeStore(Store):
                 m.reference, m.alarm_state, m.volume, m.volume_after)
 
     def write(self, conn: psycopg.Connection, prepared: Sequence[Any],
-              source_topic: str) -> WriteResult:
+              source_topic: str, *, fast: bool = True) -> WriteResult:
         result = WriteResult()
         if not prepared:
             return result
-        self.changes.stage(conn, prepared)
+        self.changes.stage(conn, prepared)  # always staged: the projection reads the stage
         self._count(result, BALANCE_CHANGES.name, self.changes.append(
             conn, prepared, source_topic=source_topic, staged_already=True))
         # The newest movement per account wins; an older one arriving late never moves the

@@ -5,10 +5,12 @@ types (binary COPY sends no type names, so psycopg must know them), its natural 
 columns whose difference makes an incoming row a *correction* rather than a duplicate.
 :class:`TableAppender` writes rows into it inside the caller's transaction:
 
-1. **fast path** — under a savepoint, binary ``COPY`` straight into the table. When every key
-   is new (the normal case for live data) this is the whole cost, about that of a raw COPY.
-2. **staging path** — if the fast path hits an existing key (``unique_violation``) the savepoint
-   is rolled back, the rows are binary-COPYed into a temporary staging table, then
+1. **fast path** — binary ``COPY`` straight into the table. When every key is new (the normal
+   case for live data) this is the whole cost, about that of a raw COPY. If a key exists the
+   COPY fails with ``unique_violation``; the appender raises :class:`FastPathMissError` and the
+   caller rolls the transaction back and writes the batch again without the fast path (no
+   savepoint: two round trips fewer per COPY, and a miss is rare).
+2. **staging path** — the rows are binary-COPYed into a temporary staging table, then
    ``INSERT … SELECT … ON CONFLICT (key) DO NOTHING`` moves the new ones. When fewer rows went
    in than were staged, the staged rows are joined to the stored ones: identical rows are
    *absorbed* (counted), rows with a different value for an existing key are recorded as
@@ -18,6 +20,10 @@ columns whose difference makes an incoming row a *correction* rather than a dupl
 After a fast-path miss the appender stays on the staging path for a while (doubling up to
 64 batches) before trying the fast path again, so a replay full of duplicates does not pay for
 a failed COPY on every batch.
+
+Staging tables are temporary tables of the connection, created once by :meth:`setup` outside
+any batch transaction and emptied by every commit (``ON COMMIT DELETE ROWS``): each is filled
+at most once per transaction.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-__all__ = ["AppendOutcome", "Column", "TableAppender", "TableSpec"]
+__all__ = ["AppendOutcome", "Column", "FastPathMissError", "TableAppender", "TableSpec"]
 
 Row = tuple[Any, ...]
 
@@ -96,6 +102,14 @@ class AppendOutcome:
     fast_path: bool = False
 
 
+class FastPathMissError(Exception):
+    """A fast-path COPY met an existing key: roll back and write the batch staged."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__(f"an existing key in {table}: retry without the fast path")
+        self.table = table
+
+
 @dataclass
 class _Mode:
     skip_fast_batches: int = 0
@@ -112,46 +126,47 @@ class TableAppender:
 
     def append(self, conn: psycopg.Connection, rows: Sequence[Row], *,
                source_topic: str | None = None, staged_already: bool = False,
-               allow_fast: bool = True) -> AppendOutcome:
+               allow_fast: bool = True, inserted_keys_into: str | None = None
+               ) -> AppendOutcome:
         """Append ``rows`` idempotently inside the caller's open transaction.
 
         ``staged_already`` means the caller has put exactly these rows in the staging table
         (to reuse it for a derived projection); the fast path is skipped then.
+        ``inserted_keys_into`` names a temporary table (the key columns, in key order) that
+        receives the keys of the rows the staging path inserted — on the fast path every row
+        was inserted and nothing is written there (``AppendOutcome.fast_path`` says which).
         """
         if not rows and not staged_already:
             return AppendOutcome()
-        if (self.fast_path and allow_fast and not staged_already
-                and self._mode.skip_fast_batches == 0):
-            try:
-                with conn.transaction():
+        if self.fast_path and allow_fast and not staged_already:
+            if self._mode.skip_fast_batches == 0:
+                try:
                     self._copy(conn, self.spec.identifier, rows)
-            except psycopg.errors.UniqueViolation:
-                self._mode.skip_fast_batches = self._mode.penalty
-                self._mode.penalty = min(self._mode.penalty * 2, 64)
-            else:
+                except psycopg.errors.UniqueViolation:
+                    self._mode.skip_fast_batches = self._mode.penalty
+                    self._mode.penalty = min(self._mode.penalty * 2, 64)
+                    raise FastPathMissError(self.spec.name) from None
                 self._mode.penalty = 1
                 return AppendOutcome(staged=len(rows), inserted=len(rows), fast_path=True)
-        elif self._mode.skip_fast_batches:
             self._mode.skip_fast_batches -= 1
         if not staged_already:
             self.stage(conn, rows)
-        return self._merge(conn, len(rows), source_topic)
+        return self._merge(conn, len(rows), source_topic, inserted_keys_into)
 
     # ------------------------------------------------------------------ staging
 
-    def ensure_staging(self, conn: psycopg.Connection) -> None:
-        """Create this connection's temporary staging table (emptied at every commit)."""
+    def setup(self, conn: psycopg.Connection) -> None:
+        """Create this connection's temporary staging table (emptied at every commit).
+
+        Call it outside a batch transaction: a rolled-back batch must not take it along.
+        """
         conn.execute(sql.SQL(
             "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) "
             "ON COMMIT DELETE ROWS").format(sql.Identifier(self.spec.staging_name),
                                             self.spec.identifier))
 
     def stage(self, conn: psycopg.Connection, rows: Sequence[Row]) -> None:
-        """Binary-COPY ``rows`` into the (empty) staging table."""
-        self.ensure_staging(conn)
-        # Empty already at the start of each transaction (ON COMMIT DELETE ROWS); this only
-        # matters when one transaction stages twice, and costs nothing otherwise.
-        conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(self.spec.staging_name)))
+        """Binary-COPY ``rows`` into the staging table (empty: at most once a transaction)."""
         self._copy(conn, sql.Identifier(self.spec.staging_name), rows)
 
     def _copy(self, conn: psycopg.Connection, target: sql.Composable,
@@ -161,15 +176,21 @@ class TableAppender:
             for row in rows:
                 copy.write_row(row)
 
-    def _merge(self, conn: psycopg.Connection, staged: int,
-               source_topic: str | None) -> AppendOutcome:
+    def _merge(self, conn: psycopg.Connection, staged: int, source_topic: str | None,
+               inserted_keys_into: str | None = None) -> AppendOutcome:
         spec = self.spec
         stage = sql.Identifier(spec.staging_name)
-        cur = conn.execute(sql.SQL(
+        key = sql.SQL(", ").join(sql.Identifier(k) for k in spec.key)
+        insert = sql.SQL(
             "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} "
             "ON CONFLICT ({key}) DO NOTHING").format(
-                table=spec.identifier, cols=spec.column_list(), stage=stage,
-                key=sql.SQL(", ").join(sql.Identifier(k) for k in spec.key)))
+                table=spec.identifier, cols=spec.column_list(), stage=stage, key=key)
+        if inserted_keys_into is not None:
+            insert = sql.SQL("WITH inserted AS ({insert} RETURNING {key}) "
+                             "INSERT INTO {keys} SELECT {key} FROM inserted").format(
+                                 insert=insert, key=key,
+                                 keys=sql.Identifier(inserted_keys_into))
+        cur = conn.execute(insert)
         inserted = max(cur.rowcount, 0)
         outcome = AppendOutcome(staged=staged, inserted=inserted)
         if inserted < staged:

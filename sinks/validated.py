@@ -10,13 +10,14 @@ Strategy: a validated reading is stored three ways in one transaction:
   reading, what the aggregates sum. A reading's last hour part is marked
   ``closes_reading`` so counts count each reading once.
 
-Two paths for the projection. When every reading of the batch is a first version (1) and the
-fast COPY into the version table succeeded (so none of them existed), their hour parts are
-new as well and are appended directly. Otherwise the *general path* runs: the batch's keys
-are staged, the readings whose version is now the highest stored one are the winners, the
-hour parts of older versions of those readings are deleted, and the winners' hour parts are
-inserted (an older version's row for the same hour is updated in place, a newer one never
-touched). A stale version replayed after a newer one changes nothing.
+Only the readings a batch actually stores are projected: a re-delivered version was
+projected in the transaction that first stored it. When every reading of the batch is new
+and a first version (1), no other version of it exists and its hour parts are appended
+directly. Otherwise the *general path* runs over the newly stored keys: those whose version is
+now the highest stored one are the winners, the hour parts of older versions of those readings
+are deleted, and the winners' hour parts are inserted (an older version's row for the same
+hour is updated in place, a newer one never touched). A stale version replayed after a newer
+one changes nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ Row = tuple[Any, ...]
 
 #: Versions start at 1 (the migration checks it): a version-1 reading has no older version.
 FIRST_VERSION = 1
+
+#: Temporary tables of the general path: keys stored by this batch, and those now current.
+_NEW_KEYS = "_stored_reading_versions"
+_CURRENT = "_current_versions"
 
 VALIDATED_READINGS = TableSpec(
     name="data.validated_readings",
@@ -123,62 +128,73 @@ class ValidatedReadingStore(Store):
                                 (m.meter_id, m.register, m.ts, m.version))
 
     def write(self, conn: psycopg.Connection, prepared: Sequence[Any],
-              source_topic: str) -> WriteResult:
+              source_topic: str, *, fast: bool = True) -> WriteResult:
         result = WriteResult()
         items: Sequence[_PreparedReading] = prepared
         outcome = self.readings.append(conn, [p.reading for p in items],
-                                       source_topic=source_topic)
+                                       source_topic=source_topic, allow_fast=fast,
+                                       inserted_keys_into=_NEW_KEYS)
         self._count(result, VALIDATED_READINGS.name, outcome)
         edits = [p.edit for p in items if p.edit is not None]
         if edits:
             self._count(result, READING_EDITS.name,
-                        self.edits.append(conn, edits, source_topic=source_topic),
+                        self.edits.append(conn, edits, source_topic=source_topic, allow_fast=fast),
                         primary=False)
-        intervals = [row for p in items for row in p.intervals]
-        first_versions = all(p.version_key[3] == FIRST_VERSION for p in items)
-        if outcome.fast_path and first_versions:
+        if outcome.inserted == 0:
+            # Every version was stored before, and its hour parts with it: nothing to project.
+            return result
+        all_new = outcome.inserted == len(items)
+        if all_new and all(p.version_key[3] == FIRST_VERSION for p in items):
+            # First versions that did not exist: no other version of these readings does.
+            intervals = [row for p in items for row in p.intervals]
             self._count(result, CONSUMPTION_INTERVALS.name,
-                        self.intervals.append(conn, intervals, source_topic=source_topic),
+                        self.intervals.append(conn, intervals, source_topic=source_topic,
+                                              allow_fast=fast),
                         primary=False)
-        else:
-            result.rows[CONSUMPTION_INTERVALS.name] += self._project(
-                conn, [p.version_key for p in items], intervals)
+            return result
+        if outcome.fast_path:
+            self._copy_keys(conn, [p.version_key for p in items])
+        # The hour parts of the readings stored now (the others were projected before).
+        intervals = [row for p in items for row in p.intervals]
+        result.rows[CONSUMPTION_INTERVALS.name] += self._project(conn, intervals)
         return result
 
     # ------------------------------------------------------------------ general path
 
-    def _project(self, conn: psycopg.Connection, keys: Sequence[Row],
-                 intervals: Sequence[Row]) -> int:
-        """Replace the hour parts of every reading whose batch version is now the current one;
-        returns the rows written."""
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _stage_reading_versions (meter_id text, "
-                     "register text, ts timestamptz, version integer) ON COMMIT DELETE ROWS")
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _current_versions (meter_id text, "
-                     "register text, ts timestamptz, version integer) ON COMMIT DELETE ROWS")
-        conn.execute("DELETE FROM _stage_reading_versions")
-        conn.execute("DELETE FROM _current_versions")
+    def setup(self, conn: psycopg.Connection) -> None:
+        super().setup(conn)
+        for name in (_NEW_KEYS, _CURRENT):
+            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (meter_id text, "
+                         "register text, ts timestamptz, version integer) ON COMMIT DELETE ROWS")
+
+    @staticmethod
+    def _copy_keys(conn: psycopg.Connection, keys: Sequence[Row]) -> None:
         with conn.cursor() as cur, cur.copy(
-                "COPY _stage_reading_versions (meter_id, register, ts, version) "
+                f"COPY {_NEW_KEYS} (meter_id, register, ts, version) "
                 "FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["text", "text", "timestamptz", "int4"])
             for key in keys:
                 copy.write_row(key)
+
+    def _project(self, conn: psycopg.Connection, intervals: Sequence[Row]) -> int:
+        """Replace the hour parts of every newly stored reading whose version is now the
+        current one; returns the rows written."""
         # Winners: batch readings whose version is the highest stored for their key.
         conn.execute(
-            "INSERT INTO _current_versions SELECT DISTINCT b.meter_id, b.register, b.ts, "
-            "b.version FROM _stage_reading_versions b WHERE b.version = (SELECT max(t.version) "
+            f"INSERT INTO {_CURRENT} SELECT DISTINCT b.meter_id, b.register, b.ts, "
+            f"b.version FROM {_NEW_KEYS} b WHERE b.version = (SELECT max(t.version) "
             "FROM data.validated_readings t WHERE t.meter_id = b.meter_id "
             "AND t.register = b.register AND t.ts = b.ts)")
         # Hour parts of older versions lie in [their interval_start, the reading's ts]: bound
         # the delete so that TimescaleDB excludes every other chunk.
         bounds = conn.execute(
             "SELECT min(coalesce(t.interval_start, t.ts)), max(w.ts), count(*) "
-            "FROM _current_versions w JOIN data.validated_readings t ON t.meter_id = w.meter_id "
+            f"FROM {_CURRENT} w JOIN data.validated_readings t ON t.meter_id = w.meter_id "
             "AND t.register = w.register AND t.ts = w.ts AND t.version < w.version").fetchone()
         if bounds is not None and bounds[2]:
             lo, hi = bounds[0], bounds[1]
             conn.execute(
-                "DELETE FROM data.consumption_intervals i USING _current_versions w "
+                f"DELETE FROM data.consumption_intervals i USING {_CURRENT} w "
                 "WHERE i.meter_id = w.meter_id AND i.register = w.register "
                 "AND i.reading_ts = w.ts AND i.version < w.version "
                 "AND i.interval_start >= %s AND i.interval_start <= %s", (lo, hi))
@@ -191,7 +207,7 @@ class ValidatedReadingStore(Store):
         cur = conn.execute(
             f"INSERT INTO data.consumption_intervals AS i ({columns}) "
             f"SELECT {', '.join('s.' + c for c in CONSUMPTION_INTERVALS.column_names)} "
-            "FROM _stage_data_consumption_intervals s JOIN _current_versions w "
+            f"FROM _stage_data_consumption_intervals s JOIN {_CURRENT} w "
             "ON s.meter_id = w.meter_id AND s.register = w.register AND s.reading_ts = w.ts "
             "AND s.version = w.version "
             "ON CONFLICT (meter_id, register, reading_ts, interval_start) DO UPDATE SET "

@@ -3,6 +3,7 @@ data folded into the right buckets at all three levels, local midnight and month
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,7 +19,13 @@ from schemas.messages import Charge, ChargeSegment, Dimensions, Message
 from schemas.settings import UtilitySettings
 from sinks.postgres import PostgresSink
 from tests.aggregates import oracle
-from tests.plugins.services import DbHandle, create_database, drop_database, timescale_available
+from tests.plugins.services import (
+    RUN_ID,
+    DbHandle,
+    create_database,
+    drop_database,
+    timescale_available,
+)
 from tests.sinks.fleet import HOUR, batch, dims_for, reading
 
 pytestmark = pytest.mark.integration
@@ -201,7 +208,7 @@ def berlin_database(request: pytest.FixtureRequest, config: Any) -> Iterator[DbH
 
     if request.param == "timescale" and not timescale_available(config):
         pytest.skip("TimescaleDB is not installed on this PostgreSQL server")
-    name = f"umt_berlin_{request.param}_{id(request)}"
+    name = f"umt_{RUN_ID}_berlin_{request.param}_{uuid.uuid4().hex[:6]}"
     db = create_database(config, name, migrate=False)
     settings = db.settings.model_copy(update={"timescale": "on" if request.param ==
                                               "timescale" else "off"})

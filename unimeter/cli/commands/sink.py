@@ -32,7 +32,7 @@ def command(topics: str | None, group: str | None, archive_frames: bool | None,
             until_idle: float | None, quiet: bool) -> None:
     """Run the storage sink until interrupted (Ctrl-C / SIGTERM stop it cleanly)."""
     from sinks.postgres import Backoff, PostgresSink
-    from sinks.runner import SinkRunner
+    from sinks.runner import SinkRunner, tune_garbage_collector
     from sinks.settings import SinkSettings
     from sinks.stores import StoreContext
 
@@ -64,6 +64,7 @@ def command(topics: str | None, group: str | None, archive_frames: bool | None,
                    f"  dead-lettered {snapshot['dead_lettered']:,}{down}")
 
     runner = SinkRunner(sink, config.kafka, settings, on_progress=show)
+    tune_garbage_collector()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
