@@ -17,6 +17,8 @@ from devices.operations.definitions import OPERATIONS
 __all__ = [
     "ApproveIn",
     "AuditRecordOut",
+    "BulkCommandIn",
+    "BulkCommandOut",
     "CancelIn",
     "CatalogEntryOut",
     "CommandIn",
@@ -77,6 +79,19 @@ class CommandIn(_In):
     reason: str = Field(default="", max_length=500)
     ttl_s: int | None = Field(default=None, ge=60, le=30 * 86400,
                               description="Time to live in seconds (default per command).")
+    priority: int = Field(default=5, ge=0, le=9)
+
+
+class BulkCommandIn(_In):
+    """One command for several devices: up to the mass threshold one command each, beyond it a
+    mass command (preview, two approvers)."""
+
+    device_ids: list[str] = Field(min_length=1, max_length=100_000)
+    command: CommandName  # type: ignore[valid-type]
+    params: dict[str, Any] = Field(default_factory=dict)
+    client_command_id: str | None = Field(default=None, min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=500)
+    ttl_s: int | None = Field(default=None, ge=60, le=30 * 86400)
     priority: int = Field(default=5, ge=0, le=9)
 
 
@@ -220,6 +235,12 @@ class GroupOut(_Out):
     finished_at: datetime | None
     members: dict[str, int]
     preview: list[dict[str, Any]] | None = None
+
+
+class BulkCommandOut(_Out):
+    commands: list[CommandOut]
+    group: GroupOut | None
+    refused: dict[str, str]
 
 
 class QuarantineOut(_Out):

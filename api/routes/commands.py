@@ -12,6 +12,8 @@ from api.errors import ERROR_RESPONSES
 from api.models import (
     ApproveIn,
     AuditRecordOut,
+    BulkCommandIn,
+    BulkCommandOut,
     CancelIn,
     CatalogEntryOut,
     CommandIn,
@@ -86,6 +88,23 @@ def post_command(request: Request, response: Response, principal: Submitter,
     if record.command_id != request_.command_id:
         response.status_code = status.HTTP_200_OK
     return _out(record)
+
+
+@router.post("/v1/commands/bulk", response_model=BulkCommandOut, status_code=201,
+             summary="One command for several devices")
+def post_bulk(request: Request, principal: Submitter, body: BulkCommandIn) -> dict[str, Any]:
+    """Up to the configured mass threshold each device gets its own command (refusals are
+    listed per device); beyond it the request becomes a mass command whose preview two
+    distinct approvers must approve."""
+    outcome = groups.submit_bulk(
+        service(request), device_ids=body.device_ids, command=body.command, params=body.params,
+        requested_by=principal.user, origin=principal.origin, reason=body.reason,
+        client_command_id=body.client_command_id,
+        ttl=timedelta(seconds=body.ttl_s) if body.ttl_s else None, priority=body.priority,
+        regions=principal.region_list())
+    return {"commands": [_out(r) for r in outcome.commands],
+            "group": _group_out(outcome.group, preview=True) if outcome.group else None,
+            "refused": outcome.refused}
 
 
 @router.get("/v1/commands", response_model=CommandPage, summary="List commands")

@@ -49,6 +49,7 @@ from devices.safety import Decision, WaveProgress, decide, plan_wave
 from schemas.messages import Alert
 
 __all__ = [
+    "BulkOutcome",
     "GroupRecord",
     "Selector",
     "advance_groups",
@@ -58,6 +59,7 @@ __all__ = [
     "get_group",
     "list_groups",
     "resume_group",
+    "submit_bulk",
 ]
 
 #: The largest mass command one request may create.
@@ -481,3 +483,49 @@ def member_states(service: CommandService, group_id: str) -> dict[str, CommandSt
     with service.transaction() as conn:
         return {r[0]: CommandState(r[1]) for r in conn.execute(
             "SELECT device_id, state FROM ops.commands WHERE group_id = %s", (group_id,))}
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What a command for several devices became: single commands, or one mass command."""
+
+    commands: list[Any]
+    group: GroupRecord | None
+    refused: dict[str, str]
+
+
+def submit_bulk(service: CommandService, *, device_ids: Sequence[str], command: str,
+                params: Mapping[str, Any] | None, requested_by: str, origin: str = "api",
+                reason: str = "", client_command_id: str | None = None,
+                ttl: timedelta | None = None, priority: int = 5,
+                regions: Sequence[str] | None = None) -> BulkOutcome:
+    """One command for several devices. Up to ``mass_threshold`` devices it becomes one
+    command each (each judged by the policy on its own; refusals are reported per device);
+    beyond it, a mass command with a preview that two distinct approvers must approve."""
+    devices = sorted(set(device_ids))
+    if len(devices) > service.limits.mass_threshold:
+        return BulkOutcome([], create_group(
+            service, command=command, params=params, selector=Selector(device_ids=tuple(devices)),
+            requested_by=requested_by, origin=origin, reason=reason,
+            client_command_id=client_command_id, ttl=ttl, priority=priority, regions=regions),
+            {})
+    made: list[Any] = []
+    refused: dict[str, str] = {}
+    if regions is not None:
+        with service.transaction() as conn:
+            known = load_devices(conn, devices)
+        for device_id in devices:
+            if device_id not in known or known[device_id].region not in regions:
+                refused[device_id] = f"no device '{device_id}' in your regions"
+    for device_id in devices:
+        if device_id in refused:
+            continue
+        client_id = f"{client_command_id}:{device_id}" if client_command_id else None
+        try:
+            made.append(service.submit(make_request(
+                device_id=device_id, command=command, requested_by=requested_by,
+                params=params, origin=origin, reason=reason, client_command_id=client_id,
+                ttl=ttl, priority=priority, now=service.clock())))
+        except CommandError as exc:
+            refused[device_id] = exc.message
+    return BulkOutcome(made, None, refused)

@@ -254,3 +254,20 @@ def test_openapi_documents_security_and_errors(api: Api) -> None:
     post = doc["paths"]["/v1/commands"]["post"]
     assert {"201", "200", "403", "404", "409", "422"} <= set(post["responses"])
     assert "valve_close" in str(doc["components"]["schemas"]["CommandIn"])
+
+
+def test_bulk_commands_become_a_mass_command_past_the_threshold(api: Api) -> None:
+    few = api.post("op_r1", "/v1/commands/bulk", json={
+        "device_ids": ["GAS-ARM-1", "GAS-ARM-2", "WATER-1", "GAS-R2-1"],
+        "command": "valve_close", "params": {"cause": "manual"}})
+    assert few.status_code == 201, few.text
+    body = few.json()
+    assert body["group"] is None
+    assert sorted(c["device_id"] for c in body["commands"]) == ["GAS-ARM-1", "GAS-ARM-2"]
+    assert set(body["refused"]) == {"WATER-1", "GAS-R2-1"}  # unsupported; other region
+    many = api.post("op_r1", "/v1/commands/bulk", json={
+        "device_ids": [f"GAS-C1-{i:02d}" for i in range(1, 13)],
+        "command": "valve_close", "params": {"cause": "service"}}).json()
+    assert many["commands"] == []
+    assert many["group"]["device_count"] == 12
+    assert many["group"]["approvals_required"] == 2

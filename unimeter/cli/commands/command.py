@@ -127,6 +127,38 @@ def send(device_id: str, command_name: str, params: tuple[str, ...], params_json
     return 0
 
 
+@command.command(name="bulk")
+@click.argument("command_name", metavar="COMMAND")
+@click.option("--device", "devices", multiple=True, required=True,
+              help="A target device (repeatable).")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE")
+@click.option("--params-json", default=None)
+@click.option("--reason", default="")
+@click.option("--client-id", default=None)
+@click.option("--ttl", default=None)
+@actor_option
+@as_json_option
+def bulk(command_name: str, devices: tuple[str, ...], params: tuple[str, ...],
+         params_json: str | None, reason: str, client_id: str | None, ttl: str | None,
+         actor: str | None, as_json: bool) -> None:
+    """COMMAND for several devices: one command each up to the mass threshold, beyond it a
+    mass command that two approvers must approve."""
+    outcome = group_ops.submit_bulk(
+        make_service(), device_ids=devices, command=command_name,
+        params=parse_params(params, params_json), requested_by=resolve_actor(actor),
+        origin="cli", reason=reason, client_command_id=client_id, ttl=parse_duration(ttl))
+    if outcome.group is not None:
+        _show_group(outcome.group, as_json, preview=True)
+        return
+    if as_json:
+        echo_json({"commands": [r.to_dict() for r in outcome.commands],
+                   "refused": outcome.refused})
+        return
+    echo_table([r.to_dict() for r in outcome.commands], _COLUMNS)
+    for device_id, why in outcome.refused.items():
+        click.echo(f"refused {device_id}: {why}")
+
+
 @command.command(name="approve")
 @click.argument("command_id")
 @click.option("--comment", default="", help="Why you approve (kept in the audit log).")
