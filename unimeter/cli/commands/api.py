@@ -1,4 +1,4 @@
-"""``unimeter api``: serve the HTTP API; ``unimeter api token create | list | revoke``.
+"""``unimeter api``: serve the HTTP API and manage its tokens (``api token create``).
 
 Examples::
 
