@@ -133,6 +133,11 @@ class CommandEngine:
         binding = device.facts.profile.bindings.get(record.command)
         wire = dict(record.wire_params)
         extra: dict[str, Any] = {}
+        if record.wire_command == "sync_time" and "time" not in wire and \
+                route.delivery == "now":
+            # Delivered within seconds: the dispatch time is the time to set. A sleeping
+            # meter's FEP must set its own clock at delivery (DESIGN: CommandDispatch.handler).
+            wire["time"] = now.isoformat()
         if record.wire_command == "top_up" and "purchase_sequence" not in wire:
             # The meter accepts purchase n+1 only: number at first dispatch, keep it after.
             wire["purchase_sequence"] = _next_purchase(conn, record.device_id)

@@ -292,3 +292,20 @@ def test_routes_follow_the_fep_session_registry(fleet: Fleet) -> None:
     eng.dispatch_due()
     [offline] = dispatches(service)
     assert (offline.fep, offline.delivery) == (None, "on_wake")
+
+
+def test_clock_setting_carries_the_time_when_delivered_at_once(fleet: Fleet) -> None:
+    with fleet.db.admin() as conn:
+        conn.execute(
+            "INSERT INTO ops.device_sessions (device_id, kind, link_id, address, protocol, "
+            "service_point, fep, online, last_heard) VALUES ('ELEC-1', 'link', 'LINK-E1', "
+            "'000000000005', 'dlt645-2007', 'SP-645', 'fep-7', true, now())")
+    clock = Clock()
+    service = make_service(fleet, clock)
+    eng = engine(service)
+    send(service, "ELEC-1", "sync_time")
+    send(service, "GAS-ARM-1", "sync_time")  # a sleeping NB-IoT meter: its FEP sets the time
+    eng.dispatch_due()
+    by_device = {d.device_id: d for d in dispatches(service)}
+    assert by_device["ELEC-1"].params["time"] == clock().isoformat()
+    assert "time" not in by_device["GAS-ARM-1"].params
