@@ -232,7 +232,8 @@ class CommandRouter:
                 meter = self.runtime.ledger.meters.get(d.device_id)
                 frame = link.stack.encode_command(d.command, d.address, d.params,
                                                   sequence=link.next_command_sequence(),
-                                                  medium=meter.medium if meter else None)
+                                                  medium=meter.medium if meter else None,
+                                                  link_id=link.device_id)
             except UnimeterError as exc:
                 self.stats.rejected += 1
                 await registry.finish(d.command_id, "rejected")

@@ -149,7 +149,7 @@ class Poller:
             try:
                 frame = link.stack.encode_command(plan.command, address, {},
                                                   sequence=link.next_command_sequence(),
-                                                  medium=medium)
+                                                  medium=medium, link_id=link.device_id)
             except UnimeterError as exc:
                 stats.failures += 1
                 log.warning("plan command %s for %s cannot be encoded: %s", plan.command,

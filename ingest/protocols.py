@@ -4,8 +4,9 @@ Strategy: :class:`DecodersStack` implements :class:`~ingest.stack.LinkStack` wit
 protocol registry: one framer per link over the DTU link template's packets (registration,
 heartbeat, logout, ack) and the meter protocol's frames; ``interpret`` decodes a frame,
 applies the report template (``decoders.reports``) and says what the frame means for the link.
-Concentrator protocols (Q/GDW 376.1) add login/heartbeat answers and unwrap the meter frames
-they forward (AFN 10), which are decoded with ``forwarded_protocol``.
+Concentrators (Q/GDW 376.1) log in and beat (answered at once with AFN 00 F1); meter commands
+and reads are wrapped in AFN 10 forwarding for the concentrator holding the link, and the
+meter frames it forwards back are decoded with ``forwarded_protocol`` and report templates.
 
 Acknowledgements: a DTU whose link template defines an ``ack`` packet gets one after every
 unsolicited data frame once its data is durable; the packet names the frame it acknowledges
@@ -32,6 +33,7 @@ __all__ = ["DecodersStack", "ModbusPoll", "build_stack", "frame_ref", "stack_for
 
 
 _CJT188_METER_TYPES = {"gas": "gas", "water": "cold_water", "heat": "heat"}
+_LINK_SERVICE = {"login": "login", "logout": "logout", "heartbeat": "heartbeat"}
 
 
 def frame_ref(data: bytes) -> str:
@@ -84,11 +86,8 @@ class DecodersStack:
         if self.link is not None and self._link_packet(data):
             return self._interpret_link(data)
         frame = self.proto.decode(data)
-        special = getattr(self.proto, "link_event", None)
-        if special is not None:  # a concentrator protocol: login, heartbeat, forwarding
-            event = special(frame)
-            if event is not None:
-                return self._concentrator(frame, event, data)
+        if self.forwarded is not None:  # a concentrator: login, heartbeat, forwarding
+            return self._concentrator(frame, data)
         return self._meter_frame(frame, data, self.protocol)
 
     def _interpret_link(self, data: bytes) -> Inbound:
@@ -132,19 +131,29 @@ class DecodersStack:
                        sequence=frame.sequence, identifier=frame.identifier,
                        abnormal=frame.abnormal)
 
-    def _concentrator(self, frame: Any, event: Mapping[str, Any], data: bytes) -> Inbound:
-        kind = event.get("kind", "other")
-        if kind == "forward" and self.forwarded is not None:
-            inner = self.forwarded.decode(event["frame"])
-            inbound = self._meter_frame(inner, event["frame"], self.forwarded.name)
-            return Inbound(kind=inbound.kind, protocol=inbound.protocol,
-                           address=inbound.address, readings=inbound.readings,
-                           events=inbound.events, decoded=(frame, inner),
-                           sequence=frame.sequence, identifier=inner.identifier,
-                           abnormal=inner.abnormal, reply_now=event.get("reply"))
-        return Inbound(kind=kind, protocol=self.protocol, link_id=frame.address or None,
-                       address=frame.address, reply_now=event.get("reply"), decoded=frame,
-                       sequence=frame.sequence)
+    def _concentrator(self, frame: Any, data: bytes) -> Inbound:
+        """A Q/GDW 376.1 frame: link service (answered at once) or forwarded meter data."""
+        function = frame.function
+        if function in _LINK_SERVICE and frame.direction == "report":
+            confirm = getattr(self.proto, "confirm", None)
+            return Inbound(kind=_LINK_SERVICE[function], protocol=self.protocol,  # type: ignore[arg-type]
+                           link_id=frame.address or None, address=frame.address,
+                           reply_now=confirm(frame) if confirm is not None else None,
+                           decoded=frame, sequence=frame.sequence)
+        forwarded = frame.item("forwarded")
+        if forwarded is not None and frame.direction != "request" and forwarded.value:
+            assert self.forwarded is not None
+            content = bytes(forwarded.value)
+            inner = self.forwarded.decode(content)
+            meter = self._meter_frame(inner, content, self.forwarded.name)
+            return Inbound(kind="reply", protocol=meter.protocol, address=meter.address,
+                           readings=meter.readings, events=meter.events,
+                           decoded=(frame, inner), sequence=frame.sequence,
+                           identifier=inner.identifier, abnormal=inner.abnormal)
+        kind = "confirm" if function in ("confirm_all", "deny_all") else (
+            "reply" if frame.direction == "reply" else "other")
+        return Inbound(kind=kind, protocol=self.protocol, address=frame.address,  # type: ignore[arg-type]
+                       decoded=frame, sequence=frame.sequence, abnormal=frame.abnormal)
 
     def encode_ack(self, data: bytes) -> bytes | None:
         from decoders import DataItem, Frame
@@ -157,37 +166,45 @@ class DecodersStack:
     # ------------------------------------------------------------------ commands
 
     def encode_command(self, command: str, address: str, params: Mapping[str, Any], *,
-                       sequence: int, medium: str | None = None) -> CommandFrame:
-        target = self.forwarded or self.proto
+                       sequence: int, medium: str | None = None,
+                       link_id: str | None = None) -> CommandFrame:
         merged = {**self._known.get(address, {}), **params}
         if "meter_type" not in merged and medium in _CJT188_METER_TYPES:
             # CJ/T 188 commands carry the meter type; before the meter has spoken, the
             # ledger's medium says it
             merged["meter_type"] = _CJT188_METER_TYPES[medium]
-        cmd = target.encode_command(command, address, merged, sequence=sequence,
-                                    timezone=self.timezone)
-        data = cmd.data
-        wrap = getattr(self.proto, "forward", None) if self.forwarded is not None else None
-        if wrap is not None:  # concentrator: wrap the meter frame in AFN 10
-            data = wrap(cmd.data, sequence=sequence)
-        return CommandFrame(data=data, request=cmd, protocol=target.name, address=address,
+        if self.forwarded is not None:
+            # a meter behind a concentrator: the concentrator forwards it (376.1 AFN 10)
+            if not link_id:
+                from decoders import EncodeError
+
+                raise EncodeError("a meter behind a concentrator needs the concentrator's "
+                                  "address", protocol=self.protocol, field="link_id")
+            merged.setdefault("meter_address", address)
+            merged.setdefault("meter_protocol", self.forwarded.name)
+            cmd = self.proto.encode_command(command, link_id, merged, sequence=sequence,
+                                            timezone=self.timezone)
+        else:
+            cmd = self.proto.encode_command(command, address, merged, sequence=sequence,
+                                            timezone=self.timezone)
+        return CommandFrame(data=cmd.data, request=cmd, protocol=cmd.protocol, address=address,
                             expects_reply=cmd.expects_reply)
 
-    def _inner(self, inbound: Inbound) -> Any:
+    def _reply_frame(self, inbound: Inbound) -> Any:
         decoded = inbound.decoded
-        return decoded[1] if isinstance(decoded, tuple) else decoded
+        if isinstance(decoded, tuple):  # (concentrator frame, forwarded meter frame)
+            return decoded[0] if self.forwarded is not None else decoded[1]
+        return decoded
 
     def reply_matches(self, command: CommandFrame, inbound: Inbound) -> bool:
-        frame = self._inner(inbound)
+        frame = self._reply_frame(inbound)
         if frame is None:
             return False
-        target = self.forwarded or self.proto
-        return bool(target.matches(command.request, frame))
+        return bool(self.proto.matches(command.request, frame))
 
     def reply_outcome(self, command: CommandFrame, inbound: Inbound
                       ) -> tuple[bool, dict[str, Any]]:
-        target = self.forwarded or self.proto
-        outcome = target.interpret(command.request, self._inner(inbound))
+        outcome = self.proto.interpret(command.request, self._reply_frame(inbound))
         details: dict[str, Any] = dict(outcome.data)
         if outcome.status != "ok":
             details["error_code"] = outcome.error_code

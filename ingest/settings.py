@@ -159,6 +159,10 @@ DEFAULT_SERVICE_POINTS: dict[str, ServicePointSettings] = {
     "dtu-dlt645": ServicePointSettings(
         transport="tcp", protocol="dlt645-2007", link="dtu", port=9111,
         link_protocol="dtu-text", max_connections_per_source=10_000),
+    # DL/T 645 electricity meters read through Q/GDW 376.1 concentrators (AFN 10)
+    "concentrator-376": ServicePointSettings(
+        transport="tcp", protocol="qgdw376.1", link="concentrator", port=9120,
+        forwarded_protocol="dlt645-2007", max_connections_per_source=10_000),
     # GPRS electricity meters that connect by themselves (identified by their first frame)
     "direct-dlt645": ServicePointSettings(
         transport="tcp", protocol="dlt645-2007", link="direct", port=9130,

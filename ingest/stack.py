@@ -118,9 +118,11 @@ class LinkStack(Protocol):
         ...
 
     def encode_command(self, command: str, address: str, params: Mapping[str, Any], *,
-                       sequence: int, medium: str | None = None) -> CommandFrame:
-        """Bytes of a unified command (``valve_close``, ``read_now`` …) for ``address``;
-        ``medium`` (from the ledger) fills protocol fields that follow from it."""
+                       sequence: int, medium: str | None = None,
+                       link_id: str | None = None) -> CommandFrame:
+        """Bytes of a unified command (``valve_close``, ``read_now`` …) for ``address`` on
+        link ``link_id``; ``medium`` (from the ledger) fills protocol fields that follow
+        from it."""
         ...
 
     def reply_matches(self, command: CommandFrame, inbound: Inbound) -> bool:

@@ -5,9 +5,9 @@ Strategy: a :class:`FleetSpec` (counts and mixes) expands deterministically (one
 
 * gas and water meters speaking CJ/T 188 behind transparent DTUs (several meters per RS-485
   bus, one TCP link per DTU, identified by its registration packet);
-* electricity meters speaking DL/T 645-2007 behind DTUs (and, once the protocol engine
-  speaks Q/GDW 376.1, behind concentrators: one login per concentrator, meter frames
-  forwarded with AFN 10 — none by default yet);
+* electricity meters speaking DL/T 645-2007 behind DTUs, and behind Q/GDW 376.1
+  concentrators (one login per concentrator; the head-end reads the meters through it with
+  AFN 10 forwarding);
 * Modbus TCP RTUs (industrial flow computers) polled by the FEP — none by default until the
   protocol engine has Modbus register maps;
 * NB-IoT gas meters publishing CJ/T 188 frames over MQTT and listening for a short window.
@@ -45,8 +45,8 @@ class FleetSpec:
     gas_dtu_meters: int = 4000
     water_dtu_meters: int = 2000
     meters_per_dtu: int = 8
-    electricity_dtu_meters: int = 2600  # DL/T 645 behind DTUs
-    electricity_meters: int = 0  # DL/T 645 behind Q/GDW 376.1 concentrators
+    electricity_dtu_meters: int = 1300  # DL/T 645 behind DTUs
+    electricity_meters: int = 1300  # DL/T 645 behind Q/GDW 376.1 concentrators
     meters_per_concentrator: int = 50
     nbiot_meters: int = 1400
     modbus_rtus: int = 0

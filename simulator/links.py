@@ -381,6 +381,135 @@ class DtuLink(_LinkBase):
             await self.writer.drain()
 
 
+class ConcentratorLink(_LinkBase):
+    """A Q/GDW 376.1 concentrator: logs in, beats, and forwards the head-end's reads and
+    commands to the DL/T 645 meters on its bus (AFN 10), answering with theirs.
+
+    A concentrator is asked, it does not push: its meters' readings reach the platform
+    through the FEP's collection plans, and the log records them as answers (unconfirmed).
+    """
+
+    def __init__(self, sim: Simulator, link: SimLink, host: str, port: int) -> None:
+        super().__init__(sim, link)
+        from decoders import get_protocol
+
+        self.host, self.port = host, port
+        self.proto = get_protocol(link.protocol)
+        self.writer: asyncio.StreamWriter | None = None
+        self.connected = asyncio.Event()
+        self.confirmed = 0
+        self._seq = 0
+        self._stop = False
+
+    def _link_frame(self, function: str, fn: int) -> bytes:
+        from decoders import Frame
+
+        self._seq = (self._seq + 1) % 16
+        return bytes(self.proto.encode(Frame(
+            protocol=self.proto.name, direction="report", function=function,
+            address=self.link.address, control=0xC9, identifier=f"AFN02:p0:F{fn}",
+            sequence=self._seq, header={"fir": True, "fin": True, "con": True})))
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while not self._stop:
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.2
+            self.writer = writer
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tasks: list[asyncio.Task[None]] = []
+            try:
+                writer.write(self._link_frame("login", 1))
+                await writer.drain()
+                tasks = [asyncio.create_task(self._read(reader)),
+                         asyncio.create_task(self._heartbeats(writer))]
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        self.sim.stats["link_errors"] += 1
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                self.connected.clear()
+                self.writer = None
+                writer.close()
+            if not self._stop:
+                await asyncio.sleep(self.sim.reconnect_delay_s)
+
+    def stop(self) -> None:
+        self._stop = True
+        if self.writer is not None:
+            self.writer.close()
+
+    async def _heartbeats(self, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await asyncio.sleep(self.sim.heartbeat_s)
+            writer.write(self._link_frame("heartbeat", 3))
+            await writer.drain()
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        framer = self.proto.framer()
+        while True:
+            data = await reader.read(16384)
+            if not data:
+                return
+            framer.feed(data)
+            while True:
+                frame = framer.next_frame()
+                if not isinstance(frame, bytes | bytearray):
+                    break
+                await self._on_frame(bytes(frame))
+            framer.take_garbage()
+
+    async def _on_frame(self, data: bytes) -> None:
+        from decoders import DataItem, Frame
+
+        try:
+            frame = self.proto.decode(data)
+        except Exception:
+            self.sim.stats["bad_requests"] += 1
+            return
+        if frame.function == "confirm_all":
+            self.confirmed += 1
+            self.connected.set()
+            return
+        forwarded = frame.item("forwarded")
+        if frame.function != "data_forwarding" or forwarded is None:
+            return
+        answer: bytes = b""
+        try:
+            inner_proto = behaviour_for(self.sim.spec.meter_protocol_645).proto
+            request = inner_proto.decode(bytes(forwarded.value))
+            meter = self.meters_by_address.get(request.address)
+            if meter is not None and request.direction == "request":
+                answer = self.answer(meter, request) or b""
+        except Exception:
+            self.sim.stats["bad_requests"] += 1
+        port = frame.item("port")
+        reply = self.proto.encode(Frame(
+            protocol=self.proto.name, direction="reply", function="data_forwarding",
+            address=self.link.address, control=0x88, identifier="AFN10:p0:F1",
+            sequence=frame.sequence, header={"fir": True, "fin": True},
+            items=(DataItem(name="port", value=port.value if port else 2),
+                   DataItem(name="forwarded", value=answer))))
+        if self.writer is not None:
+            self.writer.write(bytes(reply))
+            await self.writer.drain()
+
+
 class MqttBridge(_LinkBase):
     """The NB-IoT platform's MQTT bridge for every NB-IoT meter of the fleet.
 

@@ -108,9 +108,9 @@ class Simulator:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, *, kinds: tuple[str, ...] = ("dtu", "nbiot"),
+    async def start(self, *, kinds: tuple[str, ...] = ("dtu", "nbiot", "concentrator"),
                     control_port: int | None = None) -> None:
-        from simulator.links import DtuLink, MqttBridge
+        from simulator.links import ConcentratorLink, DtuLink, MqttBridge
 
         self.started_at = time.monotonic()
         self.log.write(RunRec(run_id=self.run_id, started_at=datetime.now(UTC),
@@ -134,6 +134,10 @@ class Simulator:
             for link in self.fleet.of_kind("dtu"):
                 self.links[link.link_id] = DtuLink(self, link, s.fep_host,
                                                    ports.get(link.service_point, s.dtu_port))
+        if "concentrator" in kinds:
+            for link in self.fleet.of_kind("concentrator"):
+                self.links[link.link_id] = ConcentratorLink(self, link, s.fep_host,
+                                                            s.concentrator_port)
         nbiot = list(self.fleet.of_kind("nbiot"))
         if "nbiot" in kinds and nbiot:
             if self.mqtt is None or not self.mqtt.url:
@@ -145,7 +149,8 @@ class Simulator:
             self._tasks.append(asyncio.create_task(self.bridge.run(), name="sim-mqtt"))
         if self.burst:
             for link in self.links.values():
-                self._tasks.append(asyncio.create_task(self._burst(link)))
+                if link.link.kind == "dtu":
+                    self._tasks.append(asyncio.create_task(self._burst(link)))
         else:
             self._tasks.append(asyncio.create_task(self._schedule(kinds), name="sim-schedule"))
         self._tasks.append(asyncio.create_task(self._flush_log(), name="sim-log"))
@@ -202,8 +207,11 @@ class Simulator:
         return s.dtu_report_s
 
     def _link_of(self, meter: SimMeter) -> Any:
+        """Where a meter's scheduled reports go; None for meters that only answer polls."""
         if meter.service_point == self.spec.nbiot_service_point:
             return self.bridge
+        if meter.service_point == self.spec.concentrator_service_point:
+            return None  # concentrators are read by the head-end, they do not push
         return self.links.get(meter.link_id)
 
     async def _schedule(self, kinds: tuple[str, ...]) -> None:

@@ -29,6 +29,15 @@ def dtu_point(**kw: Any) -> ServicePointSettings:
     return ServicePointSettings(**base)
 
 
+def concentrator_point(**kw: Any) -> ServicePointSettings:
+    base: dict[str, Any] = {"transport": "tcp", "protocol": "qgdw376.1",
+                            "link": "concentrator", "host": "127.0.0.1", "port": 0,
+                            "forwarded_protocol": "dlt645-2007",
+                            "max_connections_per_source": 1000}
+    base.update(kw)
+    return ServicePointSettings(**base)
+
+
 def nbiot_point(**kw: Any) -> ServicePointSettings:
     base: dict[str, Any] = {"transport": "mqtt", "protocol": "cjt188-2004", "link": "direct",
                             "wake_window_s": 5.0, "mqtt_shared_group": None}
@@ -40,7 +49,8 @@ def small_fleet(**kw: Any) -> FleetSpec:
     base: dict[str, Any] = {"gas_dtu_meters": 0, "water_dtu_meters": 0, "electricity_meters": 0,
                             "electricity_dtu_meters": 0,
                             "nbiot_meters": 0, "modbus_rtus": 0, "meters_per_dtu": 4,
-                            "dtu_service_point": "dtu", "nbiot_service_point": "nbiot"}
+                            "dtu_service_point": "dtu", "nbiot_service_point": "nbiot",
+                            "concentrator_service_point": "con", "dtu645_service_point": "dtu645"}
     base.update(kw)
     return FleetSpec(**base)
 
@@ -67,7 +77,9 @@ async def running_fep(kafka: KafkaSettings, tmp_path: Path, points: dict[str, An
 def simulator_for(runtime: FepRuntime, spec: FleetSpec, tmp_path: Path, *, speed: float = 3600,
                   mqtt: MqttSettings | None = None, **kw: Any) -> Simulator:
     port = runtime.servers["dtu"].port if "dtu" in runtime.servers else 1
-    settings = SimulatorSettings(dtu_port=port, speed=speed, heartbeat_s=kw.pop("heartbeat_s", 5),
+    con = runtime.servers["con"].port if "con" in runtime.servers else 1
+    settings = SimulatorSettings(dtu_port=port, concentrator_port=con, speed=speed,
+                                 heartbeat_s=kw.pop("heartbeat_s", 5),
                                  ack_timeout_s=kw.pop("ack_timeout_s", 3),
                                  wake_window_s=kw.pop("wake_window_s", 3),
                                  reconnect_delay_s=0.2, **kw.pop("settings", {}))

@@ -18,7 +18,8 @@ def test_default_fleet_has_ten_thousand_meters_with_unique_identities() -> None:
     fleet = Fleet(FleetSpec(), T0)
     counts = fleet.counts()
     assert counts["meters"] >= 10_000
-    assert counts["dtu_meters"] == 8600
+    assert counts["dtu_meters"] == 7300
+    assert counts["concentrator_meters"] == 1300
     assert counts["nbiot_links"] == 1400
     addresses = [(m.protocol, m.address) for m in fleet.meters.values()]
     assert len(set(addresses)) == len(addresses)
