@@ -63,6 +63,7 @@ class DecodersStack:
         self.reading_time = reading_time
         self.timezone = timezone
         self._link_specs = tuple(self.link.frame_specs()) if self.link is not None else ()
+        self._ack_parts: tuple[bytes, bytes] | tuple[()] | None = None
         #: header fields a command needs that only the meter's own frames tell (the CJ/T 188
         #: meter type), remembered per address from the last frame heard
         self._known: dict[str, dict[str, Any]] = {}
@@ -74,7 +75,8 @@ class DecodersStack:
     def new_framer(self, max_frame_bytes: int) -> Any:
         from decoders import Framer
 
-        specs = [*self._link_specs, *self.proto.frame_specs()]
+        # meter frames first: they are most of the traffic, link packets the exception
+        specs = [*self.proto.frame_specs(), *self._link_specs]
         return Framer(specs, max_buffer=max(4 * max_frame_bytes, 4096))
 
     # ------------------------------------------------------------------ inbound
@@ -156,12 +158,34 @@ class DecodersStack:
                        decoded=frame, sequence=frame.sequence, abnormal=frame.abnormal)
 
     def encode_ack(self, data: bytes) -> bytes | None:
+        ref = frame_ref(data)
+        if self._ack_parts is None:
+            self._ack_parts = self._ack_template()
+        if self._ack_parts:
+            head, tail = self._ack_parts
+            return head + ref.encode("ascii") + tail
+        return self._encode_ack_packet(ref)
+
+    def _encode_ack_packet(self, ref: str) -> bytes:
         from decoders import DataItem, Frame
 
         assert self.link is not None
         return bytes(self.link.encode(Frame(
             protocol=self.link.name, direction="request", function="ack",
-            items=(DataItem(name="ref", value=frame_ref(data)),))))
+            items=(DataItem(name="ref", value=ref),))))
+
+    def _ack_template(self) -> tuple[bytes, bytes] | tuple[()]:
+        """The ack packet around its reference, when the reference appears in it verbatim
+        (then an ack is a concatenation, not a template encode per frame)."""
+        probe = "5A3C0F1E"
+        packet = self._encode_ack_packet(probe)
+        if packet.count(probe.encode()) != 1:
+            return ()
+        head, tail = packet.split(probe.encode())
+        other = "00FF00FF"
+        if head + other.encode() + tail != self._encode_ack_packet(other):
+            return ()
+        return head, tail
 
     # ------------------------------------------------------------------ commands
 

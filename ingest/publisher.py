@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from ingest.errors import PublishError, SpoolFullError
@@ -53,10 +54,12 @@ Durability = Literal["kafka", "spool"]
 OutRecord = SpoolRecord  # (topic, key, value): the same triple in memory and on disk
 
 
-def record_of(kafka: KafkaSettings, topic: str, message: Message, *, producer: str
-              ) -> OutRecord:
+def record_of(kafka: KafkaSettings, topic: str, message: Message, *, producer: str,
+              message_id: str | None = None, event_time: datetime | None = None) -> OutRecord:
     """An envelope-encoded record of ``message`` for catalog topic ``topic``, keyed per §3."""
-    return OutRecord(kafka.topic(topic), message.key(), codec.encode(message, producer=producer))
+    return OutRecord(kafka.topic(topic), message.key(),
+                     codec.encode(message, producer=producer, message_id=message_id,
+                                  event_time=event_time))
 
 
 @dataclass(slots=True)

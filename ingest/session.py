@@ -227,8 +227,13 @@ class LinkSession:
             peer=self.peer, protocol=inbound.protocol, direction="in", data=data,
             received_at=received_at)]
         source = "poll" if solicited else "tcp"
+        admitted: dict[str, str | None] = {}  # one decision per meter and frame
         for draft in inbound.readings:
-            meter_id = self._admit(draft.address, inbound.protocol, records)
+            if draft.address in admitted:
+                meter_id = admitted[draft.address]
+            else:
+                meter_id = admitted[draft.address] = self._admit(draft.address,
+                                                                 inbound.protocol, records)
             if meter_id is None:
                 continue
             records.append(runtime.messages.message("readings.raw", Reading(
@@ -236,7 +241,7 @@ class LinkSession:
                 value=draft.value, unit=draft.unit, received_at=received_at, kind=draft.kind,  # type: ignore[arg-type]
                 interval_s=draft.interval_s, meter_clock=draft.meter_clock, source=source,
                 device_id=self.device_id, fep=runtime.instance, protocol=inbound.protocol,
-                status=draft.status, frame_id=frame_id)))
+                status=draft.status, frame_id=frame_id), event_time=received_at))
             self.stats.readings += 1
         for number, event in enumerate(inbound.events):
             meter_id = self.meters.get(event.address) if event.address else None
@@ -294,7 +299,11 @@ class LinkSession:
         if known is None:
             self.meters[address] = meter_id
             runtime.bind_meter(self, meter_id)
+        previous = self.meter_last_heard.get(meter_id)
         self.meter_last_heard[meter_id] = now
+        if previous is not None and (now - previous).total_seconds() < \
+                runtime.settings.registry_flush_s:
+            return meter_id  # the registry heard from it within this flush interval
         runtime.registry.record(SessionEntry(
             device_id=meter_id, kind="meter", service_point=self.point_name, online=True,
             last_heard=now, link_id=self.link_id, address=address, protocol=protocol,

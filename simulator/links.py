@@ -16,6 +16,7 @@ bytes; the NB-IoT bridge gets ``{"type": "ack", "ref": …}`` on the meter's dow
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
@@ -69,7 +70,11 @@ class _LinkBase:
         self.sim = sim
         self.link = link
         self.meters_by_address = {m.address: m for m in link.meters}
+        #: uploads awaiting an ack, by frame id (oldest first); identical uploads (a DL/T 645
+        #: register read twice with the same value) share an ack reference, so each
+        #: reference keeps its uploads in order and an ack takes the oldest
         self.pending: OrderedDict[str, Upload] = OrderedDict()
+        self._by_ref: dict[str, collections.deque[str]] = {}
         self.queue: asyncio.Queue[tuple[SimMeter, datetime]] = asyncio.Queue()
         self.window_free = asyncio.Event()
         self.window_free.set()
@@ -147,8 +152,15 @@ class _LinkBase:
         shown = at + timedelta(seconds=meter.clock_drift_s)
         return shown.astimezone(UTC).replace(microsecond=0)
 
+    def add_pending(self, upload: Upload) -> None:
+        self.pending[upload.frame_id] = upload
+        self._by_ref.setdefault(upload.ref, collections.deque()).append(upload.frame_id)
+
     def mark_acked(self, ref: str) -> None:
-        upload = self.pending.pop(ref, None)
+        waiting = self._by_ref.get(ref)
+        upload = self.pending.pop(waiting.popleft(), None) if waiting else None
+        if waiting is not None and not waiting:
+            del self._by_ref[ref]
         if upload is None:
             self.sim.stats["acks_unknown"] += 1
             return
@@ -205,6 +217,7 @@ class DtuLink(_LinkBase):
         self.writer: asyncio.StreamWriter | None = None
         self.connected = asyncio.Event()
         self.connections = 0
+        self._burst_index = 0
         self._stop = False
 
     def _packet(self, kind: str) -> bytes:
@@ -323,17 +336,24 @@ class DtuLink(_LinkBase):
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.window_free.wait(), sim.ack_timeout_s / 4)
                     continue
-            try:
-                meter, at = await asyncio.wait_for(self.queue.get(), 0.5)
-            except TimeoutError:
-                continue
+            if sim.burst:  # throughput runs: the next meter of the bus, stamped now
+                meter = self.link.meters[self._burst_index % len(self.link.meters)]
+                self._burst_index += 1
+                at = sim.clock.now()
+            else:
+                try:
+                    meter, at = await asyncio.wait_for(self.queue.get(), 0.5)
+                except TimeoutError:
+                    continue
             built = self.build_upload(meter, at)
             if built is None:
                 continue
             upload = built
             if self.has_ack:
-                self.pending[upload.ref] = upload
+                self.add_pending(upload)
             await self._send(writer, upload)
+            if sim.burst:
+                await asyncio.sleep(0)  # every link (and the control port) gets its turn
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         framer = self._framer_cls(self._specs, max_buffer=65536)
@@ -598,7 +618,7 @@ class MqttBridge(_LinkBase):
             built = self.build_upload(due_meter, at)
             if built is None:
                 continue
-            self.pending[built.ref] = built
+            self.add_pending(built)
             await self._publish(client, due_meter, built)
 
     def build_upload(self, meter: SimMeter, at: datetime) -> Upload | None:

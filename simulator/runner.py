@@ -147,11 +147,7 @@ class Simulator:
             self._tasks.append(asyncio.create_task(link.run(), name=f"sim-{link.link.link_id}"))
         if self.bridge is not None:
             self._tasks.append(asyncio.create_task(self.bridge.run(), name="sim-mqtt"))
-        if self.burst:
-            for link in self.links.values():
-                if link.link.kind == "dtu":
-                    self._tasks.append(asyncio.create_task(self._burst(link)))
-        else:
+        if not self.burst:  # in burst mode the DTU links generate their own uploads
             self._tasks.append(asyncio.create_task(self._schedule(kinds), name="sim-schedule"))
         self._tasks.append(asyncio.create_task(self._flush_log(), name="sim-log"))
         if control_port is not None:
@@ -237,20 +233,6 @@ class Simulator:
                 return
             wait = self.clock.real_seconds(heap[0][0] - self.clock.now())
             await asyncio.sleep(min(max(wait, 0.001), 0.5))
-
-    async def _burst(self, link: Any) -> None:
-        """Keep ``link`` busy: always a few reports queued, each stamped with 'now'."""
-        meters = link.link.meters
-        i = 0
-        while True:
-            if link.queue.qsize() < 4:
-                for _ in range(8):
-                    meter = meters[i % len(meters)]
-                    i += 1
-                    link.queue.put_nowait((meter, self.clock.now()))
-                await asyncio.sleep(0)
-            else:
-                await asyncio.sleep(0.002)
 
     async def _flush_log(self) -> None:
         while True:
