@@ -178,6 +178,35 @@ class RegisterMap:
                                   unit=register.unit, id=f"{table}:{register.address}"))
         return items
 
+    def encode(self, values: Mapping[str, Any]) -> dict[str, dict[int, int]]:
+        """Register words of named values — what a device (or the simulator) keeps in its
+        tables: ``{table: {address: word (or 0/1 for bits)}}``. The inverse of
+        :meth:`decode`; unnamed registers are left out."""
+        out: dict[str, dict[int, int]] = {}
+        for register in self.registers:
+            if register.name not in values:
+                continue
+            value = values[register.name]
+            table = self._table(register)
+            kind = register.type
+            if kind == "string":
+                raw = str(value).encode("ascii")[:2 * self._words(register)]
+                raw = raw.ljust(2 * self._words(register), b"\x00")
+                words = [int.from_bytes(raw[i:i + 2], "big") for i in range(0, len(raw), 2)]
+            else:
+                number: Any = value
+                if register.scale is not None:
+                    number = Decimal(str(number)) / Decimal(register.scale)
+                if register.decimals is not None:
+                    number = Decimal(str(number)).scaleb(register.decimals)
+                if not kind.startswith("float") and kind != "bool":
+                    number = int(Decimal(str(number)).to_integral_value())
+                words = _to_words(number, kind, register.word_order or self.model.word_order)
+            cells = out.setdefault(table, {})
+            for offset, word in enumerate(words):
+                cells[register.address + offset] = word
+        return out
+
     def _value(self, register: RegisterSpec, words: list[Any]) -> Any:
         kind = register.type
         if kind == "bool":

@@ -49,12 +49,13 @@ class FepRuntime:
                  database: DatabaseSettings | None = None, mqtt: MqttSettings | None = None,
                  service_points: Sequence[str] = (), registry: SessionRegistry | None = None,
                  ledger: LedgerView | None = None, follow_ledger: bool = True,
-                 consume_commands: bool = True) -> None:
+                 consume_commands: bool = True, timezone: str = "Asia/Shanghai") -> None:
         self.settings = settings
         self.kafka = kafka
         self.database = database
         self.mqtt = mqtt
         self.instance = settings.instance
+        self.timezone = timezone
         self.points: dict[str, ServicePointSettings] = settings.points_served(
             tuple(service_points))
         self.stats: collections.Counter[str] = collections.Counter()
@@ -108,7 +109,8 @@ class FepRuntime:
             if point.transport == "tcp":
                 from ingest.server import ServicePointServer
 
-                server: Any = ServicePointServer(self, name, point, build_stack(point))
+                server: Any = ServicePointServer(self, name, point,
+                                                 build_stack(point, self.timezone))
             elif point.transport == "mqtt":
                 from ingest.mqtt import MqttIngest
 
@@ -117,7 +119,7 @@ class FepRuntime:
 
                     raise ConfigurationError(f"service point {name} needs MQTT settings",
                                              hint="set UNIMETER_MQTT_URL")
-                server = MqttIngest(self, name, point, build_stack(point), self.mqtt)
+                server = MqttIngest(self, name, point, build_stack(point, self.timezone), self.mqtt)
             else:
                 continue  # polled devices: the collection plans below
             await server.start()

@@ -58,7 +58,7 @@ class Poller:
         self.stats = {name: PlanStats() for name in plans}
         self._scheduler: Any = None
         self._running: set[str] = set()
-        self._modbus: dict[str, Any] = {}
+        self._modbus: dict[str, Any] = {}  # plan name → ModbusPoll (keeps its connections)
 
     async def start(self) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -76,9 +76,9 @@ class Poller:
     async def stop(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
-        for client in self._modbus.values():
+        for poll in self._modbus.values():
             with contextlib.suppress(Exception):
-                client.close()
+                poll.close()
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return {name: asdict(s) for name, s in self.stats.items()}
@@ -176,7 +176,9 @@ class Poller:
     async def _run_modbus(self, name: str, plan: PollPlanSettings, stats: PlanStats) -> None:
         from ingest.protocols import ModbusPoll
 
-        poll = ModbusPoll(self.runtime, plan)
+        poll = self._modbus.get(name)
+        if poll is None:
+            poll = self._modbus[name] = ModbusPoll(self.runtime, plan)
         for endpoint in plan.endpoints:
             try:
                 ok = await poll.read(endpoint, stats)
@@ -187,3 +189,4 @@ class Poller:
                 stats.successes += 1
             else:
                 stats.failures += 1
+            await asyncio.sleep(0)

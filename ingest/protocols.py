@@ -16,11 +16,15 @@ pair acks with uploads even when one in the middle is not acknowledged.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import zlib
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from ingest.publisher import OutRecord
 from ingest.stack import CommandFrame, EventDraft, Inbound, ReadingDraft
 from schemas.errors import ConfigurationError
 
@@ -249,12 +253,148 @@ def stack_for_protocol(protocol: str) -> DecodersStack:
 
 
 class ModbusPoll:
-    """Reads Modbus TCP RTUs with pymodbus, decoding registers with a ``decoders`` map."""
+    """Reads Modbus TCP RTUs with pymodbus; ``decoders`` says what the registers mean.
+
+    pymodbus is the transport (connection, transaction ids, retries); every request and
+    reply it exchanges is caught with its packet trace, kept in ``frames.raw``, and decoded
+    by the protocol engine with the plan's register map (``modbus-tcp:<template>``), so the
+    readings come from the same report templates as any other frame. Endpoints are
+    ``[LINK=]host:port/unit``; ``LINK`` is the link id the ledger assigns the RTU to
+    (default ``host:port``).
+    """
 
     def __init__(self, runtime: FepRuntime, plan: PollPlanSettings) -> None:
+        from decoders import get_protocol
+
         self.runtime = runtime
         self.plan = plan
+        self.point = runtime.points[plan.service_point]
+        if not plan.template:
+            raise ConfigurationError("a modbus collection plan needs 'template' (the register "
+                                     "map)", where=f"poll plan for {plan.service_point}")
+        self.proto = get_protocol(f"{self.point.protocol}:{plan.template}")
+        self.register_map = self.proto.register_map  # type: ignore[attr-defined]
+        self._clients: dict[tuple[str, int], Any] = {}
+        self._trace: list[tuple[bool, bytes]] = []
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def parse_endpoint(endpoint: str) -> tuple[str, str, int, int]:
+        """``[LINK=]host:port/unit`` → (link id, host, port, unit)."""
+        name, _, rest = endpoint.rpartition("=")
+        where, _, unit_text = rest.partition("/")
+        host, _, port_text = where.rpartition(":")
+        if not host or not port_text.isdigit() or not unit_text.isdigit():
+            raise ConfigurationError(f"Modbus endpoint {endpoint!r} is not [LINK=]host:port/unit",
+                                     where="fep.poll_plans.endpoints")
+        return name or f"{host}:{port_text}", host, int(port_text), int(unit_text)
+
+    def _traced(self, sending: bool, data: bytes) -> bytes:
+        self._trace.append((sending, bytes(data)))
+        return data
+
+    async def _client(self, host: str, port: int) -> Any:
+        from pymodbus.client import AsyncModbusTcpClient
+
+        client = self._clients.get((host, port))
+        if client is None or not client.connected:
+            client = AsyncModbusTcpClient(host, port=port, timeout=self.plan.timeout_s,
+                                          retries=self.plan.retries,
+                                          trace_packet=self._traced)
+            self._clients[(host, port)] = client
+            if not await client.connect():
+                raise ConnectionError(f"Modbus TCP {host}:{port} is not reachable")
+        return client
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            with contextlib.suppress(Exception):
+                client.close()
+        self._clients.clear()
 
     async def read(self, endpoint: str, stats: PlanStats) -> bool:
-        raise ConfigurationError("Modbus register maps are not available in decoders yet",
-                                 where=f"poll plan for {self.plan.service_point}")
+        """Read every block of the register map from one RTU; True if all answered."""
+        from decoders import DecodeError, apply_report
+
+        link_id, host, port, unit = self.parse_endpoint(endpoint)
+        async with self._lock:  # one transaction at a time per plan: the trace is ours
+            ok = True
+            for index, block in enumerate(self.register_map.blocks):
+                stats.requests += 1
+                self._trace.clear()
+                command = self.proto.encode_command("read_now", str(unit), {"block": index})
+                try:
+                    client = await self._client(host, port)
+                    answer = await getattr(client, block.function)(
+                        block.start, count=block.quantity, device_id=unit)
+                except Exception as exc:  # unreachable, timeout: counted, next RTU
+                    stats.timeouts += 1
+                    self._publish_packets(link_id, endpoint, error=repr(exc))
+                    return False
+                if answer.isError():
+                    ok = False
+                received = [data for sending, data in self._trace if not sending]
+                if not received:
+                    ok = False
+                    continue
+                try:
+                    reply = self.proto.decode(received[-1])
+                except DecodeError as exc:
+                    self._publish_packets(link_id, endpoint, error=str(exc))
+                    ok = False
+                    continue
+                mapped = self.proto.apply_map(command, reply)  # type: ignore[attr-defined]
+                report = apply_report(mapped, timezone=self.runtime.timezone)
+                self._publish(link_id, endpoint, str(unit), report)
+            return ok
+
+    def _publish_packets(self, link_id: str, endpoint: str, *, error: str | None = None
+                         ) -> tuple[list[OutRecord], str | None]:
+        """frames.raw records of the traced packets, and the frame id of the last reply."""
+        now = datetime.now(UTC)
+        records: list[OutRecord] = []
+        reply_id: str | None = None
+        for sending, data in self._trace:
+            frame_id = self.runtime.messages.next_id()
+            if not sending:
+                reply_id = frame_id
+            records.append(self.runtime.messages.frame(
+                frame_id=frame_id, device_id=link_id, service_point=self.plan.service_point,
+                peer=endpoint, protocol=self.proto.name, direction="out" if sending else "in",
+                data=data, received_at=now, valid=error is None or sending,
+                error=None if sending else error))
+        if error is not None:
+            self.runtime.publish_soon(records)
+        return records, reply_id
+
+    def _publish(self, link_id: str, endpoint: str, address: str, report: Any) -> None:
+        from schemas.messages import Reading
+
+        runtime = self.runtime
+        records, frame_id = self._publish_packets(link_id, endpoint)
+        if report is None:
+            runtime.publish_soon(records)
+            return
+        decision = runtime.admission_for(self.plan.service_point).admit_meter(
+            self.plan.service_point, link_id, address, self.proto.name)
+        if not decision.admitted:
+            alert = runtime.messages.alert(
+                code="admission_rejected", object_type="link", object_id=link_id,
+                limit_key=f"{link_id}/{address}",
+                reason=f"{decision.reason} (Modbus unit {address} at {endpoint})")
+            runtime.publish_soon(records + ([alert] if alert is not None else []))
+            return
+        meter_id = decision.meter_id or address
+        now = datetime.now(UTC)
+        for draft in report.readings:
+            records.append(runtime.messages.message("readings.raw", Reading(
+                meter_id=meter_id, register=draft.register, ts=now, value=draft.value,
+                unit=draft.unit, received_at=now, kind=draft.kind, source="poll",
+                device_id=link_id, fep=runtime.instance, protocol=self.proto.name,
+                status=draft.status, frame_id=frame_id), event_time=now))
+        for event in report.events:
+            if runtime.event_changed(meter_id, event.kind, event.attributes):
+                records.append(runtime.messages.event(
+                    device_id=meter_id, meter_id=meter_id, kind=event.kind,
+                    severity=event.severity, attributes=event.attributes))
+        runtime.publish_soon(records)

@@ -8,8 +8,8 @@ Strategy: a :class:`FleetSpec` (counts and mixes) expands deterministically (one
 * electricity meters speaking DL/T 645-2007 behind DTUs, and behind Q/GDW 376.1
   concentrators (one login per concentrator; the head-end reads the meters through it with
   AFN 10 forwarding);
-* Modbus TCP RTUs (industrial flow computers) polled by the FEP — none by default until the
-  protocol engine has Modbus register maps;
+* Modbus TCP RTUs (industrial flow computers, register map ``flow-computer``), read by the
+  FEP's collection plans through pymodbus;
 * NB-IoT gas meters publishing CJ/T 188 frames over MQTT and listening for a short window.
 
 Each meter has a customer class (residential / commercial / industrial, in the spec's mix), a
@@ -49,7 +49,7 @@ class FleetSpec:
     electricity_meters: int = 1300  # DL/T 645 behind Q/GDW 376.1 concentrators
     meters_per_concentrator: int = 50
     nbiot_meters: int = 1400
-    modbus_rtus: int = 0
+    modbus_rtus: int = 100
     residential_share: float = 0.85
     commercial_share: float = 0.12  # the rest is industrial
     seed: int = 20260701
@@ -243,7 +243,7 @@ class Fleet:
                 meter_id=f"RTU-{i + 1:05d}", address=str(i % 200 + 1), medium=medium,
                 protocol=s.modbus_protocol, customer_type="industrial", unit="m3",
                 register_name="volume",
-                consumption=self._consumption("industrial", medium, n, 9, 3),
+                consumption=self._consumption("industrial", medium, n, 6, 3),
                 link_id=link.link_id, service_point=s.modbus_service_point, meter_type=0,
                 modbus_unit=i % 200 + 1), link)
 

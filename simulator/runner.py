@@ -52,8 +52,11 @@ class SimulatorSettings(ComponentSettings):
     dtu645_port: int = Field(default=9111, ge=1, le=65535,
                              description="Port of the DL/T 645 DTU service point.")
     concentrator_port: int = Field(default=9120, ge=1, le=65535)
+    modbus_host: str = Field(default="127.0.0.1",
+                             description="Where the simulated Modbus TCP RTUs listen.")
     modbus_port: int = Field(default=9502, ge=0, le=65535,
-                             description="Port of the simulated Modbus TCP RTUs (0 = free).")
+                             description="First port of the simulated Modbus TCP RTU gateways "
+                                         "(one per 200 units, consecutive; 0 = free ports).")
     link_protocol: str = Field(default="dtu-text", description="DTU link template.")
     speed: float = Field(default=1.0, ge=0, le=1e6,
                          description="Simulated seconds per real second.")
@@ -108,9 +111,10 @@ class Simulator:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, *, kinds: tuple[str, ...] = ("dtu", "nbiot", "concentrator"),
+    async def start(self, *, kinds: tuple[str, ...] = ("dtu", "nbiot", "concentrator", "modbus"),
                     control_port: int | None = None) -> None:
         from simulator.links import ConcentratorLink, DtuLink, MqttBridge
+        from simulator.modbus import ModbusRtuServer
 
         self.started_at = time.monotonic()
         self.log.write(RunRec(run_id=self.run_id, started_at=datetime.now(UTC),
@@ -138,6 +142,10 @@ class Simulator:
             for link in self.fleet.of_kind("concentrator"):
                 self.links[link.link_id] = ConcentratorLink(self, link, s.fep_host,
                                                             s.concentrator_port)
+        if "modbus" in kinds:
+            for index, link in enumerate(self.fleet.of_kind("modbus")):
+                port = s.modbus_port + index if s.modbus_port else 0
+                self.links[link.link_id] = ModbusRtuServer(self, link, s.modbus_host, port)
         nbiot = list(self.fleet.of_kind("nbiot"))
         if "nbiot" in kinds and nbiot:
             if self.mqtt is None or not self.mqtt.url:
@@ -169,6 +177,11 @@ class Simulator:
         summary = self.summary()
         self.log.close(summary)
         return summary
+
+    def modbus_endpoints(self) -> list[str]:
+        """``LINK=host:port/unit`` of every simulated RTU (for a collection plan)."""
+        return [e for link in self.links.values() if hasattr(link, "endpoints")
+                for e in link.endpoints()]
 
     def summary(self) -> dict[str, Any]:
         pending = sum(len(link.pending) for link in self.links.values())
@@ -206,8 +219,9 @@ class Simulator:
         """Where a meter's scheduled reports go; None for meters that only answer polls."""
         if meter.service_point == self.spec.nbiot_service_point:
             return self.bridge
-        if meter.service_point == self.spec.concentrator_service_point:
-            return None  # concentrators are read by the head-end, they do not push
+        if meter.service_point in (self.spec.concentrator_service_point,
+                                   self.spec.modbus_service_point):
+            return None  # concentrators and RTUs are read by the head-end, they do not push
         return self.links.get(meter.link_id)
 
     async def _schedule(self, kinds: tuple[str, ...]) -> None:

@@ -50,7 +50,8 @@ def small_fleet(**kw: Any) -> FleetSpec:
                             "electricity_dtu_meters": 0,
                             "nbiot_meters": 0, "modbus_rtus": 0, "meters_per_dtu": 4,
                             "dtu_service_point": "dtu", "nbiot_service_point": "nbiot",
-                            "concentrator_service_point": "con", "dtu645_service_point": "dtu645"}
+                            "concentrator_service_point": "con", "dtu645_service_point": "dtu645",
+                            "modbus_service_point": "rtu"}
     base.update(kw)
     return FleetSpec(**base)
 

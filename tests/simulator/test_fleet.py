@@ -18,6 +18,7 @@ def test_default_fleet_has_ten_thousand_meters_with_unique_identities() -> None:
     fleet = Fleet(FleetSpec(), T0)
     counts = fleet.counts()
     assert counts["meters"] >= 10_000
+    assert counts["modbus_meters"] == 100
     assert counts["dtu_meters"] == 7300
     assert counts["concentrator_meters"] == 1300
     assert counts["nbiot_links"] == 1400

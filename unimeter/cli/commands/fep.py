@@ -59,7 +59,7 @@ def command(service_points: tuple[str, ...], instance: str | None, registry: str
     from ingest.fep import FepRuntime
 
     runtime = FepRuntime(settings, config.kafka, database=config.database, mqtt=config.mqtt,
-                         service_points=service_points)
+                         service_points=service_points, timezone=config.utility.timezone)
     click.echo(f"FEP {settings.instance}: service points {', '.join(runtime.points)}; "
                f"Kafka {config.kafka.bootstrap}; spool {settings.instance_spool_dir()}")
     asyncio.run(_serve(runtime, status_every, heartbeat_file))

@@ -30,8 +30,8 @@ from unimeter.config import load_config
 @click.option("--duration", type=float, default=None, help="Stop after this many real seconds.")
 @click.option("--start", "start_text", default=None,
               help="Simulated start (ISO 8601 with zone; default: now).")
-@click.option("--kinds", default="dtu,nbiot", show_default=True,
-              help="Which links to run: dtu, nbiot (comma-separated).")
+@click.option("--kinds", default="dtu,nbiot,concentrator,modbus", show_default=True,
+              help="Which links to run: dtu, nbiot, concentrator, modbus (comma-separated).")
 @click.option("--faults", default="", help="Fault rates, e.g. 'spike=0.001,disconnect=0.0005' "
                                            "(kinds: missing spike rollback rollover clock_drift "
                                            "duplicate garbage corrupt disconnect).")
@@ -81,10 +81,10 @@ def command(meters: int, speed: float | None, days: float | None, duration: floa
         click.echo(f"{rows} meters written to {export_fleet}")
         return
     wanted = tuple(k.strip() for k in kinds.split(",") if k.strip())
-    unknown = set(wanted) - {"dtu", "nbiot"}
+    unknown = set(wanted) - {"dtu", "nbiot", "concentrator", "modbus"}
     if unknown:
-        raise click.BadParameter(f"unknown link kinds {sorted(unknown)} (known: dtu, nbiot)",
-                                 param_hint="--kinds")
+        raise click.BadParameter(f"unknown link kinds {sorted(unknown)} (known: dtu, nbiot, "
+                                 "concentrator, modbus)", param_hint="--kinds")
     clock = SimClock(start, settings.speed)
     if log_path is None:
         log_path = settings.log_dir / f"sim-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.jsonl"
@@ -132,6 +132,11 @@ async def _run(sim: object, kinds: tuple[str, ...], days: float | None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await sim.start(kinds=kinds, control_port=control_port)
+    await asyncio.sleep(0.2)
+    endpoints = sim.modbus_endpoints()
+    if endpoints:
+        click.echo(f"Modbus RTUs: {len(endpoints)} units, e.g. {endpoints[0]} (endpoints of a "
+                   "'modbus' collection plan; all of them with `stats` on the control port)")
     started = time.monotonic()
     try:
         while not stop.is_set():
