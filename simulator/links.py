@@ -96,10 +96,10 @@ class _LinkBase:
             sim.log.fault("missing", meter.meter_id, at, meter_id=meter.meter_id,
                           register=meter.register_name)
             return None
-        fault: str | None = None
+        tags: list[str] = []
         if faults.should("clock_drift", meter.meter_id):
             meter.clock_drift_s += faults.rng.uniform(300, 3600)
-            fault = "clock_drift"
+            tags.append("clock_drift")
         if faults.should("rollover", meter.meter_id):
             top = 10 ** meter.consumption.digits
             shown = meter.consumption.total % top
@@ -114,11 +114,13 @@ class _LinkBase:
         if faults.should("spike", meter.meter_id):
             value = (true_value + Decimal(max(50, int(true_value) // 2))).quantize(true_value)
             value %= Decimal(10) ** meter.consumption.digits
-            fault = "spike"
-        elif faults.should("rollback", meter.meter_id) and isinstance(last, Decimal) and last > 1:
+            tags.append("spike")
+        elif isinstance(last, Decimal) and last > 1 and faults.should("rollback",
+                                                                      meter.meter_id):
             value = (last - Decimal(faults.rng.randint(1, 20))).max(Decimal(0)).quantize(
                 true_value)
-            fault = "rollback"
+            tags.append("rollback")
+        fault = "+".join(tags) or None
         meter.extra["last_value"] = value
         data = behaviour_for(meter.protocol).report_frame(meter, at, value,
                                                           sequence=self._frame_seq)

@@ -24,7 +24,7 @@ kind        meaning and fields
             the protocol carries none and the receiver stamps it), ``sim_at`` (true simulated
             time of the reading), ``true_value`` (the true register at ``sim_at``, present only
             when ``fault`` distorted ``value``), ``fault`` (null, ``spike``, ``rollback``,
-            ``rollover``, ``clock_drift``).
+            ``clock_drift``; several faults of one report are joined by ``+``).
 ``ack``     the FEP acknowledged frame ``frame`` (every reading in it is then durable on
             the platform side): ``frame``, ``wall_at``.
 ``answer``  the simulator answered a poll or read command with frame ``frame``; no
