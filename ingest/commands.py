@@ -233,7 +233,7 @@ class CommandRouter:
                 frame = link.stack.encode_command(d.command, d.address, d.params,
                                                   sequence=link.next_command_sequence(),
                                                   medium=meter.medium if meter else None,
-                                                  link_id=link.device_id)
+                                                  link_id=_link_address(link))
             except UnimeterError as exc:
                 self.stats.rejected += 1
                 await registry.finish(d.command_id, "rejected")
@@ -382,3 +382,8 @@ class CommandRouter:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("command delivery failed: %r", task.exception())
+
+
+def _link_address(link: CommandLink) -> str:
+    """The link's own address as its protocol writes it (a concentrator's A1A2)."""
+    return getattr(link, "link_address", None) or link.device_id

@@ -39,7 +39,9 @@ _REPORTING = frozenset({"installed", "active"})
 
 
 def normalise_address(address: str) -> str:
-    """One spelling of a meter address: upper-case hex/BCD digits, no spaces or dashes."""
+    """One spelling of an address or link id for comparisons: upper case, no spaces, dashes
+    or colons (the ledger may write a concentrator ``4201-0001`` that its frames call
+    ``42010001``)."""
     return address.replace(" ", "").replace("-", "").replace(":", "").upper()
 
 
@@ -49,7 +51,8 @@ class LedgerView:
     def __init__(self) -> None:
         self.meters: dict[str, LedgerMeter] = {}
         self._by_address: dict[str, set[str]] = defaultdict(set)
-        self._by_link: dict[str, set[str]] = defaultdict(set)
+        self._by_link: dict[str, set[str]] = defaultdict(set)  # normalised link id → meters
+        self._link_spelling: dict[str, str] = {}  # normalised → as the ledger writes it
         self._unlinked_points: dict[str, int] = defaultdict(int)
         self.ready = asyncio.Event()
         self.decode_errors = 0
@@ -69,7 +72,9 @@ class LedgerView:
         if meter.address:
             self._by_address[normalise_address(meter.address)].add(meter.meter_id)
         if meter.link_id:
-            self._by_link[meter.link_id].add(meter.meter_id)
+            key = normalise_address(meter.link_id)
+            self._by_link[key].add(meter.meter_id)
+            self._link_spelling[key] = meter.link_id
         elif meter.service_point and meter.status in _REPORTING:
             self._unlinked_points[meter.service_point] += 1
 
@@ -85,9 +90,11 @@ class LedgerView:
             if not self._by_address[key]:
                 del self._by_address[key]
         if meter.link_id:
-            self._by_link[meter.link_id].discard(meter.meter_id)
-            if not self._by_link[meter.link_id]:
-                del self._by_link[meter.link_id]
+            key = normalise_address(meter.link_id)
+            self._by_link[key].discard(meter.meter_id)
+            if not self._by_link[key]:
+                del self._by_link[key]
+                self._link_spelling.pop(key, None)
         elif meter.service_point and meter.status in _REPORTING:
             self._unlinked_points[meter.service_point] -= 1
 
@@ -106,10 +113,16 @@ class LedgerView:
         return found
 
     def on_link(self, link_id: str) -> list[LedgerMeter]:
-        return [self.meters[i] for i in self._by_link.get(link_id, ())]
+        return [self.meters[i] for i in self._by_link.get(normalise_address(link_id), ())]
 
     def link_known(self, link_id: str, service_point: str) -> bool:
-        return bool(self._by_link.get(link_id)) or self._unlinked_points.get(service_point, 0) > 0
+        return bool(self._by_link.get(normalise_address(link_id))) or \
+            self._unlinked_points.get(service_point, 0) > 0
+
+    def canonical_link(self, link_id: str) -> str:
+        """The link id as the ledger writes it (the registry and the control plane use
+        that spelling), or ``link_id`` itself for a link the ledger does not know."""
+        return self._link_spelling.get(normalise_address(link_id), link_id)
 
     # ------------------------------------------------------------------ Kafka
 
@@ -253,7 +266,9 @@ class Admission:
         if meter.service_point and meter.service_point != service_point:
             return (f"wrong_service_point: meter {meter.meter_id} belongs to service point "
                     f"'{meter.service_point}'")
-        if meter.link_id and meter.link_id not in (link_id, meter.meter_id, meter.address):
+        if meter.link_id and normalise_address(meter.link_id) not in (
+                normalise_address(link_id), normalise_address(meter.meter_id),
+                normalise_address(meter.address)):
             return (f"wrong_link: meter {meter.meter_id} is assigned to link "
                     f"'{meter.link_id}', not '{link_id}'")
         return None

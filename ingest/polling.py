@@ -149,7 +149,9 @@ class Poller:
             try:
                 frame = link.stack.encode_command(plan.command, address, {},
                                                   sequence=link.next_command_sequence(),
-                                                  medium=medium, link_id=link.device_id)
+                                                  medium=medium, link_id=getattr(
+                                                      link, "link_address", None)
+                                                  or link.device_id)
             except UnimeterError as exc:
                 stats.failures += 1
                 log.warning("plan command %s for %s cannot be encoded: %s", plan.command,

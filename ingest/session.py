@@ -79,7 +79,8 @@ class LinkSession:
         self.writer = writer
         self.peer = peer
         self.session_id = session_id
-        self.link_id: str | None = None
+        self.link_id: str | None = None  # as the ledger writes it
+        self.link_address: str | None = None  # as the link's protocol writes it
         self.connected_at = datetime.now(UTC)
         self.last_heard = self.connected_at
         #: meter address → meter id, for every meter heard through this link
@@ -317,7 +318,7 @@ class LinkSession:
         if not link_id:
             await self._malformed(data, f"{inbound.kind} without an identity")
             return
-        if self.identified and link_id == self.link_id:  # a repeated login: answer it again
+        if self.identified and link_id == self.link_address:  # a repeated login: answer again
             if inbound.reply_now:
                 await self.send(inbound.reply_now, f"{inbound.kind} reply")
             return
@@ -354,7 +355,8 @@ class LinkSession:
             runtime.publish_soon(records)
             self.close(f"link {link_id} rejected: {decision.reason}")
             return
-        self.link_id = link_id
+        self.link_address = link_id
+        self.link_id = runtime.ledger.canonical_link(link_id)
         runtime.attach_link(self)
         kind = "login" if inbound.kind in ("registration", "login") else "online"
         records = [self._frame_record(data, received_at, "in"),
@@ -364,7 +366,7 @@ class LinkSession:
                                                       "via": kind, "fep": runtime.instance})]
         runtime.publish_soon(records)
         runtime.registry.record(self._link_entry(online=True))
-        runtime.commands.device_online(self, [link_id])
+        runtime.commands.device_online(self, [self.link_id])
 
     def _link_entry(self, *, online: bool) -> SessionEntry:
         now = datetime.now(UTC)

@@ -91,3 +91,14 @@ async def test_follows_the_compacted_topic(kafka_settings: KafkaSettings) -> Non
         await view.stop()
         await producer.stop()
         delete_topics(kafka_settings, [topic])
+
+
+def test_link_ids_compare_by_their_digits_and_keep_the_ledger_spelling() -> None:
+    view = LedgerView()
+    view.load([_meter("E1", "000000000101", link_id="4201-0001", service_point="con")])
+    admission = Admission(view)
+    assert admission.admit_link("con", "42010001").admitted  # as the 376.1 frames say it
+    assert admission.admit_meter("con", "42010001", "000000000101").meter_id == "E1"
+    assert view.canonical_link("42010001") == "4201-0001"  # what the registry records
+    assert view.canonical_link("DTU-NEW") == "DTU-NEW"
+    assert [m.meter_id for m in view.on_link("4201 0001")] == ["E1"]
