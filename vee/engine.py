@@ -1,0 +1,1015 @@
+"""The VEE engine: one reading (or edit) in, new versions of validated readings out.
+
+Strategy: the engine is a pure function of (reading, meter, state). It places the reading
+in its channel's window of recent values — appended in the common case, inserted for a late
+one, or merged with a value of the same time (a duplicate is dropped; a marker of a missing
+value is replaced by the actual) — and then re-derives the part of the window the reading
+can change, in four passes:
+
+A. *validate* each value from the reading on against its *anchor* (the nearest earlier
+   value that passed): the rules of the meter's group run in their order; the worst action
+   of the rules that fired (flag < questionable < estimate) decides what happens;
+B. *estimate* each hole — a run of rejected values and markers of missing ones between two
+   anchors — with the estimation group's methods in order; a register's estimates are
+   scaled to its advance;
+C. *derive* consumption (rollover-aware) and its UTC-hour pieces from each value and the
+   one before it;
+D. re-run the *day rules* (spike) over the days that changed, and repeat B–C if they
+   rejected or released a value.
+
+Every value whose result differs from what was last emitted gets the next version and is
+emitted; nothing else is. The result depends only on the input and the state — "now" is
+the reading's ``received_at`` — so re-processing after a restart gives the same messages.
+
+Values older than the window (``ts`` at or before the channel's *horizon*) are not
+re-validated in the stream: the engine raises a ``vee.late_beyond_window`` alert and
+``unimeter vee revalidate`` re-validates them over stored data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.messages import (
+    Alert,
+    CommandRequest,
+    Dimensions,
+    EditInfo,
+    IntervalConsumption,
+    Reading,
+    ReadingEdit,
+    ValidatedReading,
+)
+from vee._num import dec, dt, epoch, prorate_hours, to_micro
+from vee.context import (
+    Q_ACTUAL,
+    Q_EDITED,
+    Q_ESTIMATED,
+    Q_FINAL,
+    Q_MISSING,
+    Q_QUESTIONABLE,
+    Q_VALIDATED,
+    Hole,
+    PointContext,
+    register_delta,
+)
+from vee.groups import CompiledGroup, GroupSet, RuleSet
+from vee.model import Channel, EditNote, MeterInfo, MeterState, Point
+from vee.quality import METHOD_CODES, METHOD_NAMES, QUALITY_NAMES, event_flags_from_status
+from vee.rules.estimation import scale_to_total
+
+__all__ = ["StepResult", "VeeEngine"]
+
+_CONSUMING = ("cumulative", "interval")
+_POW10 = tuple(10 ** n for n in range(7))
+_HISTORY_SOURCES = ("history", "meter_history", "read_history")
+_COMMAND_NS = uuid.UUID("6f1c3a52-5d0e-4c33-9a56-0e1f3f7c2b10")
+_SEVERITY_BY_RULE = {
+    "tamper": "major", "reverse_flow": "warning", "valve_consistency": "major",
+    "zero_consumption": "warning", "inactive_device": "warning",
+    "prolonged_estimation": "warning", "duplicate": "warning", "leak": "major",
+    "device_error": "warning", "max_flow": "warning", "sum_check": "warning",
+}
+
+
+@dataclass
+class StepResult:
+    """What one engine call produced. ``state`` is the meter's new state (write it back)."""
+
+    outputs: list[ValidatedReading] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    commands: list[CommandRequest] = field(default_factory=list)
+    state: MeterState = field(default_factory=MeterState)
+    #: Why the input produced nothing: ``duplicate`` or ``late``.
+    dropped: str | None = None
+
+
+class VeeEngine:
+    """Validation, estimation and editing over per-meter state (pure: no I/O)."""
+
+    def __init__(self, ruleset: RuleSet, *, window_points: int | None = None,
+                 window_s: int = 7 * 86400, history_days: int | None = None,
+                 producer: str = "vee", alerts: bool = True) -> None:
+        self.ruleset = ruleset
+        self.calendar = ruleset.calendar
+        self.window_points = window_points or ruleset.window_points
+        self.window_s = window_s
+        self.history_days = ruleset.history_days if history_days is None else history_days
+        self.producer = producer
+        self.raise_alerts = alerts
+        self._uses_history_classes = ruleset.uses_history_classes
+        self._ctx: PointContext | None = None
+
+    def _context(self, meter: MeterInfo, state: MeterState, ch: Channel) -> PointContext:
+        ctx = self._ctx
+        if ctx is None:
+            ctx = self._ctx = PointContext(meter, state, ch, self.calendar, self.ruleset)
+        else:
+            ctx.reset(meter, state, ch)
+        return ctx
+
+    # ------------------------------------------------------------------ groups
+
+    def groups_for(self, meter: MeterInfo, state: MeterState | None = None) -> GroupSet:
+        history_class = None
+        if self._uses_history_classes and state is not None:
+            for ch in state.channels.values():
+                values = [v for v in ch.days if v >= 0]
+                if values:
+                    history_class = self.ruleset.history_class(sum(values) / len(values))
+                    break
+        return self.ruleset.resolve(meter, history_class)
+
+    # ------------------------------------------------------------------ readings
+
+    def process(self, reading: Reading, meter: MeterInfo, state: MeterState | None = None, *,
+                dims: Dimensions | None = None, initial_load: bool = False) -> StepResult:
+        """Validate one reading; returns the new versions, alerts, commands and new state."""
+        state = state if state is not None else MeterState()
+        result = StepResult(state=state)
+        ch = state.channels.get(reading.register)
+        if ch is None:
+            kind = reading.kind if reading.kind in _CONSUMING else "instantaneous"
+            ch = Channel(register=reading.register, unit=reading.unit, kind=kind,
+                         interval_s=reading.interval_s or 0,
+                         places=max(meter.register_decimals, 0))
+            state.channels[reading.register] = ch
+        ts = int(reading.ts.timestamp())
+        raw = to_micro(reading.value)
+        received = int(reading.received_at.timestamp())
+        if raw % _POW10[6 - ch.places]:
+            exponent = reading.value.as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > ch.places:
+                ch.places = min(-exponent, 6)
+        if reading.interval_s and ch.kind == "interval":
+            ch.interval_s = reading.interval_s
+        events: tuple[str, ...] = ()
+        if reading.status:
+            events = event_flags_from_status(reading.status)
+            if "valve_closed" in events:
+                state.valve = "closed"
+            elif any(t.lower() in ("valve_state:open", "valve:open", "valve_open")
+                     for t in reading.status):
+                state.valve = "open"
+        groups = self.groups_for(meter, state)
+        points = ch.points
+        if ts <= ch.horizon:
+            result.dropped = "late"
+            if self.raise_alerts:
+                result.alerts.append(self._late_alert(meter, ch, ts, received))
+            return result
+
+        j = len(points)
+        while j > 0 and points[j - 1].ts >= ts:
+            j -= 1
+        point: Point
+        forced = None
+        first = j
+        if j < len(points) and points[j].ts == ts:
+            point = forced = points[j]
+            merged = self._merge(point, raw, received, events, reading, groups, meter, ch,
+                                 result)
+            if merged is None:
+                return result
+        else:
+            point = Point(ts=ts, value=raw, raw=raw, quality=Q_ACTUAL, method=0, version=0,
+                          received=received, events=events, source=reading.source)
+            points.insert(j, point)
+            if j > 0 and (not ch.interval_s or abs(ts - points[j - 1].ts - ch.interval_s)
+                          * 10 > ch.interval_s) and ch.kind in _CONSUMING:
+                self._learn_interval(ch, groups.validation)
+            if ch.kind in _CONSUMING:
+                markers = self._insert_markers(ch, j, groups.validation, received, meter,
+                                               result)
+                first, j = j, j + markers
+        first_ever = ch.horizon == 0 and points[0] is point
+        group = groups.initial_load if (initial_load or first_ever) else groups.validation
+        if group is groups.initial_load and not group.rules:
+            group = groups.validation
+        ctx = self._context(meter, state, ch)
+        ctx.reading = reading
+        ctx.point = point
+        ctx.i = j
+        added = [f for f in self._input_flags(ctx, group, bool(point.events))
+                 if f not in point.events]
+        if added:
+            point.events = (*point.events, *added)
+        ctx.reading = None
+        if not (forced is None and first == j and j == len(points) - 1 and j > 0
+                and not point.events and group is groups.validation
+                and self._append(ctx, groups, point, received, meter, dims or meter.dims,
+                                 reading.frame_id, result)):
+            self._revalidate(ctx, groups, first, received, meter, dims or meter.dims, result,
+                             frame_id=(point.ts, reading.frame_id),
+                             initial_load=initial_load, forced=forced)
+        if len(state.channels) > 1 and ch.kind in _CONSUMING and any(
+                m.id == "scaled_to_register" for m in groups.estimation.methods):
+            self._rescale_intervals(state, ch, ts, groups, received, meter,
+                                    dims or meter.dims, result)
+        return result
+
+    def _rescale_intervals(self, state: MeterState, ch: Channel, ts: int, groups: GroupSet,
+                           trigger: int, meter: MeterInfo, dims: Dimensions,
+                           result: StepResult) -> None:
+        """Re-estimate interval holes of the register period around ``ts`` once the register
+        reads and the interval values that bound it are known (scaling to the register)."""
+        register = next((c for c in state.channels.values() if c.kind == "cumulative"), None)
+        if register is None:
+            return
+        anchors = [p.ts for p in register.points if _is_anchor(p)]
+        lo = max((t for t in anchors if t < ts), default=None)
+        hi = min((t for t in anchors if t >= ts), default=None)
+        if ch.kind == "cumulative":
+            hi, lo = ts, lo
+        if lo is None or hi is None:
+            return
+        for other in state.channels.values():
+            if other.kind != "interval":
+                continue
+            k = next((n for n, p in enumerate(other.points)
+                      if lo < p.ts <= hi and _needs_estimate(p, None)), None)
+            if k is None:
+                continue
+            ctx = self._context(meter, state, other)
+            self._revalidate(ctx, groups, k, trigger, meter, dims, result, frame_id=None,
+                             initial_load=False)
+
+    def _append(self, ctx: PointContext, groups: GroupSet, point: Point, trigger: int,
+                meter: MeterInfo, dims: Dimensions, frame_id: str | None,
+                result: StepResult) -> bool:
+        """The common case, fast: an in-order value after a valid one, without status flags,
+        that passes. Returns False (having changed nothing older) when the general passes
+        are needed: a rejected value, a decrease, or a day rule that changes another value."""
+        ch = ctx.channel
+        kind = ch.kind
+        if kind not in _CONSUMING:
+            return False
+        points = ch.points
+        prev = points[-2]
+        if prev.value is None or prev.raw is None or prev.quality == Q_ESTIMATED:
+            if prev.quality not in (Q_EDITED, Q_FINAL) or prev.value is None:
+                return False
+        raw = point.raw
+        assert raw is not None
+        if kind == "cumulative":
+            consumption = raw - prev.value
+            if consumption < 0:
+                return False
+            start: int | None = prev.ts
+            elapsed = point.ts - prev.ts
+        else:
+            consumption = raw
+            elapsed = ch.interval_s
+            start = point.ts - elapsed if elapsed else None
+        ctx.i = len(points) - 1
+        ctx.point = point
+        ctx.anchor = prev
+        ctx.consumption = consumption
+        ctx.elapsed = elapsed
+        ctx.rollover = False
+        ctx.pending_rank = 0
+        rank = 0
+        fired: list[str] = []
+        group = groups.validation
+        for rule in group.point_subsets[False, False, True]:
+            if kind not in rule.kinds:
+                continue
+            outcome = rule.check(ctx)
+            if outcome:
+                if rule.rank == 2:
+                    return False
+                fired.append(rule.id if outcome is True else str(outcome))
+                if rule.rank > rank:
+                    rank = ctx.pending_rank = rule.rank
+        point.flags = tuple(fired)
+        point.value = raw
+        point.quality = Q_QUESTIONABLE if rank else Q_VALIDATED
+        point.consumption = consumption
+        point.start = start
+        day_rules = group.day_rules
+        if day_rules and not self._day_unchanged(ctx, day_rules):
+            return False
+        point.version = 1
+        result.outputs.append(self._output(point, ch, meter, dims, trigger, frame_id))
+        if fired and self.raise_alerts:
+            self._alerts_for(point, (), ch, meter, groups, trigger, result)
+        self._evict(ch)
+        return True
+
+    def _day_unchanged(self, ctx: PointContext, day_rules: tuple[Any, ...]) -> bool:
+        """True when the day rules leave every value of the new value's day as it is."""
+        ch = ctx.channel
+        points = ch.points
+        cal = self.calendar
+        fixed = cal._fixed
+        last = points[-1]
+        for rule in day_rules:
+            scope = getattr(rule.params, "scope", "day")
+            if scope == "auto":
+                scope = "window" if ch.interval_s >= 6 * 3600 else "day"
+            if scope == "window":
+                members = points
+            else:
+                if fixed is not None:
+                    day = (last.ts - 1 + fixed) // 86400
+                    k = len(points) - 1
+                    while k > 0 and (points[k - 1].ts - 1 + fixed) // 86400 == day:
+                        k -= 1
+                else:
+                    day = cal.day(last.ts - 1)
+                    k = len(points) - 1
+                    while k > 0 and cal.day(points[k - 1].ts - 1) == day:
+                        k -= 1
+                members = points[k:]
+                if len(members) < 3:
+                    continue
+            fired = rule.check_day(ctx, members)
+            rule_id = rule.id
+            flagged = [p for p in members if p.flags and rule_id in p.flags]
+            if fired != flagged:
+                return False
+        return True
+
+    def _merge(self, point: Point, raw: int, received: int, events: tuple[str, ...],
+               reading: Reading, groups: GroupSet, meter: MeterInfo, ch: Channel,
+               result: StepResult) -> Point | None:
+        """A value for a time the channel already holds; None when it is a dropped duplicate."""
+        if point.raw is None or (point.quality == Q_ESTIMATED and point.raw is None):
+            # an actual for a marker: the late read replaces the estimate
+            previous = point.value
+            point.raw = point.value = raw
+            point.quality, point.method, point.forward = Q_ACTUAL, 0, False
+            point.received, point.events, point.source = received, events, reading.source
+            if reading.source in _HISTORY_SOURCES:
+                point.edit = EditNote(user=self.producer, at=received,
+                                      reason_code="METER_HISTORY", previous_value=previous,
+                                      previous_version=point.version or None,
+                                      note="value read back from the meter's stored history")
+                point.method = METHOD_CODES["meter_history"]
+            return point
+        rule = groups.validation.rule("duplicate")
+        tolerance = int(getattr(rule.params, "value_tolerance", 0) * 1_000_000) if rule else 0
+        if abs(point.raw - raw) <= tolerance:
+            result.dropped = "duplicate"
+            return None
+        if point.quality in (Q_EDITED, Q_FINAL):
+            result.dropped = "duplicate"
+            if self.raise_alerts:
+                result.alerts.append(self._alert(meter, ch, point.ts, "duplicate", received,
+                                                 f"a device value {dec(raw, ch.places)} for an "
+                                                 "edited value was ignored"))
+            return None
+        keep_last = rule is not None and getattr(rule.params, "keep", "first") == "last"
+        if "duplicate" not in point.events:
+            point.events = (*point.events, "duplicate")
+        if keep_last:
+            point.raw = point.value = raw
+            point.received = received
+        if self.raise_alerts:
+            kept = "the last" if keep_last else "the first"
+            result.alerts.append(self._alert(
+                meter, ch, point.ts, "duplicate", received,
+                f"two different values for one time: {dec(raw, ch.places)} received after "
+                f"{dec(point.raw if not keep_last else raw, ch.places)}; {kept} is kept"))
+        return point
+
+    # ------------------------------------------------------------------ edits
+
+    def apply_edit(self, edit: ReadingEdit, meter: MeterInfo, state: MeterState | None = None,
+                   *, dims: Dimensions | None = None) -> StepResult:
+        """A manual edit or finalisation: a new version with who, when, why and how."""
+        from vee.errors import EditError
+
+        state = state if state is not None else MeterState()
+        result = StepResult(state=state)
+        ch = state.channels.get(edit.register)
+        ts = epoch(edit.ts)
+        where = f"{edit.meter_id}/{edit.register}@{edit.ts.isoformat()}"
+        if ch is None:
+            raise EditError("no value of this register is held", where=where,
+                            hint="edit values inside the stream's window, or stored values "
+                                 "with `unimeter vee revalidate`")
+        j = next((n for n, p in enumerate(ch.points) if p.ts == ts), None)
+        if j is None:
+            if ts <= ch.horizon or not ch.points or ts < ch.points[0].ts:
+                raise EditError("the value is older than the stream's window", where=where,
+                                hint="re-validate stored data with `unimeter vee revalidate`")
+            if edit.value is None:
+                raise EditError("there is no value at this time to finalise", where=where,
+                                hint="give a value to add one")
+            point = Point(ts=ts, value=None, raw=None, quality=Q_MISSING, method=0, version=0,
+                          received=epoch(edit.at), source="edit")
+            j = len(ch.points)
+            while j > 0 and ch.points[j - 1].ts > ts:
+                j -= 1
+            ch.points.insert(j, point)
+        point = ch.points[j]
+        if point.edit is not None and point.edit.reason_code == edit.reason_code and \
+                point.edit.at == epoch(edit.at) and point.edit.user == edit.user:
+            result.dropped = "duplicate"  # the same edit delivered again
+            return result
+        value = to_micro(edit.value) if edit.value is not None else point.value
+        if value is None:
+            raise EditError("the value is missing: give one", where=where,
+                            hint="a missing value can only be finalised with a value")
+        point.edit = EditNote(user=edit.user, at=epoch(edit.at), reason_code=edit.reason_code,
+                              previous_value=point.value, previous_version=point.version or None,
+                              note=edit.note)
+        point.value = value
+        point.quality = Q_FINAL if edit.final else Q_EDITED
+        point.method = METHOD_CODES.get(edit.method, METHOD_CODES["manual"]) \
+            if edit.value is not None else point.method
+        point.forward = False
+        groups = self.groups_for(meter, state)
+        ctx = self._context(meter, state, ch)
+        self._revalidate(ctx, groups, j, epoch(edit.at), meter, dims or meter.dims, result,
+                         frame_id=None, initial_load=False, forced=point)
+        return result
+
+    # ------------------------------------------------------------------ the passes
+
+    def _revalidate(self, ctx: PointContext, groups: GroupSet, start: int, trigger: int,
+                    meter: MeterInfo, dims: Dimensions, result: StepResult, *,
+                    frame_id: tuple[int, str | None] | None, initial_load: bool,
+                    forced: Point | None = None) -> None:
+        ch = ctx.channel
+        points = ch.points
+        # the part of the window this call may change: from the anchor before the first
+        # value re-validated (its hole may need re-estimating) to the end
+        lo = _region_start(points, start)
+        snap = {id(p): _signature(p) for p in points[lo:] if p.version}
+        ranks = self._validate(ctx, groups, start, initial_load)
+        consuming = ch.kind in _CONSUMING
+        day_rules = groups.validation.day_rules if consuming else ()
+        for _ in range(4):
+            self._estimate(ctx, groups, lo, ranks)
+            self._derive(ctx, lo, groups.validation)
+            if not day_rules:
+                break
+            earliest = self._day_pass(ctx, groups, day_rules, lo, ranks, snap)
+            if earliest is None:
+                break
+            new_lo = _region_start(points, earliest)
+            for p in points[new_lo:lo]:
+                if p.version:
+                    snap.setdefault(id(p), _signature(p))
+            lo = min(lo, new_lo)
+        self._finish(ctx, lo, ranks)
+        for p in points[lo:]:
+            if p.version and p is not forced:
+                old = snap.get(id(p))
+                if old is None or old == _signature(p):
+                    continue
+            old_flags = snap[id(p)][3] if id(p) in snap else ()
+            p.version += 1
+            frame = frame_id[1] if frame_id is not None and frame_id[0] == p.ts else None
+            result.outputs.append(self._output(p, ch, meter, dims, trigger, frame))
+            if self.raise_alerts:
+                self._alerts_for(p, old_flags, ch, meter, groups, trigger, result)
+        self._evict(ch)
+
+    def _validate(self, ctx: PointContext, groups: GroupSet, start: int,
+                  initial_load: bool) -> dict[int, int]:
+        """Pass A: run the point rules; returns point index -> worst action rank."""
+        ch = ctx.channel
+        points = ch.points
+        kind = ch.kind
+        consuming = kind in _CONSUMING
+        rollover_rule = groups.validation.rule("rollover")
+        rollover_tolerance = (getattr(rollover_rule.params, "tolerance_pct", 10) / 100
+                              if rollover_rule else 0.1)
+        rollover_fraction = (getattr(rollover_rule.params, "max_fraction", 0.01)
+                             if rollover_rule else 0.01)
+        anchor = None
+        for k in range(start - 1, -1, -1):
+            if _is_anchor(points[k]):
+                anchor = points[k]
+                break
+        ranks: dict[int, int] = {}
+        interval = ch.interval_s
+        meter = ctx.meter
+        for k in range(start, len(points)):
+            p = points[k]
+            edited = p.quality in (Q_EDITED, Q_FINAL)
+            if edited:
+                group = groups.manual_override
+            elif initial_load or (ch.horizon == 0 and anchor is None):
+                group = groups.initial_load if groups.initial_load.rules else groups.validation
+            else:
+                group = groups.validation
+            ctx.i, ctx.point, ctx.anchor = k, p, anchor
+            ctx.rollover = False
+            base = p.value if edited else p.raw
+            if base is None:
+                ctx.consumption, ctx.elapsed = None, 0
+            elif kind == "cumulative":
+                if anchor is not None and anchor.value is not None:
+                    ctx.elapsed = p.ts - anchor.ts
+                    delta = base - anchor.value
+                    if delta >= 0:
+                        ctx.consumption = delta
+                    else:
+                        ctx.consumption, ctx.rollover = register_delta(
+                            anchor.value, base, meter, ctx.elapsed,
+                            allow_rollover=rollover_rule is not None,
+                            tolerance=rollover_tolerance, max_fraction=rollover_fraction)
+                else:
+                    ctx.consumption, ctx.elapsed = None, 0
+            elif kind == "interval":
+                ctx.consumption, ctx.elapsed = base, interval
+            else:
+                ctx.consumption, ctx.elapsed = None, 0
+            rank = 0
+            events = p.events
+            if events:
+                flag_ranks = group.flag_ranks
+                for flag in events:
+                    r = flag_ranks.get(flag)
+                    if r is not None and r > rank:
+                        rank = r
+            ctx.pending_rank = rank
+            fired: list[str] = []
+            marker = p.raw is None and not edited
+            for rule in group.point_subsets[marker, bool(events),
+                                            ctx.consumption is not None]:
+                if kind not in rule.kinds:
+                    continue
+                outcome = rule.check(ctx)
+                if outcome:
+                    fired.append(rule.id if outcome is True else str(outcome))
+                    if rule.rank > rank:
+                        rank = rule.rank
+                        ctx.pending_rank = rank
+            if marker:
+                rank = 2
+            p.flags = tuple(fired)
+            ranks[k] = rank
+            if base is not None and (edited or rank < 2):
+                anchor = p
+        return ranks
+
+    def _estimate(self, ctx: PointContext, groups: GroupSet, lo: int,
+                  ranks: dict[int, int]) -> None:
+        """Pass B: fill each hole (rejected values and markers between anchors)."""
+        ch = ctx.channel
+        points = ch.points
+        k = lo
+        n = len(points)
+        while k < n:
+            if not _needs_estimate(points[k], ranks.get(k)):
+                k += 1
+                continue
+            first = k
+            while k < n and _needs_estimate(points[k], ranks.get(k)):
+                k += 1
+            targets = points[first:k]
+            left = points[first - 1] if first > 0 else None
+            right = points[k] if k < n else None
+            self._fill(ctx, groups, left, targets, right)
+
+    def _fill(self, ctx: PointContext, groups: GroupSet, left: Point | None,
+              targets: list[Point], right: Point | None) -> None:
+        ch = ctx.channel
+        cumulative = ch.kind == "cumulative"
+        advance = None
+        if cumulative and left is not None and right is not None and \
+                left.value is not None and right.value is not None:
+            advance, _ = register_delta(left.value, right.value, ctx.meter, right.ts - left.ts,
+                                        allow_rollover=groups.validation.rule("rollover")
+                                        is not None)
+        hole = Hole(ctx, left, targets, right, advance)
+        values: list[int] | None = None
+        method_id = "none"
+        relative = False
+        if ch.kind in _CONSUMING and not (cumulative and left is None):
+            for method in groups.estimation.methods:
+                if ch.kind not in method.kinds:
+                    continue
+                if method.two_sided and not hole.two_sided:
+                    continue
+                values = method.estimate(hole)
+                if values is not None:
+                    method_id = method.id
+                    relative = method.relative_shape and cumulative
+                    break
+        flags: tuple[str, ...] = ()
+        if values is not None and cumulative:
+            assert left is not None and left.value is not None
+            if advance is not None:
+                if advance < 0:
+                    values = None
+                else:
+                    spans = [end - start for start, end in hole.piece_spans()]
+                    scaled = scale_to_total(values, advance, spans)
+                    if not relative and _changed_much(values, scaled):
+                        flags = ("scaled_to_register",)
+                    values = scaled
+            if values is not None:
+                running = left.value
+                for t, piece in zip(targets, values, strict=False):
+                    running += piece
+                    t.value = running
+        elif values is not None:
+            scaled_values = self._scale_intervals(ctx, groups, targets, values)
+            if scaled_values is not None:
+                values, method_id = scaled_values, "scaled_to_register"
+            for t, v in zip(targets, values, strict=False):
+                t.value = v
+        forward = right is None
+        for t in targets:
+            if values is None:
+                if t.raw is None:
+                    t.value, t.quality, t.method = None, Q_MISSING, 0
+                else:
+                    t.value, t.quality, t.method = t.raw, Q_QUESTIONABLE, 0
+                t.forward = False
+            else:
+                t.quality, t.method, t.forward = Q_ESTIMATED, METHOD_CODES[method_id], forward
+                if flags:
+                    t.flags = (*t.flags, *(f for f in flags if f not in t.flags))
+
+    def _scale_intervals(self, ctx: PointContext, groups: GroupSet, targets: list[Point],
+                         values: list[int]) -> list[int] | None:
+        """Scale an interval channel's estimates to the meter's register advance."""
+        if not any(m.id == "scaled_to_register" for m in groups.estimation.methods):
+            return None
+        ch = ctx.channel
+        step = ch.interval_s
+        register = next((c for c in ctx.state.channels.values() if c.kind == "cumulative"),
+                        None)
+        if register is None or not step:
+            return None
+        first, last = targets[0].ts - step, targets[-1].ts
+        r0 = next((p for p in reversed(register.points)
+                   if p.ts <= first and _is_anchor(p)), None)
+        r1 = next((p for p in register.points if p.ts >= last and _is_anchor(p)), None)
+        if r0 is None or r1 is None or r0.value is None or r1.value is None:
+            return None
+        inside = [p for p in ch.points if r0.ts < p.ts <= r1.ts]
+        if len(inside) * step != r1.ts - r0.ts:
+            return None
+        target_ids = {id(t) for t in targets}
+        actual = sum(p.value or 0 for p in inside if id(p) not in target_ids)
+        wanted = r1.value - r0.value - actual
+        if wanted < 0:
+            return None
+        return scale_to_total(values, wanted, [step] * len(values))
+
+    def _derive(self, ctx: PointContext, lo: int, group: CompiledGroup) -> None:
+        """Pass C: consumption and interval start of each value from ``lo`` on."""
+        ch = ctx.channel
+        points = ch.points
+        kind = ch.kind
+        if kind == "interval":
+            step = ch.interval_s
+            for p in points[lo:]:
+                p.consumption = p.value
+                p.start = p.ts - step if step and p.value is not None else None
+            return
+        if kind != "cumulative":
+            for p in points[lo:]:
+                p.consumption = p.start = None
+            return
+        allow_rollover = group.rule("rollover") is not None
+        prev = None
+        for k in range(lo - 1, -1, -1):
+            if points[k].value is not None:
+                prev = points[k]
+                break
+        meter = ctx.meter
+        for p in points[lo:]:
+            if p.value is None:
+                p.consumption = p.start = None
+                continue
+            if prev is None or prev.value is None:
+                p.consumption = p.start = None
+            else:
+                delta = p.value - prev.value
+                if delta < 0:
+                    delta, _ = register_delta(prev.value, p.value, meter, p.ts - prev.ts,
+                                              allow_rollover=allow_rollover)
+                p.consumption = delta
+                p.start = prev.ts
+            prev = p
+        ctx._daily = None
+
+    def _day_pass(self, ctx: PointContext, groups: GroupSet, day_rules: tuple[Any, ...],
+                  lo: int, ranks: dict[int, int], snap: dict[int, tuple[Any, ...]]
+                  ) -> int | None:
+        """Pass D: day-scope rules over the days touched. Returns the earliest index whose
+        fate (rejected or not) changed, or None."""
+        ch = ctx.channel
+        points = ch.points
+        fixed = self.calendar._fixed
+        if fixed is not None:
+            days = [(p.ts - 1 + fixed) // 86400 for p in points]
+        else:
+            day = self.calendar.day
+            days = [day(p.ts - 1) for p in points]
+        touched = set(days[lo:])
+        if len(days) < 3:
+            return None
+        flag_ranks = groups.validation.flag_ranks
+        earliest: int | None = None
+        for rule in day_rules:
+            members_of: list[list[int]]
+            scope = getattr(rule.params, "scope", "day")
+            if scope == "auto":
+                scope = "window" if ch.interval_s >= 6 * 3600 else "day"
+            if scope == "window":
+                members_of = [list(range(len(points)))]
+            else:
+                by_day: dict[int, list[int]] = {}
+                for k, d in enumerate(days):
+                    if d in touched:
+                        by_day.setdefault(d, []).append(k)
+                members_of = [m for m in by_day.values() if len(m) >= 3]
+            rule_id = rule.id
+            for indexes in members_of:
+                members = [points[k] for k in indexes]
+                fired = rule.check_day(ctx, members)
+                flagged = [p for p in members if p.flags and rule_id in p.flags]
+                if fired == flagged:
+                    continue
+                changed_ids = {id(p) for p in fired}.symmetric_difference(
+                    id(p) for p in flagged)
+                fired_ids = {id(p) for p in fired}
+                for k, p in zip(indexes, members, strict=True):
+                    if id(p) not in changed_ids or p.quality in (Q_EDITED, Q_FINAL):
+                        continue
+                    if p.version:
+                        snap.setdefault(id(p), _signature(p))
+                    was_rejected = _needs_estimate(p, ranks.get(k))
+                    if id(p) in fired_ids:
+                        p.flags = (*p.flags, rule_id)
+                    else:
+                        p.flags = tuple(f for f in p.flags if f != rule_id)
+                    ranks[k] = max((flag_ranks.get(f, 0) for f in (*p.flags, *p.events)),
+                                   default=0)
+                    rejected = ranks[k] == 2
+                    if rejected != was_rejected:
+                        if not rejected and p.raw is not None:
+                            p.value, p.quality, p.method, p.forward = p.raw, Q_ACTUAL, 0, False
+                        earliest = k if earliest is None else min(earliest, k)
+        return earliest
+
+    def _finish(self, ctx: PointContext, lo: int, ranks: dict[int, int]) -> None:
+        """The quality of each value that was not estimated."""
+        points = ctx.channel.points
+        for k in range(lo, len(points)):
+            p = points[k]
+            if p.quality in (Q_EDITED, Q_FINAL, Q_ESTIMATED, Q_MISSING):
+                if p.quality == Q_ESTIMATED and p.raw is not None and ranks.get(k, 2) < 2:
+                    p.value, p.method = p.raw, 0
+                    p.quality = Q_QUESTIONABLE if ranks[k] == 1 else Q_VALIDATED
+                continue
+            if p.raw is None:
+                continue
+            rank = ranks.get(k)
+            if rank is None:
+                continue  # not re-validated in this call: keeps its result
+            if rank == 2:
+                continue  # rejected but not estimable: _fill made it questionable
+            p.value = p.raw
+            p.quality = Q_QUESTIONABLE if rank == 1 else Q_VALIDATED
+
+    # ------------------------------------------------------------------ window upkeep
+
+    def _learn_interval(self, ch: Channel, group: CompiledGroup) -> None:
+        rule = group.rule("missing")
+        configured = getattr(rule.params, "interval", 0) if rule else 0
+        if configured:
+            ch.interval_s = configured
+            return
+        if ch.kind == "interval" and ch.interval_s:
+            return
+        deltas = []
+        previous = None
+        for p in ch.points[-8:]:
+            if p.raw is None:
+                continue
+            if previous is not None and p.ts > previous:
+                deltas.append(p.ts - previous)
+            previous = p.ts
+        if len(deltas) >= 3:
+            deltas.sort()
+            ch.interval_s = deltas[len(deltas) // 2]
+
+    def _insert_markers(self, ch: Channel, j: int, group: CompiledGroup, received: int,
+                        meter: MeterInfo, result: StepResult) -> int:
+        """Markers for the expected values in a gap before the new value; returns how many."""
+        rule = group.rule("missing")
+        step = ch.interval_s
+        if rule is None or not step or j == 0:
+            return 0
+        params: Any = rule.params
+        points = ch.points
+        prev, new = points[j - 1], points[j]
+        gap = new.ts - prev.ts
+        if gap * 100 <= step * (100 + params.tolerance_pct):
+            return 0
+        count = round(gap / step) - 1
+        if count <= 0:
+            return 0
+        if params.read_history and gap >= params.read_history_min_gap:
+            result.commands.append(self._history_request(meter, ch, prev.ts, new.ts, received))
+        if count > params.max_markers:
+            return 0
+        markers = [Point(ts=prev.ts + step * n, value=None, raw=None, quality=Q_MISSING,
+                         method=0, version=0, received=received)
+                   for n in range(1, count + 1) if prev.ts + step * n < new.ts]
+        points[j:j] = markers
+        return len(markers)
+
+    def _evict(self, ch: Channel) -> None:
+        points = ch.points
+        if not points:
+            return
+        newest = points[-1].ts
+        while len(points) > 2 and (len(points) > self.window_points
+                                   or points[0].ts < newest - self.window_s):
+            old = points.pop(0)
+            ch.horizon = old.ts
+            estimated = old.quality in (Q_ESTIMATED, Q_MISSING)
+            ch.estimated_run = ch.estimated_run + 1 if estimated else 0
+            if old.consumption is not None and old.start is not None and self.history_days:
+                bad = estimated or "power_fail" in old.events
+                for day, amount in self._by_day(old.start, old.ts, old.consumption):
+                    self._add_day(ch, day, amount, bad)
+
+    def _by_day(self, start: int, end: int, amount: int) -> list[tuple[int, int]]:
+        cal = self.calendar
+        if end <= start:
+            return [(cal.day(end - 1), amount)]
+        out = []
+        day = cal.day(start)
+        allotted = 0
+        while True:
+            day_end = cal.day_start(day + 1)
+            if day_end >= end:
+                out.append((day, amount - allotted))
+                return out
+            share = amount * (day_end - max(start, cal.day_start(day))) // (end - start)
+            out.append((day, share))
+            allotted += share
+            day += 1
+
+    def _add_day(self, ch: Channel, day: int, amount: int, bad: bool) -> None:
+        if not ch.days:
+            ch.days, ch.last_day, ch.bad_days = [-1], day, 0
+        if day > ch.last_day:
+            grow = day - ch.last_day
+            if grow >= self.history_days:
+                ch.days, ch.bad_days = [-1], 0
+            else:
+                ch.days.extend([-1] * grow)
+            ch.last_day = day
+            excess = len(ch.days) - self.history_days
+            if excess > 0:
+                del ch.days[:excess]
+                ch.bad_days >>= excess
+        index = len(ch.days) - 1 - (ch.last_day - day)
+        if index < 0:
+            return  # older than the history kept
+        ch.days[index] = max(ch.days[index], 0) + amount
+        if bad:
+            ch.bad_days |= 1 << index
+
+    # ------------------------------------------------------------------ messages
+
+    def _input_flags(self, ctx: PointContext, group: CompiledGroup,
+                     has_events: bool) -> list[str]:
+        flags = []
+        for rule in group.input_events if has_events else group.input_plain:
+            outcome = rule.check(ctx)
+            if outcome:
+                flags.append(rule.id if outcome is True else str(outcome))
+        return flags
+
+    def _output(self, p: Point, ch: Channel, meter: MeterInfo, dims: Dimensions, trigger: int,
+                frame_id: str | None) -> ValidatedReading:
+        places = ch.places
+        quality = QUALITY_NAMES[p.quality]
+        intervals: tuple[IntervalConsumption, ...] = ()
+        if p.consumption is not None and p.start is not None:
+            estimated = p.quality == Q_ESTIMATED
+            intervals = tuple(
+                IntervalConsumption(start=dt(a), end=dt(b), volume=dec(v, 6),
+                                    estimated=estimated)
+                for a, b, v in prorate_hours(p.start, p.ts, p.consumption))
+        flags = p.flags
+        if p.events:
+            flags = (*flags, *(e for e in p.events if e not in flags))
+        if p.forward and "forward" not in flags:
+            flags = (*flags, "forward")
+        original = None
+        if p.raw is not None and p.raw != p.value:
+            original = dec(p.raw, places)
+        edit = None
+        if p.edit is not None:
+            e = p.edit
+            edit = EditInfo(user=e.user, at=dt(e.at), reason_code=e.reason_code,
+                            previous_value=None if e.previous_value is None
+                            else dec(e.previous_value, places),
+                            previous_version=e.previous_version, note=e.note)
+        value = None
+        if p.value is not None:
+            # an estimated interval value keeps micro precision, so estimates add up exactly
+            exact = p.quality == Q_ESTIMATED and ch.kind == "interval" and \
+                p.value % _POW10[6 - places] != 0
+            value = dec(p.value, 6 if exact else places)
+        return ValidatedReading(
+            meter_id=meter.meter_id, register=ch.register, ts=dt(p.ts),
+            value=value, unit=ch.unit,
+            version=p.version, quality=quality,  # type: ignore[arg-type]
+            method=METHOD_NAMES[p.method],  # type: ignore[arg-type]
+            flags=flags, kind=ch.kind if ch.kind in _CONSUMING else "instantaneous",
+            consumption=None if p.consumption is None else dec(p.consumption, places),
+            interval_start=None if p.start is None else dt(p.start), intervals=intervals,
+            original_value=original, received_at=dt(p.received), validated_at=dt(trigger),
+            dims=dims, edit=edit, source=p.source or "vee", frame_id=frame_id)
+
+    def _alerts_for(self, p: Point, old_flags: tuple[str, ...], ch: Channel, meter: MeterInfo,
+                    groups: GroupSet, trigger: int, result: StepResult) -> None:
+        for flag in p.flags:
+            if flag in old_flags:
+                continue
+            severity = _SEVERITY_BY_RULE.get(flag)
+            if severity is None:
+                continue
+            result.alerts.append(self._alert(meter, ch, p.ts, flag, trigger,
+                                             f"rule {flag} fired", severity=severity))
+        for flag in p.events:
+            if flag in ("tamper", "reverse_flow", "leak") and flag not in p.flags and \
+                    not p.version > 1:
+                result.alerts.append(self._alert(meter, ch, p.ts, flag, trigger,
+                                                 f"the meter reports {flag}",
+                                                 severity=_SEVERITY_BY_RULE[flag]))
+
+    def _alert(self, meter: MeterInfo, ch: Channel, ts: int, code: str, at: int, reason: str,
+               *, severity: str = "warning") -> Alert:
+        return Alert(alert_id=f"vee/{meter.meter_id}/{ch.register}/{ts}/{code}",
+                     object_type="meter", object_id=meter.meter_id,
+                     severity=severity,  # type: ignore[arg-type]
+                     code=f"vee.{code}", reason=reason, ts=dt(at), source=self.producer,
+                     attributes={"register": ch.register, "reading_ts": dt(ts).isoformat(),
+                                 "account_id": meter.account_id})
+
+    def _late_alert(self, meter: MeterInfo, ch: Channel, ts: int, received: int) -> Alert:
+        return self._alert(
+            meter, ch, ts, "late_beyond_window", received,
+            f"a value for {dt(ts).isoformat()} arrived after the stream's window moved past "
+            f"it (horizon {dt(ch.horizon).isoformat()}); run `unimeter vee revalidate` over "
+            "its period")
+
+    def _history_request(self, meter: MeterInfo, ch: Channel, start: int, end: int,
+                         at: int) -> CommandRequest:
+        client_id = f"vee-gap:{meter.meter_id}:{ch.register}:{start}:{end}"
+        granularity = "hour" if 0 < ch.interval_s < 86400 else "day"
+        return CommandRequest(
+            command_id=str(uuid.uuid5(_COMMAND_NS, client_id)), device_id=meter.meter_id,
+            command="read_history", requested_by=self.producer, requested_at=dt(at),
+            params={"start": dt(start).isoformat(), "end": dt(end).isoformat(),
+                    "granularity": granularity},
+            client_command_id=client_id, origin="pipeline",
+            reason=f"gap in {ch.register} from {dt(start).isoformat()} to "
+                   f"{dt(end).isoformat()}: recover the values from the meter's memory")
+
+
+def _region_start(points: list[Point], start: int) -> int:
+    """The anchor before ``start`` (or 0): where re-estimation of a hole must begin."""
+    lo = start
+    while lo > 0 and not _is_anchor(points[lo - 1]):
+        lo -= 1
+    return max(lo - 1, 0)
+
+
+def _is_anchor(p: Point) -> bool:
+    if p.value is None:
+        return False
+    if p.quality in (Q_EDITED, Q_FINAL):
+        return True
+    return p.raw is not None and p.quality != Q_ESTIMATED
+
+
+def _needs_estimate(p: Point, rank: int | None) -> bool:
+    if p.quality in (Q_EDITED, Q_FINAL):
+        return False
+    if p.raw is None:
+        return True
+    if rank is not None:
+        return rank == 2
+    return p.quality == Q_ESTIMATED
+
+
+def _signature(p: Point) -> tuple[Any, ...]:
+    return (p.value, p.quality, p.method, p.flags, p.events, p.consumption, p.start,
+            p.forward, p.edit)
+
+
+def _changed_much(before: list[int], after: list[int]) -> bool:
+    total = sum(abs(v) for v in before) or 1
+    return sum(abs(a - b) for a, b in zip(before, after, strict=True)) * 1000 > total
+
