@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from schemas.messages import (
@@ -143,7 +144,7 @@ class VeeEngine:
             exponent = reading.value.as_tuple().exponent
             if isinstance(exponent, int) and -exponent > ch.places:
                 ch.places = min(-exponent, 6)
-        if reading.interval_s and ch.kind == "interval":
+        if reading.interval_s and ch.kind == "interval" and not ch.interval_s:
             ch.interval_s = reading.interval_s
         events: tuple[str, ...] = ()
         if reading.status:
@@ -197,6 +198,8 @@ class VeeEngine:
         if added:
             point.events = (*point.events, *added)
         ctx.reading = None
+        if reading.interval_s and ch.kind == "interval" and reading.interval_s != ch.interval_s:
+            ch.interval_s = reading.interval_s  # flagged once by interval_unit, then followed
         if not (forced is None and first == j and j == len(points) - 1 and j > 0
                 and not point.events and group is groups.validation
                 and self._append(ctx, groups, point, received, meter, dims or meter.dims,
@@ -248,9 +251,8 @@ class VeeEngine:
             return False
         points = ch.points
         prev = points[-2]
-        if prev.value is None or prev.raw is None or prev.quality == Q_ESTIMATED:
-            if prev.quality not in (Q_EDITED, Q_FINAL) or prev.value is None:
-                return False
+        if not _is_anchor(prev):
+            return False
         raw = point.raw
         assert raw is not None
         if kind == "cumulative":
@@ -439,7 +441,9 @@ class VeeEngine:
         # the part of the window this call may change: from the anchor before the first
         # value re-validated (its hole may need re-estimating) to the end
         lo = _region_start(points, start)
-        snap = {id(p): _signature(p) for p in points[lo:] if p.version}
+        # scaling to a register may change estimates anywhere in the register period
+        watch = 0 if (ch.kind == "interval" and len(ctx.state.channels) > 1) else lo
+        snap = {id(p): _signature(p) for p in points[watch:] if p.version}
         ranks = self._validate(ctx, groups, start, initial_load)
         consuming = ch.kind in _CONSUMING
         day_rules = groups.validation.day_rules if consuming else ()
@@ -457,7 +461,7 @@ class VeeEngine:
                     snap.setdefault(id(p), _signature(p))
             lo = min(lo, new_lo)
         self._finish(ctx, lo, ranks)
-        for p in points[lo:]:
+        for p in points[min(lo, watch):]:
             if p.version and p is not forced:
                 old = snap.get(id(p))
                 if old is None or old == _signature(p):
@@ -545,6 +549,7 @@ class VeeEngine:
             if marker:
                 rank = 2
             p.flags = tuple(fired)
+            p.rejected = rank == 2 and not edited and not marker
             ranks[k] = rank
             if base is not None and (edited or rank < 2):
                 anchor = p
@@ -607,10 +612,13 @@ class VeeEngine:
                         flags = ("scaled_to_register",)
                     values = scaled
             if values is not None:
+                # a register shows whole units of its last digit: round the estimates to
+                # it, so every value and consumption is what the register could show
+                step = _POW10[6 - ch.places]
                 running = left.value
                 for t, piece in zip(targets, values, strict=False):
                     running += piece
-                    t.value = running
+                    t.value = (running + step // 2) // step * step if step > 1 else running
         elif values is not None:
             scaled_values = self._scale_intervals(ctx, groups, targets, values)
             if scaled_values is not None:
@@ -650,12 +658,20 @@ class VeeEngine:
         inside = [p for p in ch.points if r0.ts < p.ts <= r1.ts]
         if len(inside) * step != r1.ts - r0.ts:
             return None
+        # every estimate of the register period is scaled together (there may be several
+        # holes in one period): anchors are fixed, the rest shares what they leave
         target_ids = {id(t) for t in targets}
-        actual = sum(p.value or 0 for p in inside if id(p) not in target_ids)
+        others = [p for p in inside if id(p) not in target_ids and not _is_anchor(p)]
+        actual = sum(p.value or 0 for p in inside if _is_anchor(p))
         wanted = r1.value - r0.value - actual
         if wanted < 0:
             return None
-        return scale_to_total(values, wanted, [step] * len(values))
+        shape = [*values, *(p.value or 0 for p in others)]
+        scaled = scale_to_total(shape, wanted, [step] * len(shape))
+        for p, v in zip(others, scaled[len(values):], strict=True):
+            if p.value is not None:
+                p.value = v
+        return scaled[:len(values)]
 
     def _derive(self, ctx: PointContext, lo: int, group: CompiledGroup) -> None:
         """Pass C: consumption and interval start of each value from ``lo`` on."""
@@ -749,6 +765,7 @@ class VeeEngine:
                     ranks[k] = max((flag_ranks.get(f, 0) for f in (*p.flags, *p.events)),
                                    default=0)
                     rejected = ranks[k] == 2
+                    p.rejected = rejected and p.raw is not None
                     if rejected != was_rejected:
                         if not rejected and p.raw is not None:
                             p.value, p.quality, p.method, p.forward = p.raw, Q_ACTUAL, 0, False
@@ -906,7 +923,7 @@ class VeeEngine:
             flags = (*flags, "forward")
         original = None
         if p.raw is not None and p.raw != p.value:
-            original = dec(p.raw, places)
+            original = _exact(p.raw, places)
         edit = None
         if p.edit is not None:
             e = p.edit
@@ -914,19 +931,13 @@ class VeeEngine:
                             previous_value=None if e.previous_value is None
                             else dec(e.previous_value, places),
                             previous_version=e.previous_version, note=e.note)
-        value = None
-        if p.value is not None:
-            # an estimated interval value keeps micro precision, so estimates add up exactly
-            exact = p.quality == Q_ESTIMATED and ch.kind == "interval" and \
-                p.value % _POW10[6 - places] != 0
-            value = dec(p.value, 6 if exact else places)
         return ValidatedReading(
             meter_id=meter.meter_id, register=ch.register, ts=dt(p.ts),
-            value=value, unit=ch.unit,
+            value=_exact(p.value, places), unit=ch.unit,
             version=p.version, quality=quality,  # type: ignore[arg-type]
             method=METHOD_NAMES[p.method],  # type: ignore[arg-type]
             flags=flags, kind=ch.kind if ch.kind in _CONSUMING else "instantaneous",
-            consumption=None if p.consumption is None else dec(p.consumption, places),
+            consumption=_exact(p.consumption, places),
             interval_start=None if p.start is None else dt(p.start), intervals=intervals,
             original_value=original, received_at=dt(p.received), validated_at=dt(trigger),
             dims=dims, edit=edit, source=p.source or "vee", frame_id=frame_id)
@@ -978,6 +989,14 @@ class VeeEngine:
                    f"{dt(end).isoformat()}: recover the values from the meter's memory")
 
 
+def _exact(micro: int | None, places: int) -> Decimal | None:
+    """A value with the channel's decimals, or with six when it has more (estimates of
+    interval values keep their precision, so they add up exactly)."""
+    if micro is None:
+        return None
+    return dec(micro, places if micro % _POW10[6 - places] == 0 else 6)
+
+
 def _region_start(points: list[Point], start: int) -> int:
     """The anchor before ``start`` (or 0): where re-estimation of a hole must begin."""
     lo = start
@@ -991,7 +1010,7 @@ def _is_anchor(p: Point) -> bool:
         return False
     if p.quality in (Q_EDITED, Q_FINAL):
         return True
-    return p.raw is not None and p.quality != Q_ESTIMATED
+    return p.raw is not None and not p.rejected and p.quality != Q_ESTIMATED
 
 
 def _needs_estimate(p: Point, rank: int | None) -> bool:
@@ -1001,12 +1020,12 @@ def _needs_estimate(p: Point, rank: int | None) -> bool:
         return True
     if rank is not None:
         return rank == 2
-    return p.quality == Q_ESTIMATED
+    return p.rejected or p.quality == Q_ESTIMATED
 
 
 def _signature(p: Point) -> tuple[Any, ...]:
     return (p.value, p.quality, p.method, p.flags, p.events, p.consumption, p.start,
-            p.forward, p.edit)
+            p.forward, p.edit, p.rejected)
 
 
 def _changed_much(before: list[int], after: list[int]) -> bool:

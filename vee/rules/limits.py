@@ -184,14 +184,24 @@ class Spike(ValidationRule):
         return False  # evaluated per day by check_day
 
     def check_day(self, ctx: PointContext, points: list[Point]) -> list[Point]:
+        # A rejected value counts with what the meter sent (its raw value), so a spike stays
+        # a spike after it was estimated away; markers never count.
+        rates: list[tuple[float, int]]
         if ctx.channel.kind == "interval":
-            rates = [(float(p.consumption), n) for n, p in enumerate(points)
-                     if p.consumption is not None and p.raw is not None
-                     and p.quality != Q_ESTIMATED]
+            rates = [(float(p.raw), n) for n, p in enumerate(points) if p.raw is not None]
         else:
-            rates = [(p.consumption * 3600 / (p.ts - p.start), n) for n, p in enumerate(points)
-                     if p.consumption is not None and p.start is not None and p.ts > p.start
-                     and p.raw is not None and p.quality != Q_ESTIMATED]
+            rates = []
+            prev_ts = prev_value = None
+            for n, p in enumerate(points):
+                if p.raw is None:
+                    continue
+                if p.rejected or p.quality == Q_ESTIMATED:
+                    if prev_value is not None and p.ts > prev_ts:  # type: ignore[operator]
+                        rates.append(((p.raw - prev_value) * 3600 / (p.ts - prev_ts), n))
+                    continue
+                if p.consumption is not None and p.start is not None and p.ts > p.start:
+                    rates.append((p.consumption * 3600 / (p.ts - p.start), n))
+                prev_ts, prev_value = p.ts, p.value
         if len(rates) < 3:
             return []
         rates.sort(reverse=True)

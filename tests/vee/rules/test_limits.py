@@ -1,0 +1,146 @@
+"""Limit rules: absolute limits, max flow by size, high/low, jumps, spike, sum check, zero use."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from tests.vee.conftest import gas_meter, reading, run
+
+
+def test_absolute_limits_on_consumption() -> None:
+    r = run("[{rule: absolute_limits, lower: 0, upper: 2}]",
+            [reading(0, "10"), reading(1, "11.5"), reading(2, "14")])
+    assert r.at(1).flags == ()
+    assert r.at(2).flags == ("absolute_limits",)
+    assert r.at(2).quality == "questionable"
+
+
+def test_absolute_limits_on_the_register_value() -> None:
+    r = run("[{rule: absolute_limits, register_upper: 50000}]",
+            [reading(0, "49999"), reading(1, "50001")])
+    assert r.at(0).flags == ()
+    assert r.at(1).flags == ("absolute_limits",)
+
+
+def test_max_flow_by_ledger_qmax_and_by_gas_size() -> None:
+    # Qmax 4 m³/h, +10 %: 4.3 m³ in an hour passes, 4.5 does not
+    r = run("[max_flow]", [reading(0, "0"), reading(1, "4.3"), reading(2, "8.8")])
+    assert r.at(1).flags == ()
+    assert "max_flow" in r.at(2).flags
+    # G1.6 -> 2.5 m³/h when the ledger has no Qmax
+    g16 = run("[max_flow]", [reading(0, "0"), reading(1, "3")],
+              meter=gas_meter(qmax=None, size="G1.6"))
+    assert "max_flow" in g16.at(1).flags
+    g25 = run("[max_flow]", [reading(0, "0"), reading(1, "3")],
+              meter=gas_meter(qmax=None, size="G2.5"))
+    assert g25.at(1).flags == ()
+
+
+def test_max_flow_skips_meters_without_qmax_unless_a_default_is_given() -> None:
+    meter = gas_meter(qmax=None, size=None)
+    assert run("[max_flow]", [reading(0, "0"), reading(1, "30")], meter=meter).at(1).flags == ()
+    r = run("[{rule: max_flow, default_qmax: 6}]", [reading(0, "0"), reading(1, "30")],
+            meter=meter)
+    assert r.at(1).flags == ("max_flow",)
+
+
+def test_max_flow_estimates_by_default() -> None:
+    r = run("[max_flow]", [reading(0, "0"), reading(1, "1"), reading(2, "50"), reading(3, "3")],
+            estimation="[{method: linear, max_gap: 2h}]")
+    spike = r.at(2)
+    assert spike.quality == "estimated"
+    assert spike.method == "linear"
+    assert spike.value == Decimal("2.000")
+    assert spike.original_value == Decimal("50.000")
+
+
+def test_high_low_against_the_customer_group_average() -> None:
+    extra = "history: {average_daily_use: {residential: 1.0}}"
+    # a day at 1 m³/day expected: 2.5 m³ passes (< +200 %), 3.5 m³ fires
+    ok = run("[high_low]", [reading(0, "0"), reading(24, "2.5")], extra=extra)
+    assert ok.at(24).flags == ()
+    high = run("[high_low]", [reading(0, "0"), reading(24, "3.5")], extra=extra)
+    assert high.at(24).flags == ("high_low",)
+    low = run("[{rule: high_low, low_pct: 20}]", [reading(0, "0"), reading(24, "0.1")],
+              extra=extra)
+    assert low.at(24).flags == ("high_low",)
+
+
+def test_high_low_ignores_short_periods_and_unknown_groups() -> None:
+    extra = "history: {average_daily_use: {commercial: 1.0}}"
+    r = run("[high_low]", [reading(0, "0"), reading(24, "30")], extra=extra)
+    assert r.at(24).flags == ()  # residential meter, no average for its group
+    short = run("[high_low]", [reading(0, "0"), reading(1, "30")],
+                extra="history: {average_daily_use: {residential: 1.0}}")
+    assert short.at(1).flags == ()
+
+
+def test_consecutive_jump() -> None:
+    r = run("[{rule: consecutive_jump, pct: 300}]",
+            [reading(0, "0"), reading(1, "1"), reading(2, "2.5"), reading(3, "9.5")])
+    assert r.at(2).flags == ()  # 1 -> 1.5 m³/h: +50 %
+    assert r.at(3).flags == ("consecutive_jump",)  # 1.5 -> 7 m³/h: +367 %
+
+
+def test_spike_worked_example_max_vs_third_highest() -> None:
+    # reference: day max 5.0, third-highest 1.0, tolerance 200 % -> 400 % -> spike
+    values = ["1.0", "0.8", "5.0", "0.9", "1.0", "0.7"]
+    readings, total = [reading(0, "100")], Decimal("100")
+    for h, v in enumerate(values, start=1):
+        total += Decimal(v)
+        readings.append(reading(h, str(total)))
+    r = run("[{rule: spike, tolerance_pct: 200}]", readings)
+    flagged = [o.ts.hour for o in r.latest().values() if "spike" in o.flags]
+    assert flagged == [3]
+    assert r.at(3).quality == "questionable"  # estimate action, no method configured
+    calm = run("[{rule: spike, tolerance_pct: 500}]", readings)
+    assert not any("spike" in o.flags for o in calm.latest().values())
+
+
+def test_spike_on_interval_data_is_estimated_and_a_later_value_can_release_it() -> None:
+    values = ["1.0", "1.1", "4.0", "0.9"]
+    readings = [reading(h, v, kind="interval", interval_s=3600, register="vi")
+                for h, v in enumerate(values, start=1)]
+    r = run("[{rule: spike, tolerance_pct: 200}]", readings,
+            estimation="[{method: linear, max_gap: 2h}]")
+    spike = r.at(3, "vi")
+    assert spike.quality == "estimated"
+    assert spike.original_value == Decimal("4.000")
+    assert spike.value == Decimal("1.000")  # between 1.1 and 0.9
+    # a high third value makes 4.0 ordinary: the spike is released in a new version
+    r.feed([reading(5, "3.9", kind="interval", interval_s=3600, register="vi"),
+            reading(6, "3.5", kind="interval", interval_s=3600, register="vi")])
+    released = r.at(3, "vi")
+    assert released.quality == "validated"
+    assert released.value == Decimal("4.000")
+    assert released.version > spike.version
+
+
+def test_sum_check_intervals_against_register() -> None:
+    meter = gas_meter()
+    good = [reading(0, "100"), reading(3, "103")] + [
+        reading(h, "1", kind="interval", interval_s=3600, register="vi") for h in (1, 2, 3)]
+    r = run("[sum_check]", [good[2], good[3], good[4], good[0], good[1]], meter=meter)
+    assert r.at(3, "volume").flags == ()
+    bad = [reading(h, "1", kind="interval", interval_s=3600, register="vi") for h in (1, 2, 3)]
+    r2 = run("[{rule: sum_check, tolerance_pct: 2}]",
+             [*bad, reading(0, "100"), reading(3, "103.5")], meter=meter)
+    assert r2.at(3, "volume").flags == ("sum_check",)
+
+
+def test_zero_consumption_on_an_active_account_is_valve_aware() -> None:
+    seq = [reading(0, "10"), reading(24, "12"), reading(48, "12"), reading(72, "12"),
+           reading(96, "12")]
+    r = run("[{rule: zero_consumption, days: 3}]", seq)
+    assert r.at(72).flags == ()  # two days without use
+    assert r.at(96).flags == ("zero_consumption",)  # three days
+    closed = [reading(0, "10"), reading(24, "12"),
+              *(reading(h, "12", status=("valve_state:closed",)) for h in (48, 72, 96))]
+    assert "zero_consumption" not in run("[zero_consumption]", closed).at(96).flags
+    no_account = run("[zero_consumption]", seq, meter=gas_meter(account_id=None))
+    assert no_account.at(96).flags == ()
+
+
+def test_stuck_register_is_an_alias_of_zero_consumption() -> None:
+    seq = [reading(0, "10"), reading(24, "12"), *(reading(h, "12") for h in (48, 72, 96))]
+    assert run("[stuck_register]", seq).at(96).flags == ("zero_consumption",)

@@ -1,0 +1,106 @@
+"""Properties: estimates stay within their neighbours, scaling keeps the register total,
+nothing is lost, and a second run over the same data changes nothing."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.vee.conftest import T0, Run, gas_meter, reading, rule_set
+from vee.engine import VeeEngine
+from vee.groups import default_rules_path, load_rule_set
+from vee.model import decode_state, encode_state
+
+_RULES = "[missing, rollover, negative_consumption, max_flow, spike, prolonged_estimation]"
+
+
+@st.composite
+def register_series(draw: st.DrawFn) -> list[tuple[int, str]]:
+    """Hourly register reads with gaps, stray values and out-of-order arrival."""
+    hours = sorted(draw(st.sets(st.integers(0, 60), min_size=3, max_size=40)))
+    total = Decimal("1000")
+    series = []
+    for h in hours:
+        total += Decimal(draw(st.integers(0, 3000))) / 1000
+        value = total
+        if draw(st.integers(0, 9)) == 0:  # a stray value now and then
+            value = total + Decimal(draw(st.integers(-50, 500)))
+        series.append((h, f"{value:.3f}"))
+    order = draw(st.permutations(series)) if draw(st.booleans()) else series
+    return list(order)
+
+
+def _run(series: list[tuple[int, str]], estimation: str) -> Run:
+    engine = VeeEngine(rule_set(_RULES, estimation), window_points=1000)
+    return Run(engine, gas_meter()).feed(reading(h, v) for h, v in series)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(register_series())
+def test_register_estimates_lie_between_their_anchors_and_nothing_is_lost(series) -> None:  # type: ignore[no-untyped-def]
+    r = _run(series, "[{method: linear, max_gap: 6h}, like_day, scaled_to_register]")
+    latest = list(r.latest().values())
+    values = [o.value for o in latest]
+    for n, o in enumerate(latest):
+        if o.quality != "estimated" or "forward" in o.flags:
+            continue
+        before = [v for v in values[:n] if v is not None]
+        after = [v for v in values[n + 1:] if v is not None]
+        assert before
+        assert after
+        assert before[-1] <= o.value <= after[0], series  # type: ignore[operator]
+    # the consumption of the current versions adds up to the register advance
+    valued = [o for o in latest if o.value is not None]
+    total = sum((o.consumption or 0) for o in valued[1:])
+    assert total == valued[-1].value - valued[0].value, series  # type: ignore[operator]
+    pieces = sum(i.volume for o in valued for i in o.intervals)
+    assert pieces == total
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 5000), min_size=6, max_size=30), st.data())
+def test_interval_estimates_are_scaled_to_the_register_advance(volumes, data) -> None:  # type: ignore[no-untyped-def]
+    n = len(volumes)
+    # an interval before the first one received is unknowable: holes start after it
+    hole = data.draw(st.sets(st.integers(2, n - 1), min_size=1, max_size=max(1, n // 3)))
+    start = Decimal("500")
+    end = start + sum(Decimal(v) / 1000 for v in volumes)
+    readings = [reading(0, str(start)), reading(n, str(end))]
+    readings += [reading(h + 1, str(Decimal(v) / 1000), kind="interval", interval_s=3600,
+                         register="vi")
+                 for h, v in enumerate(volumes) if h + 1 not in hole]
+    engine = VeeEngine(rule_set("[missing]", f"[{{method: linear, max_gap: {n}h}}, "
+                                             "scaled_to_register]"), window_points=1000)
+    r = Run(engine, gas_meter()).feed(readings)
+    intervals = r.latest("vi")
+    assert len(intervals) == n, (volumes, hole)
+    total = sum(o.value for o in intervals.values())  # type: ignore[misc]
+    assert total == end - start, (volumes, hole)
+    for o in intervals.values():
+        assert o.value is not None
+        assert o.value >= 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(register_series())
+def test_a_second_run_over_the_same_data_changes_nothing(series) -> None:  # type: ignore[no-untyped-def]
+    engine = VeeEngine(load_rule_set(default_rules_path()))
+    r = Run(engine, gas_meter()).feed(reading(h, v) for h, v in series)
+    before, count = encode_state(r.state), len(r.outputs)
+    r.feed(reading(h, v) for h, v in series)
+    assert len(r.outputs) == count
+    assert encode_state(r.state) == before
+
+
+@settings(max_examples=40, deadline=None)
+@given(register_series())
+def test_state_survives_encoding(series) -> None:  # type: ignore[no-untyped-def]
+    engine = VeeEngine(load_rule_set(default_rules_path()))
+    r = Run(engine, gas_meter()).feed(reading(h, v) for h, v in series)
+    assert decode_state(encode_state(r.state)) == r.state
+
+
+def test_t0_is_a_monday_morning_in_shanghai() -> None:
+    assert T0.weekday() == 0
