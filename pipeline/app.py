@@ -174,9 +174,11 @@ class PipelineApp:
             cache_size=settings.ledger_cache_size, on_reject=self._reject_ledger_record)
         self.sender: Sender = KafkaSender(self)
         self.ledger_ready = asyncio.Event()
-        self._topics: dict[str, Any] = {}
+        self._topics: dict[tuple[str, ...], Any] = {}
         self._pending_rejects: list[Output] = []
         self.counters: dict[str, int] = {}
+        #: What agents register for others (and tests) to reach: ``extensions["vee"]``.
+        self.extensions: dict[str, Any] = {}
         self.faust.task(self._follow_ledger)
         self.faust.task(self._flush_rejects_forever)
         if settings.heartbeat_file is not None:
@@ -184,14 +186,20 @@ class PipelineApp:
 
     # ------------------------------------------------------------------ topics and tables
 
-    def topic(self, name: str) -> Any:
-        """The faust topic of a catalog topic (``readings.raw``), raw bytes in and out."""
-        if name not in self._topics:
-            topic_spec(name)  # a KeyError naming the known topics for a typo
-            self._topics[name] = self.faust.topic(
-                self.kafka.topic(name), key_type=bytes, value_type=bytes,
+    def topic(self, *names: str) -> Any:
+        """The faust topic of catalog topics (``readings.raw``), raw bytes in and out; several
+        names make one channel over all of them."""
+        if names not in self._topics:
+            for name in names:
+                topic_spec(name)  # a KeyError naming the known topics for a typo
+            self._topics[names] = self.faust.topic(
+                *(self.kafka.topic(n) for n in names), key_type=bytes, value_type=bytes,
                 key_serializer="raw", value_serializer="raw", internal=False)
-        return self._topics[name]
+        return self._topics[names]
+
+    def catalog_name(self, full_name: str) -> str:
+        """``unimeter.readings.raw`` -> ``readings.raw``."""
+        return full_name.removeprefix(self.kafka.topic_prefix)
 
     def table(self, name: str, *, help_text: str = "") -> Any:
         """A partitioned table of bytes (per-meter state), co-partitioned with the input:
@@ -203,9 +211,10 @@ class PipelineApp:
 
     # ------------------------------------------------------------------ agents
 
-    def batch_agent(self, topic: str, expected: Expected, *, name: str) -> Callable[
-            [BatchHandler], BatchHandler]:
-        """Register a batch handler as a faust agent consuming catalog topic ``topic``.
+    def batch_agent(self, topic: str | tuple[str, ...], expected: Expected, *,
+                    name: str) -> Callable[[BatchHandler], BatchHandler]:
+        """Register a batch handler as a faust agent consuming catalog topic ``topic`` (or a
+        tuple of co-partitioned topics, consumed as one stream).
 
         The handler receives ``list[Incoming[expected]]`` (``expected`` may be a tuple of the
         payload types of a mixed topic; undecodable records have already gone to
@@ -214,14 +223,16 @@ class PipelineApp:
         what per-meter state relies on.
         """
 
+        names = (topic,) if isinstance(topic, str) else tuple(topic)
+
         def decorate(handler: BatchHandler) -> BatchHandler:
             async def agent(stream: Any) -> None:
                 await self.wait_for_ledger()
                 async for events in stream.take_events(self.settings.batch_max,
                                                        within=self.settings.batch_within_s):
-                    await self.handle_events(events, expected, handler, topic=topic)
+                    await self.handle_events(events, expected, handler, topic=names[0])
 
-            self.faust.agent(self.topic(topic), name=name, concurrency=1)(agent)
+            self.faust.agent(self.topic(*names), name=name, concurrency=1)(agent)
             return handler
 
         return decorate
@@ -253,7 +264,8 @@ class PipelineApp:
         rejects: list[Output] = []
         for event in events:
             message = event.message
-            incoming = self.decode(event.value, expected, key=event.key, topic=topic,
+            source = self.catalog_name(message.topic) if message.topic else topic
+            incoming = self.decode(event.value, expected, key=event.key, topic=source,
                                    partition=message.partition, offset=message.offset,
                                    rejects=rejects)
             if incoming is not None:

@@ -34,10 +34,7 @@ def dec(micro: int, places: int = 3) -> Decimal:
     factor = _POW10[6 - places]
     if factor == 1:
         return Decimal(micro).scaleb(-6)
-    if micro >= 0:
-        q = (micro + factor // 2) // factor
-    else:
-        q = -((-micro + factor // 2) // factor)
+    q = (micro + factor // 2) // factor if micro >= 0 else -((-micro + factor // 2) // factor)
     return Decimal(q).scaleb(-places)
 
 

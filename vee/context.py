@@ -13,6 +13,7 @@ advance); for an interval channel there is one piece per target value.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from schemas.messages import Reading
@@ -58,9 +59,26 @@ def register_delta(prev: int, cur: int, meter: MeterInfo, elapsed: int, *,
 class PointContext:
     """The value under test and its surroundings (re-pointed per value, cached per call)."""
 
-    __slots__ = ("_daily", "_own_adu", "anchor", "calendar", "channel", "consumption",
-                 "elapsed", "i", "initial", "meter", "pending_rank", "point", "points",
-                 "reading", "ruleset", "rollover", "state", "valve_closed")
+    __slots__ = (
+        "_daily",
+        "_own_adu",
+        "anchor",
+        "calendar",
+        "channel",
+        "consumption",
+        "elapsed",
+        "i",
+        "initial",
+        "meter",
+        "pending_rank",
+        "point",
+        "points",
+        "reading",
+        "rollover",
+        "ruleset",
+        "state",
+        "valve_closed",
+    )
 
     def __init__(self, meter: MeterInfo, state: MeterState, channel: Channel,
                  calendar: DayCalendar, ruleset: RuleSet) -> None:
@@ -85,7 +103,7 @@ class PointContext:
         self.initial = False
         self.pending_rank = 0
         self._daily: dict[int, int] | None = None
-        self._own_adu: float | None | bool = False
+        self._own_adu: float | bool | None = False
 
     # ------------------------------------------------------------------ shared facts
 
@@ -170,7 +188,7 @@ class Hole:
         """``(start, end)`` of each piece to estimate."""
         if self.kind == "cumulative":
             b = self.bounds()
-            return list(zip(b, b[1:], strict=False))
+            return list(itertools.pairwise(b))
         step = self.channel.interval_s or 0
         return [(t.ts - step, t.ts) for t in self.targets]
 

@@ -31,7 +31,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
+
+import msgspec
 
 from schemas.messages import (
     Alert,
@@ -65,6 +68,8 @@ __all__ = ["StepResult", "VeeEngine"]
 
 _CONSUMING = ("cumulative", "interval")
 _POW10 = tuple(10 ** n for n in range(7))
+#: How many values a window-scope day rule (spike over daily reads) compares.
+_WINDOW_SCOPE = 16
 _HISTORY_SOURCES = ("history", "meter_history", "read_history")
 _COMMAND_NS = uuid.UUID("6f1c3a52-5d0e-4c33-9a56-0e1f3f7c2b10")
 _SEVERITY_BY_RULE = {
@@ -155,6 +160,7 @@ class VeeEngine:
                      for t in reading.status):
                 state.valve = "open"
         groups = self.groups_for(meter, state)
+        dims = _with_group(dims or meter.dims, groups.validation.id)
         points = ch.points
         if ts <= ch.horizon:
             result.dropped = "late"
@@ -254,9 +260,11 @@ class VeeEngine:
         if not _is_anchor(prev):
             return False
         raw = point.raw
+        anchor_value = prev.value
         assert raw is not None
+        assert anchor_value is not None
         if kind == "cumulative":
-            consumption = raw - prev.value
+            consumption = raw - anchor_value
             if consumption < 0:
                 return False
             start: int | None = prev.ts
@@ -312,7 +320,7 @@ class VeeEngine:
             if scope == "auto":
                 scope = "window" if ch.interval_s >= 6 * 3600 else "day"
             if scope == "window":
-                members = points
+                members = points[-_WINDOW_SCOPE:]
             else:
                 if fixed is not None:
                     day = (last.ts - 1 + fixed) // 86400
@@ -426,7 +434,8 @@ class VeeEngine:
         point.forward = False
         groups = self.groups_for(meter, state)
         ctx = self._context(meter, state, ch)
-        self._revalidate(ctx, groups, j, epoch(edit.at), meter, dims or meter.dims, result,
+        dims = _with_group(dims or meter.dims, groups.validation.id)
+        self._revalidate(ctx, groups, j, epoch(edit.at), meter, dims, result,
                          frame_id=None, initial_load=False, forced=point)
         return result
 
@@ -480,7 +489,6 @@ class VeeEngine:
         ch = ctx.channel
         points = ch.points
         kind = ch.kind
-        consuming = kind in _CONSUMING
         rollover_rule = groups.validation.rule("rollover")
         rollover_tolerance = (getattr(rollover_rule.params, "tolerance_pct", 10) / 100
                               if rollover_rule else 0.1)
@@ -601,7 +609,8 @@ class VeeEngine:
                     break
         flags: tuple[str, ...] = ()
         if values is not None and cumulative:
-            assert left is not None and left.value is not None
+            assert left is not None
+            assert left.value is not None
             if advance is not None:
                 if advance < 0:
                     values = None
@@ -719,12 +728,19 @@ class VeeEngine:
         ch = ctx.channel
         points = ch.points
         fixed = self.calendar._fixed
+        day = self.calendar.day
+        # only the days of the changed values matter: begin at the first value of the
+        # earliest of them (a long batch window is never scanned whole)
+        base = lo
+        first_day = day(points[lo].ts - 1) if lo < len(points) else None
+        while base > 0 and day(points[base - 1].ts - 1) == first_day:
+            base -= 1
+        base = max(0, min(base, lo - _WINDOW_SCOPE))
         if fixed is not None:
-            days = [(p.ts - 1 + fixed) // 86400 for p in points]
+            days = [(p.ts - 1 + fixed) // 86400 for p in points[base:]]
         else:
-            day = self.calendar.day
-            days = [day(p.ts - 1) for p in points]
-        touched = set(days[lo:])
+            days = [day(p.ts - 1) for p in points[base:]]
+        touched = set(days[lo - base:])
         if len(days) < 3:
             return None
         flag_ranks = groups.validation.flag_ranks
@@ -735,10 +751,11 @@ class VeeEngine:
             if scope == "auto":
                 scope = "window" if ch.interval_s >= 6 * 3600 else "day"
             if scope == "window":
-                members_of = [list(range(len(points)))]
+                members_of = [list(range(max(base, len(points) - _WINDOW_SCOPE),
+                                         len(points)))]
             else:
                 by_day: dict[int, list[int]] = {}
-                for k, d in enumerate(days):
+                for k, d in enumerate(days, start=base):
                     if d in touched:
                         by_day.setdefault(d, []).append(k)
                 members_of = [m for m in by_day.values() if len(m) >= 3]
@@ -936,7 +953,8 @@ class VeeEngine:
             value=_exact(p.value, places), unit=ch.unit,
             version=p.version, quality=quality,  # type: ignore[arg-type]
             method=METHOD_NAMES[p.method],  # type: ignore[arg-type]
-            flags=flags, kind=ch.kind if ch.kind in _CONSUMING else "instantaneous",
+            flags=flags,
+            kind=ch.kind if ch.kind in _CONSUMING else "instantaneous",  # type: ignore[arg-type]
             consumption=_exact(p.consumption, places),
             interval_start=None if p.start is None else dt(p.start), intervals=intervals,
             original_value=original, received_at=dt(p.received), validated_at=dt(trigger),
@@ -987,6 +1005,14 @@ class VeeEngine:
             client_command_id=client_id, origin="pipeline",
             reason=f"gap in {ch.register} from {dt(start).isoformat()} to "
                    f"{dt(end).isoformat()}: recover the values from the meter's memory")
+
+
+@lru_cache(maxsize=4096)
+def _with_group(dims: Dimensions, group_id: str) -> Dimensions:
+    """The dimensions with the VEE group that was applied."""
+    if dims.vee_group == group_id:
+        return dims
+    return msgspec.structs.replace(dims, vee_group=group_id)
 
 
 def _exact(micro: int | None, places: int) -> Decimal | None:

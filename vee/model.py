@@ -85,7 +85,7 @@ class MeterInfo:
 
     def register_range_micro(self) -> int:
         """Where the register wraps: 10^digits units (99999.999 + 0.001 for 5+3 digits)."""
-        return 10 ** self.register_digits * 1_000_000
+        return int(10 ** self.register_digits) * 1_000_000
 
 
 class EditNote(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -173,16 +173,13 @@ def encode_state(state: MeterState) -> bytes:
     """
     channels = []
     for ch in state.channels.values():
-        packed = []
+        packed: list[list[Any]] = []
         prev_ts = 0
         prev_value: int | None = None
         prev_source = ""
         for p in ch.points:
             value = p.value
-            if value is None:
-                value_enc = None
-            else:
-                value_enc = value - (prev_value or 0)
+            value_enc = None if value is None else value - (prev_value or 0)
             raw = p.raw
             raw_enc: Any = False if raw is None else (True if raw == value else raw - (value or 0))
             derived = _expected_consumption(ch, p, prev_ts if packed else None, prev_value)

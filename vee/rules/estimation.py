@@ -64,7 +64,8 @@ class Linear(EstimationMethod):
         if not hole.two_sided or hole.gap_seconds() > self.params.max_gap:
             return None
         left, right = hole.left, hole.right
-        assert left is not None and right is not None
+        assert left is not None
+        assert right is not None
         if hole.kind == "cumulative":
             return [end - start for start, end in hole.piece_spans()]
         if left.value is None or right.value is None or right.ts <= left.ts:

@@ -191,12 +191,12 @@ class Spike(ValidationRule):
             rates = [(float(p.raw), n) for n, p in enumerate(points) if p.raw is not None]
         else:
             rates = []
-            prev_ts = prev_value = None
+            prev_ts, prev_value = 0, None
             for n, p in enumerate(points):
                 if p.raw is None:
                     continue
                 if p.rejected or p.quality == Q_ESTIMATED:
-                    if prev_value is not None and p.ts > prev_ts:  # type: ignore[operator]
+                    if prev_value is not None and p.ts > prev_ts:
                         rates.append(((p.raw - prev_value) * 3600 / (p.ts - prev_ts), n))
                     continue
                 if p.consumption is not None and p.start is not None and p.ts > p.start:

@@ -1,0 +1,134 @@
+"""The VEE agent with faust's test_context: enrichment, versions, dead letters, replays."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from pipeline.app import PipelineApp, create_app
+from pipeline.settings import PipelineSettings
+from schemas import codec
+from schemas.messages import (
+    Alert,
+    DeadLetter,
+    LedgerMeter,
+    LedgerVeeGroup,
+    Reading,
+    ReadingEdit,
+    ValidatedReading,
+)
+from schemas.settings import KafkaSettings
+from tests.pipeline.conftest import RecordingSender
+
+T0 = datetime(2026, 7, 6, tzinfo=UTC)
+
+
+def _app(tmp_path: Path, store: dict[bytes, bytes] | None = None) -> PipelineApp:
+    settings = PipelineSettings(store="memory://", ledger_wait_s=0, batch_within_s=0.01,
+                                data_dir=tmp_path)
+    app = create_app(settings, KafkaSettings(bootstrap="127.0.0.1:1", topic_prefix="unit."),
+                     agents=["vee"])
+    app.sender = RecordingSender()
+    app.extensions["vee"].store = {} if store is None else store
+    app.ledger.put(LedgerMeter(meter_id="GM-1", status="active", medium="gas", updated_at=T0,
+                               qmax=Decimal("4"), account_id="A-1", customer_type="residential",
+                               region="north", tariff_id="BJ-GAS", supply_node="PZ-2",
+                               has_valve=True))
+    return app
+
+
+def _reading(hours: int, value: str, meter: str = "GM-1") -> bytes:
+    ts = T0 + timedelta(hours=hours)
+    return codec.encode(Reading(meter_id=meter, register="volume", ts=ts, value=Decimal(value),
+                                unit="m3", received_at=ts + timedelta(seconds=20),
+                                frame_id=f"f-{hours}"), producer="test")
+
+
+async def _feed(app: PipelineApp, records: list[tuple[bytes, bytes]]) -> None:
+    app.faust.finalize()
+    async with app.faust.agents["vee"].test_context() as agent:
+        for key, value in records:
+            await agent.put(value, key=key)
+        await asyncio.sleep(0.2)
+
+
+def _validated(app: PipelineApp) -> list[ValidatedReading]:
+    return [codec.decode(o.value, ValidatedReading)[1]  # type: ignore[misc]
+            for o in app.sender.on("readings.validated")]  # type: ignore[attr-defined]
+
+
+async def test_readings_are_validated_enriched_and_versioned(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    await _feed(app, [(b"GM-1", _reading(h, v)) for h, v in
+                      ((0, "100"), (1, "101"), (2, "102"), (4, "104"), (3, "103"))])
+    out = _validated(app)
+    latest = {}
+    for o in out:
+        latest[o.ts] = o
+    assert len(latest) == 5
+    first = latest[T0]
+    assert first.dims.account_id == "A-1"
+    assert first.dims.region == "north"
+    assert first.dims.tariff_id == "BJ-GAS"
+    assert first.dims.vee_group == "gas"
+    assert first.frame_id == "f-0"
+    # 03:00 was missing when 04:00 arrived: estimated, then replaced by the late actual
+    three = [o for o in out if o.ts == T0 + timedelta(hours=3)]
+    assert [(o.version, o.quality) for o in three] == [(1, "estimated"), (2, "validated")]
+    assert three[-1].frame_id == "f-3"
+    assert latest[T0 + timedelta(hours=4)].consumption == Decimal("1.000")
+    assert app.extensions["vee"].store[b"GM-1"]
+
+
+async def test_bad_records_and_impossible_edits_are_dead_lettered(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    edit = ReadingEdit(edit_id="e", meter_id="GM-1", register="heat", ts=T0, user="u",
+                       at=T0, reason_code="X", value=Decimal("1"))
+    alert = Alert(alert_id="a", object_type="m", object_id="m", severity="info", code="c",
+                  reason="", ts=T0)
+    await _feed(app, [(b"GM-1", b"not json"), (b"GM-1", codec.encode(edit, producer="t")),
+                      (b"GM-1", codec.encode(alert, producer="t")),
+                      (b"GM-1", _reading(0, "100"))])
+    dead = [codec.decode(o.value, DeadLetter)[1]
+            for o in app.sender.on("dlq.pipeline")]  # type: ignore[attr-defined]
+    reasons = [d.reason["reason"] for d in dead]  # type: ignore[attr-defined]
+    assert len(dead) == 3
+    assert any("not a unimeter envelope" in r for r in reasons)
+    assert any("no value of this register" in r for r in reasons)
+    assert any("'alert' is not expected" in r for r in reasons)
+    assert len(_validated(app)) == 1
+
+
+async def test_a_replay_after_a_crash_produces_identical_messages(tmp_path: Path) -> None:
+    store: dict[bytes, bytes] = {}
+    first = _app(tmp_path / "a", store)
+    await _feed(first, [(b"GM-1", _reading(h, str(100 + h))) for h in range(3)])
+    saved = dict(store)
+    records = [(b"GM-1", _reading(h, str(100 + h))) for h in (3, 5, 6)]
+    one = _app(tmp_path / "b", dict(saved))
+    await _feed(one, records)
+    # the worker crashed before writing its state: the same input is delivered again
+    two = _app(tmp_path / "c", dict(saved))
+    await _feed(two, records)
+    sent_one = [(o.topic, o.key, o.value) for o in one.sender.sent]  # type: ignore[attr-defined]
+    sent_two = [(o.topic, o.key, o.value) for o in two.sender.sent]  # type: ignore[attr-defined]
+    assert sent_one == sent_two
+    assert any(t == "readings.validated" for t, _, _ in sent_one)
+
+
+async def test_ledger_vee_groups_replace_file_groups_and_bad_ones_raise_an_alert(
+        tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    app.ledger.put(LedgerVeeGroup(group_id="gas", version=2, updated_at=T0,
+                                  spec="rules: [{rule: absolute_limits, upper: 0.5}]"))
+    app.ledger.put(LedgerVeeGroup(group_id="broken", version=1, updated_at=T0,
+                                  spec="rules: [no_such_rule]"))
+    await _feed(app, [(b"GM-1", _reading(0, "100")), (b"GM-1", _reading(1, "101"))])
+    second = [o for o in _validated(app) if o.ts == T0 + timedelta(hours=1)][-1]
+    assert second.flags == ("absolute_limits",)
+    alerts = [codec.decode(o.value, Alert)[1]
+              for o in app.sender.on("alerts")]  # type: ignore[attr-defined]
+    assert any(a.code == "vee.group_invalid" and a.object_id == "broken"  # type: ignore[attr-defined]
+               for a in alerts)
