@@ -456,10 +456,13 @@ class VeeEngine:
         ranks = self._validate(ctx, groups, start, initial_load)
         consuming = ch.kind in _CONSUMING
         day_rules = groups.validation.day_rules if consuming else ()
-        for _ in range(4):
+        # a day rule's verdict may depend on estimates it causes (a spike estimated away
+        # changes the rates around it): a few rounds, and the last one only re-estimates,
+        # so values, consumption and flags always agree
+        for round_ in range(4):
             self._estimate(ctx, groups, lo, ranks)
             self._derive(ctx, lo, groups.validation)
-            if not day_rules:
+            if not day_rules or round_ == 3:
                 break
             earliest = self._day_pass(ctx, groups, day_rules, lo, ranks, snap)
             if earliest is None:
@@ -558,6 +561,9 @@ class VeeEngine:
                 rank = 2
             p.flags = tuple(fired)
             p.rejected = rank == 2 and not edited and not marker
+            if rank < 2 and p.quality == Q_ESTIMATED and p.raw is not None and not edited:
+                # no longer rejected: the raw value is back, and anchors the holes around it
+                p.value, p.quality, p.method, p.forward = p.raw, Q_ACTUAL, 0, False
             ranks[k] = rank
             if base is not None and (edited or rank < 2):
                 anchor = p

@@ -37,7 +37,7 @@ def _run(series: list[tuple[int, str]], estimation: str) -> Run:
     return Run(engine, gas_meter()).feed(reading(h, v) for h, v in series)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(register_series())
 def test_register_estimates_lie_between_their_anchors_and_nothing_is_lost(series) -> None:  # type: ignore[no-untyped-def]
     r = _run(series, "[{method: linear, max_gap: 6h}, like_day, scaled_to_register]")
