@@ -97,7 +97,7 @@ async def test_bad_records_and_impossible_edits_are_dead_lettered(tmp_path: Path
     assert len(dead) == 3
     assert any("not a unimeter envelope" in r for r in reasons)
     assert any("no value of this register" in r for r in reasons)
-    assert any("'alert' is not expected" in r for r in reasons)
+    assert any("schema 'alert' does not belong on" in r for r in reasons)
     assert len(_validated(app)) == 1
 
 
