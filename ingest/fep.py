@@ -126,11 +126,13 @@ class FepRuntime:
             self.servers[name] = server
         plans = {n: p for n, p in self.settings.poll_plans.items()
                  if p.service_point in self.points}
-        if plans:
+        ledger_plans = (self.settings.ledger_plans and isinstance(self.registry, PostgresRegistry)
+                        and self.database is not None)
+        if plans or ledger_plans:
             from ingest.polling import Poller
 
             poller = Poller(self, plans)
-            await poller.start()
+            await poller.start(ledger_plans=ledger_plans)
             self.pollers.append(poller)
         self.registry.stats = {"points": list(self.points)}
         log.info("FEP %s running: %s", self.instance, ", ".join(

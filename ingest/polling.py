@@ -33,6 +33,7 @@ from schemas.errors import UnimeterError
 if TYPE_CHECKING:
     from ingest.commands import CommandLink
     from ingest.fep import FepRuntime
+    from ingest.plans import LedgerPlan
 
 __all__ = ["PlanStats", "Poller"]
 
@@ -47,6 +48,8 @@ class PlanStats:
     successes: int = 0
     failures: int = 0
     timeouts: int = 0
+    not_held: int = 0  # meters whose link another FEP holds (it asks them)
+    outside_window: int = 0  # runs skipped outside the plan's local-time window
     last_run_at: float = 0.0
     last_run_s: float = 0.0
 
@@ -60,11 +63,12 @@ class Poller:
         self._running: set[str] = set()
         self._modbus: dict[str, Any] = {}  # plan name → ModbusPoll (keeps its connections)
 
-    async def start(self) -> None:
+    async def start(self, *, ledger_plans: bool = False) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         from apscheduler.triggers.interval import IntervalTrigger
 
         self._scheduler = AsyncIOScheduler(timezone="UTC")
+        self._ledger_plans: dict[str, LedgerPlan] = {}
         for name, plan in self.plans.items():
             self._scheduler.add_job(
                 self.run_plan, IntervalTrigger(seconds=plan.interval_s,
@@ -72,8 +76,98 @@ class Poller:
                 args=[name], id=name, max_instances=1, coalesce=True,
                 misfire_grace_time=max(1, int(plan.interval_s)))
         self._scheduler.start()
+        if ledger_plans:
+            self._refresh_task = asyncio.create_task(self._refresh_loop(), name="ledger-plans")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            try:
+                await self.refresh_ledger_plans()
+            except Exception as exc:  # the database may be away: keep the plans we have
+                log.warning("cannot read the ledger's collection plans: %r", exc)
+            await asyncio.sleep(self.runtime.settings.ledger_plans_refresh_s)
+
+    async def refresh_ledger_plans(self) -> dict[str, LedgerPlan]:
+        """Read the ledger's plans for our service points and (re)schedule what changed."""
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        from ingest.plans import load_ledger_plans
+
+        runtime = self.runtime
+        assert runtime.database is not None
+        plans = await load_ledger_plans(runtime.database, list(runtime.points))
+        for plan_id in set(self._ledger_plans) - set(plans):
+            with contextlib.suppress(Exception):
+                self._scheduler.remove_job(f"ledger:{plan_id}")
+        for plan_id, plan in plans.items():
+            job_id = f"ledger:{plan_id}"
+            self.stats.setdefault(job_id, PlanStats())
+            old = self._ledger_plans.get(plan_id)
+            if old is not None and old.fingerprint() == plan.fingerprint():
+                continue
+            trigger: Any
+            if plan.schedule:
+                trigger = CronTrigger.from_crontab(plan.schedule, timezone=runtime.timezone)
+            else:
+                interval = plan.interval_s or 86_400
+                trigger = IntervalTrigger(seconds=interval, jitter=min(300, interval // 10))
+            self._scheduler.add_job(self.run_ledger_plan, trigger, args=[plan_id], id=job_id,
+                                    max_instances=1, coalesce=True, replace_existing=True,
+                                    misfire_grace_time=60)
+        self._ledger_plans = plans
+        return plans
+
+    async def run_ledger_plan(self, plan_id: str) -> PlanStats:
+        """Run one ledger plan now: the meters of its targets whose links this FEP holds."""
+        from datetime import UTC, datetime
+        from zoneinfo import ZoneInfo
+
+        name = f"ledger:{plan_id}"
+        stats = self.stats.setdefault(name, PlanStats())
+        plan = self._ledger_plans.get(plan_id)
+        if plan is None:
+            return stats
+        local = datetime.now(UTC).astimezone(ZoneInfo(self.runtime.timezone)).time()
+        if not plan.in_window(local):
+            stats.outside_window += 1
+            return stats
+        if name in self._running:
+            stats.skipped_runs += 1
+            return stats
+        self._running.add(name)
+        started = time.monotonic()
+        stats.runs += 1
+        stats.last_run_at = time.time()
+        try:
+            by_link: dict[int, tuple[CommandLink, list[tuple[str, str | None]]]] = {}
+            for target in plan.targets:
+                link = self.runtime.link_for_device(target.device_id, target.link_id)
+                if link is None:
+                    stats.not_held += 1
+                    continue
+                meter = self.runtime.ledger.meters.get(target.device_id)
+                entry = by_link.setdefault(id(link), (link, []))
+                entry[1].append((target.address, meter.medium if meter else None))
+            settings = PollPlanSettings(
+                service_point=plan.targets[0].service_point if plan.targets else "",
+                command=plan.command, retries=plan.retries,
+                timeout_s=self.runtime.settings.ledger_plan_timeout_s)
+
+            async def one_link(link: CommandLink, meters: list[tuple[str, str | None]]) -> None:
+                for address, medium in meters:  # a serial bus answers one at a time
+                    await self._ask(link, address, medium, settings, stats, plan.params)
+
+            await asyncio.gather(*(one_link(link, meters) for link, meters in by_link.values()))
+        finally:
+            stats.last_run_s = time.monotonic() - started
+            self._running.discard(name)
+        return stats
 
     async def stop(self) -> None:
+        task = getattr(self, "_refresh_task", None)
+        if task is not None:
+            task.cancel()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         for poll in self._modbus.values():
@@ -140,14 +234,15 @@ class Poller:
         await asyncio.gather(*(one_link(link, addrs) for link, addrs in self._targets(plan)))
 
     async def _ask(self, link: CommandLink, address: str, medium: str | None,
-                   plan: PollPlanSettings, stats: PlanStats) -> None:
+                   plan: PollPlanSettings, stats: PlanStats,
+                   params: dict[str, Any] | None = None) -> None:
         router = self.runtime.commands
         for _attempt in range(plan.retries + 1):
             if link.closed.is_set():
                 stats.failures += 1
                 return
             try:
-                frame = link.stack.encode_command(plan.command, address, {},
+                frame = link.stack.encode_command(plan.command, address, params or {},
                                                   sequence=link.next_command_sequence(),
                                                   medium=medium, link_id=getattr(
                                                       link, "link_address", None)

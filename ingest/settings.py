@@ -206,6 +206,13 @@ class FepSettings(ComponentSettings):
     ledger_load_timeout_s: float = Field(default=60.0, gt=0, le=3600,
                                          description="Wait this long at start-up for the "
                                                      "ledger.meters topic to be read.")
+    ledger_plans: bool = Field(default=True,
+                               description="Run the ledger's collection plans "
+                                           "(ledger.collection_plan_devices) for the service "
+                                           "points served; needs the postgres registry.")
+    ledger_plans_refresh_s: float = Field(default=300.0, gt=0, le=86_400)
+    ledger_plan_timeout_s: float = Field(default=10.0, gt=0, le=600,
+                                         description="Reply timeout of a ledger plan's reads.")
     registry: Literal["postgres", "memory"] = Field(
         default="postgres", description="Shared session registry and command wake-queue "
                                         "(postgres) or a single-instance in-memory one.")

@@ -60,12 +60,12 @@ def small_fleet(**kw: Any) -> FleetSpec:
 async def running_fep(kafka: KafkaSettings, tmp_path: Path, points: dict[str, Any], *,
                       ledger: LedgerView | None = None, registry: SessionRegistry | None = None,
                       mqtt: MqttSettings | None = None, instance: str | None = None,
-                      consume_commands: bool = False, **settings: Any
+                      consume_commands: bool = False, database: Any = None, **settings: Any
                       ) -> AsyncIterator[FepRuntime]:
     fep_settings = FepSettings(instance=instance or f"fep-{uuid.uuid4().hex[:6]}",
                                service_points=points, spool_dir=tmp_path / "spool",
                                registry="memory", **settings)
-    runtime = FepRuntime(fep_settings, kafka, mqtt=mqtt, registry=registry,
+    runtime = FepRuntime(fep_settings, kafka, mqtt=mqtt, registry=registry, database=database,
                          ledger=ledger if ledger is not None else LedgerView(),
                          follow_ledger=False, consume_commands=consume_commands)
     await runtime.start()
