@@ -168,7 +168,7 @@ def bench_fep(ctx: BenchContext) -> list[BenchResult]:
     except Exception as exc:  # cleanup only
         ctx.progress(f"(topics not deleted: {exc})")
     load = os.getloadavg()[0]
-    notes = (f"{meters} meters on {stats.get('dtu_links', '?')} DTU links, window 16; "
+    notes = (f"{meters}-meter fleet, {stats.get('links', '?')} DTU links, window 16; "
              f"FEP CPU {fep_cpu:.2f} cores, simulator CPU {sim_cpu:.2f} cores; ack p50 "
              f"{stats.get('ack_p50_ms')} ms, p99 {stats.get('ack_p99_ms')} ms; "
              f"{_RECORDS_PER_FRAME} Kafka records per frame; load average {load:.1f}")

@@ -192,6 +192,7 @@ class Simulator:
             self.latency_ms["ack_p50_ms"] = round(lat[len(lat) // 2] * 1000, 1)
             self.latency_ms["ack_p99_ms"] = round(lat[int(len(lat) * 0.99)] * 1000, 1)
         return {"run_id": self.run_id, "sim_now": self.clock.now().isoformat(),
+                "links": len(self.links) + (1 if self.bridge is not None else 0),
                 "real_s": round(time.monotonic() - self.started_at, 1),
                 **dict(self.stats), **self.latency_ms, "unacked": pending,
                 "faults": dict(self.faults.fired), "log": str(self.log_path or "")}
