@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
 
@@ -168,28 +168,33 @@ def run_batch(readings: Iterable[Reading], ruleset: RuleSet,
     return result
 
 
-def output_row(o: ValidatedReading) -> dict[str, str]:
-    """One CSV output row of a validated reading."""
+def output_row(o: ValidatedReading, zone: tzinfo | None = None) -> dict[str, str]:
+    """One CSV output row of a validated reading (times in ``zone``, default UTC)."""
     forward = "forward" in o.flags
     nem_quality, nem_method = nem12_codes(o.quality, o.method, kind=o.kind, forward=forward)
+    ts = o.ts.astimezone(zone) if zone is not None else o.ts
+    start = o.interval_start
+    if start is not None and zone is not None:
+        start = start.astimezone(zone)
     return {
-        "meter_id": o.meter_id, "ts": o.ts.isoformat(), "register": o.register,
+        "meter_id": o.meter_id, "ts": ts.isoformat(), "register": o.register,
         "value": "" if o.value is None else str(o.value), "unit": o.unit,
         "quality": o.quality, "method": o.method, "flags": ";".join(o.flags),
         "original_value": "" if o.original_value is None else str(o.original_value),
         "consumption": "" if o.consumption is None else str(o.consumption),
-        "interval_start": "" if o.interval_start is None else o.interval_start.isoformat(),
+        "interval_start": "" if start is None else start.isoformat(),
         "version": str(o.version), "espi_quality": str(espi_quality(o.quality, o.method)),
         "nem12_quality": nem_quality, "nem12_method": "" if nem_method is None else str(nem_method),
     }
 
 
-def write_csv(rows: Iterable[ValidatedReading], stream: TextIO) -> int:
+def write_csv(rows: Iterable[ValidatedReading], stream: TextIO, *,
+              zone: tzinfo | None = None) -> int:
     writer = csv.DictWriter(stream, fieldnames=list(OUTPUT_COLUMNS), lineterminator="\n")
     writer.writeheader()
     count = 0
     for o in rows:
-        writer.writerow(output_row(o))
+        writer.writerow(output_row(o, zone))
         count += 1
     return count
 
@@ -204,3 +209,43 @@ def write_errors(errors: Iterable[RowError], stream: TextIO) -> int:
         count += 1
     return count
 
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """The current stored version of a validated value (what ``revalidate`` compares with)."""
+
+    version: int
+    value: Decimal | None
+    quality: str
+    method: str
+    flags: tuple[str, ...]
+    consumption: Decimal | None
+    interval_start: datetime | None
+
+
+def next_versions(results: Iterable[ValidatedReading],
+                  stored: dict[tuple[str, str, datetime], StoredVersion], *,
+                  start: datetime, end: datetime) -> list[ValidatedReading]:
+    """The re-validated values of ``[start, end)`` that differ from what is stored, each as
+    the next version of its key. A stored edited or final value is never replaced; a value
+    nothing was stored for gets version 1."""
+    import msgspec
+
+    out = []
+    for r in results:
+        if not start <= r.ts < end:
+            continue
+        held = stored.get((r.meter_id, r.register, r.ts))
+        if held is None:
+            out.append(msgspec.structs.replace(r, version=1))
+            continue
+        if held.quality in ("edited", "final"):
+            continue
+        same = (held.value == r.value and held.quality == r.quality
+                and held.method == r.method and tuple(held.flags) == r.flags
+                and held.consumption == r.consumption
+                and held.interval_start == r.interval_start)
+        if not same:
+            out.append(msgspec.structs.replace(r, version=held.version + 1))
+    return out

@@ -9,13 +9,14 @@ the original value beside any estimate. Rows it cannot read go to ``OUT.rejects.
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from schemas.errors import UnimeterError
-from vee.groups import load_rule_set
+from vee.groups import default_rules_path, load_rule_set
 
 
 @click.group(name="vee")
@@ -59,7 +60,7 @@ def run_command(rules_path: Path, input_path: Path, output_path: Path, medium: s
 
     result = run_batch(readings, ruleset, meter_info, initial_load=initial_load)
     with output_path.open("w", encoding="utf-8", newline="") as fh:
-        written = write_csv(result.readings, fh)
+        written = write_csv(result.readings, fh, zone=ruleset.calendar.zone)
     counts: dict[str, int] = {}
     for o in result.readings:
         counts[o.quality] = counts.get(o.quality, 0) + 1
@@ -73,6 +74,94 @@ def run_command(rules_path: Path, input_path: Path, output_path: Path, medium: s
         first = errors[0]
         click.echo(f"{len(errors)} rows refused (first: line {first.line}, column "
                    f"{first.column}: {first.reason}); they are in {rejects}", err=True)
+        sys.exit(1)
+
+
+def _when(value: str, zone: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not an ISO 8601 date or time") from None
+    if moment.tzinfo is None:
+        from zoneinfo import ZoneInfo
+
+        moment = moment.replace(tzinfo=ZoneInfo(zone))
+    return moment
+
+
+@command.command(name="revalidate")
+@click.option("--from", "start_text", required=True,
+              help="Start (ISO 8601; a date or a time without offset is in the utility's zone).")
+@click.option("--to", "end_text", required=True, help="End, exclusive (same forms).")
+@click.option("--group", default=None, help="Only meters whose validation group is this.")
+@click.option("--meter", "meters", multiple=True, help="Only these meters (repeatable).")
+@click.option("--rules", "rules_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="Rule set (default: pipeline.vee_rules or the shipped one).")
+@click.option("--dry-run", is_flag=True, help="Count what would change; publish nothing.")
+@click.option("--initial-load", is_flag=True, help="Use the initial-load groups.")
+def revalidate_command(start_text: str, end_text: str, group: str | None,
+                       meters: tuple[str, ...], rules_path: Path | None, dry_run: bool,
+                       initial_load: bool) -> None:
+    """Re-validate stored raw readings of a period and publish the values that change, as
+    new versions, to readings.validated (the sink stores them)."""
+    from pipeline.revalidate import revalidate
+    from pipeline.settings import PipelineSettings
+    from schemas.settings import load_settings
+    from unimeter.config import load_config
+
+    config = load_config()
+    zone = config.utility.timezone
+    start, end = _when(start_text, zone), _when(end_text, zone)
+    if end <= start:
+        raise click.BadParameter("--to must be after --from")
+    settings = load_settings(PipelineSettings)
+    ruleset = load_rule_set(rules_path or settings.vee_rules or default_rules_path(),
+                            timezone=zone)
+    if group is not None and group not in ruleset.groups:
+        raise click.BadParameter(f"unknown group '{group}' (known: "
+                                 f"{', '.join(sorted(ruleset.groups))})")
+    report = revalidate(config.database, config.kafka, ruleset, start=start, end=end,
+                        group=group, meter_ids=list(meters) or None,
+                        context_days=config.utility.late_data_days, dry_run=dry_run,
+                        initial_load=initial_load, now=datetime.now(UTC),
+                        progress=lambda m: click.echo(f"  {m}"))
+    verb = "would publish" if dry_run else "published"
+    click.echo(f"{report.meters} meters, {report.raw_readings} raw readings, "
+               f"{report.compared} values compared: {report.new_versions} changed, "
+               f"{verb} {report.new_versions if dry_run else report.published} new versions")
+
+
+@command.command(name="report")
+@click.option("--day", "day_text", default=None,
+              help="Local day (YYYY-MM-DD, default: yesterday in the utility's zone).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("dq"), show_default=True,
+              help="Report folder: great-expectations project, Data Docs and JSON reports.")
+@click.option("--group", "groups", multiple=True, help="Only these VEE groups (repeatable).")
+def report_command(day_text: str | None, out_dir: Path, groups: tuple[str, ...]) -> None:
+    """Daily data-quality report of stored readings per meter group (JSON and HTML)."""
+    from datetime import date, timedelta
+    from zoneinfo import ZoneInfo
+
+    import psycopg
+
+    from pipeline.quality_report import daily_report
+    from unimeter.config import load_config
+
+    config = load_config()
+    zone = config.utility.timezone
+    day = (date.fromisoformat(day_text) if day_text
+           else datetime.now(ZoneInfo(zone)).date() - timedelta(days=1))
+    with psycopg.connect(config.database.conninfo("pipeline"), autocommit=True) as conn:
+        report = daily_report(conn, day, out_dir, timezone=zone, groups=list(groups) or None)
+    for g in report.groups:
+        failed = [e["expectation"] for e in g.expectations if not e["success"]]
+        state = "ok" if g.success else f"FAILED: {', '.join(failed)}"
+        click.echo(f"  {g.group:<20} {g.readings:>8} readings {g.meters:>6} meters  {state}")
+    click.echo(f"JSON: {report.json_path}")
+    if report.html_index is not None:
+        click.echo(f"HTML: {report.html_index}")
+    if not report.success:
         sys.exit(1)
 
 
