@@ -51,7 +51,8 @@ def test_daily_report_per_group_in_json_and_html(database, tmp_path: Path) -> No
     assert doc["success"] is False
     assert report.html_index is not None
     assert report.html_index.exists()
-    assert "vee-water-readings" in " ".join(p.name for p in report.html_index.parent.rglob("*.html"))
+    pages = " ".join(p.name for p in report.html_index.parent.rglob("*.html"))
+    assert "vee-water-readings" in pages
     # a second report of the same day reuses the suites and overwrites the day's JSON
     with database.connect("pipeline") as conn:
         again = daily_report(conn, DAY, tmp_path / "dq", timezone="Asia/Shanghai")
