@@ -48,6 +48,8 @@ class _Entry(BaseModel):
     heartbeat_file: Path | None = None
     ready_timeout_s: float = Field(default=90.0, gt=0)
     max_restarts: int = Field(default=5, ge=0)
+    unhealthy_restart_s: float = Field(default=60.0, ge=0)
+    stop_grace_s: float = Field(default=20.0, gt=0)
 
     @model_validator(mode="after")
     def _one_command(self) -> _Entry:
@@ -68,7 +70,9 @@ class _Entry(BaseModel):
         return ProcessSpec(name=self.name, argv=tuple(argv), env=self.env, health=health,
                            depends_on=tuple(self.depends_on), restart=self.restart,
                            ready_timeout_s=self.ready_timeout_s,
-                           max_restarts=self.max_restarts)
+                           max_restarts=self.max_restarts,
+                           unhealthy_restart_s=self.unhealthy_restart_s,
+                           stop_grace_s=self.stop_grace_s)
 
 
 class _Plan(BaseModel):

@@ -19,12 +19,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from pydantic import Field
+
+from schemas.settings import ComponentSettings
 from unimeter.config import Config
 from unimeter.errors import ConfigurationError
 
-__all__ = ["JobSpec", "JobStats", "SchedulerRunner", "resolve"]
+__all__ = ["JobSpec", "JobStats", "SchedulerRunner", "SchedulerSettings", "default_jobs",
+           "resolve"]
 
 log = logging.getLogger("unimeter.scheduler")
 
@@ -64,17 +68,67 @@ def resolve(target: str) -> Callable[..., Any]:
     return func  # type: ignore[no-any-return]
 
 
+class SchedulerSettings(ComponentSettings):
+    """Which periodic jobs ``unimeter scheduler`` runs, and when (0 or "" turns a job off).
+
+    Cron expressions have five fields (minute hour day month weekday) in the utility's zone.
+    """
+
+    section: ClassVar[str] = "scheduler"
+
+    aggregates_every_s: float = Field(
+        default=300.0, ge=0,
+        description="Fold new readings into the hourly/daily/monthly aggregates (plain "
+                    "PostgreSQL; on TimescaleDB the continuous-aggregate policies do it and "
+                    "the job only reports that).")
+    retention_cron: str = Field(default="30 3 * * *",
+                                description="Apply the retention settings (storage policies).")
+    quality_report_cron: str = Field(
+        default="15 1 * * *", description="Daily data-quality report of yesterday (local day).")
+    quality_report_dir: Path | None = Field(
+        default=None, description="Where the data-quality reports go (default: "
+                                  "<services.state_dir>/dq).")
+    ledger_publish_every_s: float = Field(
+        default=0.0, ge=0,
+        description="Publish queued ledger changes to the ledger.* topics (0 = off; run "
+                    "`unimeter ledger publish` as its own process instead).")
+    jitter_s: int = Field(default=0, ge=0, le=3600,
+                          description="Random delay added to interval jobs.")
+
+
+def default_jobs(settings: SchedulerSettings) -> list[JobSpec]:
+    """The jobs :class:`SchedulerSettings` turns on, in a stable order."""
+    jobs: list[JobSpec] = []
+    if settings.aggregates_every_s > 0:
+        jobs.append(JobSpec("aggregates", "unimeter.jobs:refresh_aggregates",
+                            every_s=settings.aggregates_every_s, jitter_s=settings.jitter_s))
+    if settings.ledger_publish_every_s > 0:
+        jobs.append(JobSpec("ledger-publish", "unimeter.jobs:publish_ledger",
+                            every_s=settings.ledger_publish_every_s, jitter_s=settings.jitter_s))
+    if settings.retention_cron:
+        jobs.append(JobSpec("retention", "unimeter.jobs:apply_retention",
+                            cron=settings.retention_cron))
+    if settings.quality_report_cron:
+        kwargs: dict[str, Any] = {}
+        if settings.quality_report_dir is not None:
+            kwargs["out_dir"] = str(settings.quality_report_dir)
+        jobs.append(JobSpec("quality-report", "unimeter.jobs:quality_report",
+                            cron=settings.quality_report_cron, kwargs=kwargs))
+    return jobs
+
+
 class SchedulerRunner:
     """Runs a list of jobs until stopped."""
 
     def __init__(self, config: Config, jobs: list[JobSpec], *,
-                 heartbeat: Path | None = None) -> None:
+                 heartbeat: Path | None = None, heartbeat_every_s: float = 5.0) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.config = config
         self.jobs = jobs
         self.stats = {job.name: JobStats() for job in jobs}
         self.heartbeat = heartbeat
+        self.heartbeat_every_s = heartbeat_every_s
         self._funcs = {job.name: resolve(job.target) for job in jobs}
         self._scheduler = BackgroundScheduler(timezone=config.utility.timezone)
         self._stop = threading.Event()
@@ -100,7 +154,9 @@ class SchedulerRunner:
         stats = self.stats[job.name]
         started = time.monotonic()
         try:
-            self._funcs[job.name](self.config, **job.kwargs)
+            result = self._funcs[job.name](self.config, **job.kwargs)
+            log.info("job %s done in %.2f s%s", job.name, time.monotonic() - started,
+                     f": {result}" if result else "")
         except Exception as exc:  # a failing job must never stop the scheduler
             stats.failures += 1
             stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -120,18 +176,29 @@ class SchedulerRunner:
     def start(self) -> None:
         self._scheduler.start()
 
+    def _beat(self) -> None:
+        """Touch the heartbeat file while the scheduler thread is alive (never after)."""
+        if self.heartbeat is None or not self._scheduler.running:
+            return
+        self.heartbeat.parent.mkdir(parents=True, exist_ok=True)
+        self.heartbeat.touch()
+
     def stop(self) -> None:
         self._stop.set()
-        self._scheduler.shutdown(wait=True)
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+
+    def request_stop(self) -> None:
+        """Make :meth:`serve` return (safe from a signal handler); running jobs finish first."""
+        self._stop.set()
 
     def serve(self) -> None:
         """Run until :meth:`stop`; touch the heartbeat file every few seconds."""
         self.start()
         try:
-            while not self._stop.wait(5.0):
-                if self.heartbeat is not None:
-                    self.heartbeat.parent.mkdir(parents=True, exist_ok=True)
-                    self.heartbeat.touch()
+            self._beat()
+            while not self._stop.wait(self.heartbeat_every_s):
+                self._beat()
         finally:
             if self._scheduler.running:
                 self._scheduler.shutdown(wait=True)

@@ -82,6 +82,9 @@ class ProcessSpec:
     max_restarts: int = 5
     restart_window_s: float = 300.0
     cwd: Path | None = None
+    #: A running process whose health check keeps failing this long (hung, heartbeat stale,
+    #: port closed) is killed and restarted like a crashed one; 0 = only report it.
+    unhealthy_restart_s: float = 60.0
 
 
 @dataclass
@@ -94,6 +97,7 @@ class ProcessState:
     next_start: float = 0.0
     log: Path | None = None
     reason: str = ""
+    unhealthy_since: float | None = None
 
     @property
     def pid(self) -> int | None:
@@ -185,6 +189,30 @@ class Supervisor:
 
     # ------------------------------------------------------------------ internals
 
+    def _check_health(self, proc: ProcessState, now: float) -> None:
+        """Kill a live process whose health check failed for ``unhealthy_restart_s``; the
+        next monitor round sees it exited and restarts it with the usual backoff."""
+        spec = proc.spec
+        if spec.health is None:
+            return
+        if spec.health():
+            if proc.unhealthy_since is not None:
+                self.progress(f"{spec.name}: healthy again")
+            proc.unhealthy_since = None
+            return
+        if proc.unhealthy_since is None:
+            proc.unhealthy_since = now
+            self.progress(f"{spec.name}: health check failing")
+            return
+        if spec.unhealthy_restart_s > 0 and now - proc.unhealthy_since >= spec.unhealthy_restart_s:
+            self.progress(f"{spec.name}: unhealthy for {now - proc.unhealthy_since:.0f} s; "
+                          "killing it to restart")
+            proc.unhealthy_since = None
+            assert proc.popen is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+            proc.popen.wait(timeout=10)
+
     def _spawn(self, proc: ProcessState) -> None:
         spec = proc.spec
         proc.log = self.log_dir / f"{spec.name}.log"
@@ -198,6 +226,7 @@ class Supervisor:
                 list(spec.argv), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, env=env, cwd=spec.cwd, start_new_session=True)
         proc.state = "starting"
+        proc.unhealthy_since = None
         self.progress(f"{spec.name}: started (pid {proc.popen.pid}, log {proc.log})")
 
     def _wait_ready(self, proc: ProcessState) -> None:
@@ -261,6 +290,9 @@ class Supervisor:
             if spec.health is None or spec.health():
                 proc.state = "running"
                 self.progress(f"{spec.name}: healthy again")
+            return
+        if proc.state == "running" and proc.alive():
+            self._check_health(proc, now)
             return
         if proc.state not in ("running", "starting") or proc.alive():
             return

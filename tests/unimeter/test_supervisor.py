@@ -130,3 +130,93 @@ def test_run_plan_errors_name_the_entry(tmp_path: Path) -> None:
     assert specs[0].health is not None
     assert specs[0].health.http_url == "http://x/h"
     assert specs[1].depends_on == ("api",)
+
+
+HANGS = """
+import pathlib, sys, time
+beat = pathlib.Path(sys.argv[1]); starts = pathlib.Path(sys.argv[2])
+starts.write_text((starts.read_text() if starts.exists() else "") + "x\\n")
+first = len(starts.read_text().splitlines()) == 1
+for _ in range(10 if first else 10**6):   # the first run hangs after ~1 s, the second beats on
+    beat.touch(); time.sleep(0.1)
+time.sleep(3600)
+"""
+
+
+def test_hung_process_with_a_stale_heartbeat_is_restarted(tmp_path: Path) -> None:
+    script = tmp_path / "hangs.py"
+    script.write_text(HANGS)
+    beat = tmp_path / "worker.alive"
+    spec = ProcessSpec(name="worker", argv=(sys.executable, str(script), str(beat),
+                                            str(tmp_path / "worker.starts")),
+                       health=HealthCheck(heartbeat_file=beat, heartbeat_max_age_s=0.5),
+                       ready_timeout_s=20, unhealthy_restart_s=1.0)
+    events: list[str] = []
+    with Supervisor([spec], log_dir=tmp_path / "logs", poll_interval_s=0.1,
+                    progress=events.append) as sup:
+        first = sup.status()[0].pid
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sup.status()[0].pid == first:
+            time.sleep(0.1)
+        assert sup.wait_healthy("worker", timeout=20)
+        assert sup.status()[0].pid != first
+    assert starts(tmp_path, "worker") == 2
+    assert any("health check failing" in e for e in events)
+    assert any("killing it to restart" in e for e in events)
+
+
+def test_unimeter_run_restarts_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """The ``unimeter run --plan`` process: a crashed child comes back, SIGTERM stops every
+    child (none left behind) and the command exits 0."""
+    import os
+    import signal
+    import subprocess
+
+    port = free_port()
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "processes:\n"
+        f"  - name: srv\n    argv: [{sys.executable}, {script}, '{port}', "
+        f"{tmp_path / 'srv.starts'}]\n    tcp_port: {port}\n    restart: always\n"
+        f"  - name: idle\n    argv: [{sys.executable}, -c, 'import time; time.sleep(3600)']\n"
+        "    depends_on: [srv]\n")
+    proc = subprocess.Popen([sys.executable, "-m", "unimeter", "run", "--plan", str(plan),
+                             "--log-dir", str(tmp_path / "logs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (tmp_path / "srv.starts").exists():
+            time.sleep(0.1)
+        time.sleep(1.0)
+        logs = tmp_path / "logs" / "srv.log"
+        assert logs.exists()
+        children = _children(proc.pid)
+        assert len(children) == 2
+        srv_pid = next(p for p in children if str(script) in _cmdline(p))
+        os.kill(srv_pid, signal.SIGKILL)
+        while time.monotonic() < deadline and starts(tmp_path, "srv") < 2:
+            time.sleep(0.1)
+        assert starts(tmp_path, "srv") == 2
+        children = _children(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "restarting in" in text
+    assert "idle: stopped" in text
+    assert "srv: stopped" in text
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
