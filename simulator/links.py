@@ -221,6 +221,9 @@ class DtuLink(_LinkBase):
         self.connections = 0
         self._burst_index = 0
         self._stop = False
+        #: extra copies of sent uploads not yet written (delivery mode: they go out later,
+        #: between other frames, so the FEP sees them out of order)
+        self._echoes: list[Upload] = []
 
     def _packet(self, kind: str) -> bytes:
         from decoders import Frame
@@ -316,6 +319,8 @@ class DtuLink(_LinkBase):
         writer.write(data)
         sim.stats["frames_sent"] += 1
         self.sent += 1
+        if sim.delivery.copies_max > 1:
+            self._echo(writer, upload)
         if sim.faults.should("duplicate", self.link.link_id):
             upload.copies += 1
             sim.log.frame(frame_id=upload.frame_id, link=self.link.link_id,
@@ -323,6 +328,50 @@ class DtuLink(_LinkBase):
                           readings=upload.readings, copy=upload.copies, fault="duplicate")
             writer.write(upload.data)
         await writer.drain()
+
+    def _echo(self, writer: asyncio.StreamWriter, upload: Upload) -> None:
+        """Delivery mode: queue this upload's extra copies (1–N deliveries in all) and write
+        a random part of the copies queued so far, so copies overtake and trail other frames.
+        """
+        sim = self.sim
+        rng = sim.delivery_rng
+        extra = rng.randint(sim.delivery.copies_min, sim.delivery.copies_max) - 1
+        self._echoes.extend([upload] * extra)
+        rng.shuffle(self._echoes)
+        keep: list[Upload] = []
+        for echo in self._echoes:
+            if rng.random() < 0.5:
+                keep.append(echo)
+                continue
+            echo.copies += 1
+            sim.log.frame(frame_id=echo.frame_id, link=self.link.link_id,
+                          service_point=self.link.service_point, sim_at=echo.sim_at,
+                          readings=echo.readings, copy=echo.copies, fault="redelivery")
+            writer.write(echo.data)
+            sim.stats["frames_redelivered"] += 1
+        self._echoes = keep
+
+    async def _reordered(self, first: Upload) -> list[Upload]:
+        """Delivery mode: hold uploads for up to ``reorder_hold_s`` (at most ``reorder`` of
+        them, within the window) and return them shuffled."""
+        sim = self.sim
+        batch = [first]
+        deadline = time.monotonic() + sim.delivery.reorder_hold_s
+        while len(batch) < sim.delivery.reorder and len(self.pending) + len(batch) < sim.window:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                meter, at = await asyncio.wait_for(self.queue.get(), remaining)
+            except TimeoutError:
+                break
+            built = self.build_upload(meter, at)
+            if built is not None:
+                batch.append(built)
+        sim.delivery_rng.shuffle(batch)
+        if len(batch) > 1:
+            sim.stats["frames_reordered"] += len(batch)
+        return batch
 
     async def _send_loop(self, writer: asyncio.StreamWriter) -> None:
         sim = self.sim
@@ -350,10 +399,12 @@ class DtuLink(_LinkBase):
             built = self.build_upload(meter, at)
             if built is None:
                 continue
-            upload = built
-            if self.has_ack:
-                self.add_pending(upload)
-            await self._send(writer, upload)
+            batch = ([built] if sim.burst or sim.delivery.reorder < 2
+                     else await self._reordered(built))
+            for upload in batch:
+                if self.has_ack:
+                    self.add_pending(upload)
+                await self._send(writer, upload)
             if sim.burst:
                 await asyncio.sleep(0)  # every link (and the control port) gets its turn
 

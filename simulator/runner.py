@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.settings import ComponentSettings, MqttSettings
 from simulator.clock import SimClock
@@ -36,9 +36,47 @@ from simulator.faults import FaultPlan, parse_fault_spec
 from simulator.fleet import Fleet, FleetSpec, SimMeter
 from simulator.log import FORMAT_VERSION, MeterRec, RunRec, SimLog
 
-__all__ = ["Simulator", "SimulatorSettings"]
+__all__ = ["DeliverySettings", "Simulator", "SimulatorSettings", "parse_delivery"]
 
 log = logging.getLogger(__name__)
+
+
+class DeliverySettings(BaseModel):
+    """Delivery of DTU uploads: each sent ``copies_min``–``copies_max`` times (extra copies
+    go out later, between other frames) and up to ``reorder`` uploads held for
+    ``reorder_hold_s`` and sent shuffled. The default is one copy, in order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    copies_min: int = Field(default=1, ge=1, le=10)
+    copies_max: int = Field(default=1, ge=1, le=10)
+    reorder: int = Field(default=0, ge=0, le=1000,
+                         description="Uploads shuffled together (0 or 1 = in order).")
+    reorder_hold_s: float = Field(default=0.5, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _range(self) -> DeliverySettings:
+        if self.copies_max < self.copies_min:
+            raise ValueError(f"copies_max {self.copies_max} is below copies_min "
+                             f"{self.copies_min}")
+        return self
+
+
+def parse_delivery(text: str) -> DeliverySettings:
+    """``"copies=1-5,reorder=8,hold=0.5"`` → :class:`DeliverySettings` (ValueError if bad)."""
+    values: dict[str, object] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if name == "copies":
+            low, _, high = value.partition("-")
+            values["copies_min"], values["copies_max"] = int(low), int(high or low)
+        elif name == "reorder":
+            values["reorder"] = int(value)
+        elif name == "hold":
+            values["reorder_hold_s"] = float(value)
+        else:
+            raise ValueError(f"unknown delivery option '{name}' (known: copies, reorder, hold)")
+    return DeliverySettings(**values)
 
 
 class SimulatorSettings(ComponentSettings):
@@ -74,6 +112,9 @@ class SimulatorSettings(ComponentSettings):
                                  description="NB-IoT meters listen this long after an uplink.")
     reconnect_delay_s: float = Field(default=1.0, ge=0)
     log_dir: Path = Field(default=Path(".unimeter/simulator"))
+    delivery: DeliverySettings = Field(default_factory=lambda: DeliverySettings(),
+                                       description="How uploads reach the FEP (fault tests: "
+                                                   "several copies, out of order).")
 
 
 class Simulator:
@@ -106,8 +147,15 @@ class Simulator:
         self.heartbeat_s = settings.heartbeat_s
         self.wake_window_s = settings.wake_window_s
         self.reconnect_delay_s = settings.reconnect_delay_s
+        self.delivery = settings.delivery
+        self.delivery_rng = random.Random(seed ^ 0x5EED)
         self._control: asyncio.Server | None = None
         self.started_at = 0.0
+
+    def _delivery_note(self) -> dict[str, Any]:
+        if self.delivery == DeliverySettings():
+            return {}
+        return {"delivery": self.delivery.model_dump()}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -120,7 +168,7 @@ class Simulator:
         self.log.write(RunRec(run_id=self.run_id, started_at=datetime.now(UTC),
                               sim_start=self.clock.start, speed=self.clock.speed,
                               seed=self.spec.seed, v=FORMAT_VERSION, fleet=self.fleet.counts(),
-                              faults=dict(self.faults.rates)))
+                              faults={**self.faults.rates, **self._delivery_note()}))
         for meter in self.fleet.meters.values():
             link = self.fleet.links.get(meter.link_id) or next(
                 (lk for lk in self.fleet.links.values() if meter in lk.meters), None)

@@ -35,6 +35,9 @@ from unimeter.config import load_config
 @click.option("--faults", default="", help="Fault rates, e.g. 'spike=0.001,disconnect=0.0005' "
                                            "(kinds: missing spike rollback rollover clock_drift "
                                            "duplicate garbage corrupt disconnect).")
+@click.option("--delivery", default="",
+              help="Deliver DTU uploads several times and out of order, e.g. "
+                   "'copies=1-5,reorder=8,hold=0.5' (fault tests).")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=None,
               help="Sent/acknowledged log (JSON Lines; default .unimeter/simulator/<run>.jsonl).")
 @click.option("--log-frames", is_flag=True, help="Keep every frame's hex in the log.")
@@ -51,7 +54,7 @@ from unimeter.config import load_config
               help="Write the fleet as a ledger import CSV and exit.")
 @click.option("--seed", type=int, default=20260701, show_default=True)
 def command(meters: int, speed: float | None, days: float | None, duration: float | None,
-            start_text: str | None, kinds: str, faults: str, log_path: Path | None,
+            start_text: str | None, kinds: str, faults: str, delivery: str, log_path: Path | None,
             log_frames: bool, burst: bool, control_port: int | None, fep_host: str | None,
             dtu_port: int | None, publish_ledger: bool, export_fleet: Path | None,
             seed: int) -> None:
@@ -69,6 +72,13 @@ def command(meters: int, speed: float | None, days: float | None, duration: floa
         overrides["fep_host"] = fep_host
     if dtu_port:
         overrides["dtu_port"] = dtu_port
+    if delivery:
+        from simulator.runner import parse_delivery
+
+        try:
+            overrides["delivery"] = parse_delivery(delivery)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--delivery") from None
     settings = load_settings(SimulatorSettings, **overrides)
     spec = FleetSpec(seed=seed).scaled(meters)
     start = datetime.fromisoformat(start_text) if start_text else datetime.now(UTC).replace(
