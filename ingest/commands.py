@@ -43,7 +43,7 @@ from schemas.messages import CommandDispatch, CommandResult
 if TYPE_CHECKING:
     from ingest.fep import FepRuntime
 
-__all__ = ["CommandLink", "CommandRouter"]
+__all__ = ["CommandLink", "CommandRouter", "delivery_params"]
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +230,11 @@ class CommandRouter:
         while True:
             try:
                 meter = self.runtime.ledger.meters.get(d.device_id)
-                frame = link.stack.encode_command(d.command, d.address, d.params,
+                frame = link.stack.encode_command(d.command, d.address, delivery_params(d),
                                                   sequence=link.next_command_sequence(),
                                                   medium=meter.medium if meter else None,
-                                                  link_id=_link_address(link))
+                                                  link_id=_link_address(link),
+                                                  handler=d.handler or None)
             except UnimeterError as exc:
                 self.stats.rejected += 1
                 await registry.finish(d.command_id, "rejected")
@@ -382,6 +383,18 @@ class CommandRouter:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("command delivery failed: %r", task.exception())
+
+
+def delivery_params(d: CommandDispatch, now: datetime | None = None) -> dict[str, Any]:
+    """The encoder parameters at the moment of delivery.
+
+    A ``sync_time`` without ``time`` sets the meter to the FEP's clock *now*: the command may
+    have waited hours for a sleeping meter, so the time of submission would be wrong by
+    that much. Each attempt takes the clock again.
+    """
+    if d.command == "sync_time" and not d.params.get("time"):
+        return {**d.params, "time": (now or datetime.now(UTC)).isoformat()}
+    return d.params
 
 
 def _link_address(link: CommandLink) -> str:

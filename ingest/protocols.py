@@ -33,10 +33,15 @@ if TYPE_CHECKING:
     from ingest.polling import PlanStats
     from ingest.settings import PollPlanSettings, ServicePointSettings
 
-__all__ = ["DecodersStack", "ModbusPoll", "build_stack", "frame_ref", "stack_for_protocol"]
+__all__ = ["RECEPTION_TIME_TAG", "DecodersStack", "ModbusPoll", "build_stack", "frame_ref",
+           "stack_for_protocol"]
 
 
 _CJT188_METER_TYPES = {"gas": "gas", "water": "cold_water", "heat": "heat"}
+
+#: Status tag of a reading whose ``ts`` is the time the FEP received it, not a time the
+#: meter stated (the frame carries no clock, or the service point uses reception time).
+RECEPTION_TIME_TAG = "time:received"
 _LINK_SERVICE = {"login": "login", "logout": "logout", "heartbeat": "heartbeat"}
 
 
@@ -121,9 +126,12 @@ class DecodersStack:
             if report is not None:
                 for r in report.readings:
                     ts = r.meter_clock if self.reading_time == "meter_clock" else None
+                    # no meter time (DL/T 645 energy replies carry none), or the service
+                    # point ignores it: the FEP stamps the reception time — say so
+                    status = r.status if ts is not None else (*r.status, RECEPTION_TIME_TAG)
                     readings.append(ReadingDraft(
                         address=frame.address, register=r.register, value=r.value, unit=r.unit,
-                        ts=ts, kind=r.kind, meter_clock=r.meter_clock, status=r.status))
+                        ts=ts, kind=r.kind, meter_clock=r.meter_clock, status=status))
                 for e in report.events:
                     events.append(EventDraft(address=frame.address, kind=e.kind,
                                              severity=e.severity, attributes=e.attributes))
@@ -193,9 +201,39 @@ class DecodersStack:
 
     # ------------------------------------------------------------------ commands
 
+    def handler_protocol(self, handler: str | None) -> Any:
+        """The ``decoders`` protocol that encodes a dispatch's ``handler`` on this link.
+
+        The handler (``protocol[:variant]``, chosen by the control plane from the device
+        type) must speak the protocol of the link's meter frames — the link's own protocol,
+        or the forwarded one behind a concentrator; a variant (vendor valve codes, DI byte
+        order) is honoured. None when there is no handler: the link's protocol then.
+        """
+        if not handler:
+            return None
+        from decoders import EncodeError, UnknownProtocolError, get_protocol
+
+        spoken = self.forwarded if self.forwarded is not None else self.proto
+        base = handler.partition(":")[0]
+        if self.forwarded is not None and base == self.protocol:
+            return None  # the concentrator's own protocol: it forwards as it always does
+        if base != spoken.name:
+            raise EncodeError(
+                f"the command handler '{handler}' speaks {base}, but this link carries "
+                f"{spoken.name} frames", protocol=spoken.name, field="handler",
+                hint="fix the device type's protocol / command handler in the ledger, or the "
+                     "meter's service point")
+        try:
+            return get_protocol(handler)
+        except (UnknownProtocolError, KeyError, ValueError) as exc:
+            raise EncodeError(f"unknown command handler '{handler}': {exc}",
+                              protocol=spoken.name, field="handler") from None
+
     def encode_command(self, command: str, address: str, params: Mapping[str, Any], *,
                        sequence: int, medium: str | None = None,
-                       link_id: str | None = None) -> CommandFrame:
+                       link_id: str | None = None, handler: str | None = None
+                       ) -> CommandFrame:
+        encoder = self.handler_protocol(handler)
         merged = {**self._known.get(address, {}), **params}
         if "meter_type" not in merged and medium in _CJT188_METER_TYPES:
             # CJ/T 188 commands carry the meter type; before the meter has spoken, the
@@ -209,14 +247,17 @@ class DecodersStack:
                 raise EncodeError("a meter behind a concentrator needs the concentrator's "
                                   "address", protocol=self.protocol, field="link_id")
             merged.setdefault("meter_address", address)
-            merged.setdefault("meter_protocol", self.forwarded.name)
+            merged.setdefault("meter_protocol",
+                              handler if encoder is not None else self.forwarded.name)
             cmd = self.proto.encode_command(command, link_id, merged, sequence=sequence,
                                             timezone=self.timezone)
+            encoder = None  # the concentrator's own protocol matches its replies
         else:
-            cmd = self.proto.encode_command(command, address, merged, sequence=sequence,
-                                            timezone=self.timezone)
+            cmd = (encoder or self.proto).encode_command(command, address, merged,
+                                                         sequence=sequence,
+                                                         timezone=self.timezone)
         return CommandFrame(data=cmd.data, request=cmd, protocol=cmd.protocol, address=address,
-                            expects_reply=cmd.expects_reply)
+                            expects_reply=cmd.expects_reply, encoder=encoder)
 
     def _reply_frame(self, inbound: Inbound) -> Any:
         decoded = inbound.decoded
@@ -228,11 +269,12 @@ class DecodersStack:
         frame = self._reply_frame(inbound)
         if frame is None:
             return False
-        return bool(self.proto.matches(command.request, frame))
+        return bool((command.encoder or self.proto).matches(command.request, frame))
 
     def reply_outcome(self, command: CommandFrame, inbound: Inbound
                       ) -> tuple[bool, dict[str, Any]]:
-        outcome = self.proto.interpret(command.request, self._reply_frame(inbound))
+        outcome = (command.encoder or self.proto).interpret(command.request,
+                                                            self._reply_frame(inbound))
         details: dict[str, Any] = dict(outcome.data)
         if outcome.status != "ok":
             details["error_code"] = outcome.error_code
@@ -391,7 +433,8 @@ class ModbusPoll:
                 meter_id=meter_id, register=draft.register, ts=now, value=draft.value,
                 unit=draft.unit, received_at=now, kind=draft.kind, source="poll",
                 device_id=link_id, fep=runtime.instance, protocol=self.proto.name,
-                status=draft.status, frame_id=frame_id), event_time=now))
+                status=(*draft.status, RECEPTION_TIME_TAG), frame_id=frame_id),
+                event_time=now))
         for event in report.events:
             if runtime.event_changed(meter_id, event.kind, event.attributes):
                 records.append(runtime.messages.event(

@@ -104,6 +104,8 @@ class CommandFrame:
     protocol: str
     address: str
     expects_reply: bool = True
+    #: the protocol (handler) that encoded it, when not the link's own: it judges the reply
+    encoder: Any = None
 
 
 class LinkStack(Protocol):
@@ -119,10 +121,12 @@ class LinkStack(Protocol):
 
     def encode_command(self, command: str, address: str, params: Mapping[str, Any], *,
                        sequence: int, medium: str | None = None,
-                       link_id: str | None = None) -> CommandFrame:
+                       link_id: str | None = None, handler: str | None = None
+                       ) -> CommandFrame:
         """Bytes of a unified command (``valve_close``, ``read_now`` …) for ``address`` on
         link ``link_id``; ``medium`` (from the ledger) fills protocol fields that follow
-        from it."""
+        from it; ``handler`` (``protocol[:variant]``, the device type's command handler the
+        control plane chose) encodes it instead of the link's protocol when given."""
         ...
 
     def reply_matches(self, command: CommandFrame, inbound: Inbound) -> bool:

@@ -8,7 +8,7 @@ declared once here. A register's canonical unit is the unit its values are store
 
 Canonical units: volumes in ``m3``; electrical energy in ``kWh``; heat energy in ``GJ``
 (every unit a heat meter uses — J, Wh, kWh, MWh, kJ, MJ, GJ — converts to GJ exactly);
-power in ``kW``; flow in ``m3/h``; temperature in ``degC``; money in ``CNY``.
+power in ``kW``; flow in ``m3/h``; temperature in ``degC``; pressure in ``kPa``; money in ``CNY``.
 """
 
 from __future__ import annotations
@@ -56,6 +56,14 @@ _REGISTERS = [
     Register("supply_temperature", "degC", "instantaneous", "flow (supply) temperature"),
     Register("return_temperature", "degC", "instantaneous", "return temperature"),
     Register("working_hours", "h", "cumulative", "hours in operation"),
+    Register("volume_standard", "m3", "cumulative",
+             "total volume converted to base conditions (gas flow computers, volume "
+             "converters): the billing volume of industrial gas"),
+    Register("temperature", "degC", "instantaneous",
+             "temperature of the medium at the meter (gas flow computers, volume converters)"),
+    Register("pressure", "kPa", "instantaneous",
+             "pressure of the medium at the meter, as the device states it (gauge or "
+             "absolute: see its register map)"),
     Register("remaining_money", "CNY", "state", "prepaid balance kept by the meter"),
     Register("remaining_energy", "kWh", "state", "prepaid energy kept by the meter"),
     Register("purchase_total", "CNY", "cumulative", "total purchased amount kept by the meter"),
@@ -75,7 +83,7 @@ _REGISTERS = [
 #: Canonical registers by name.
 REGISTERS: dict[str, Register] = {r.name: r for r in _REGISTERS}
 
-#: unit -> (dimension, factor to the dimension's base unit). Base units: m3, J, kW, m3/h.
+#: unit -> (dimension, factor to the dimension's base unit). Base units: m3, J, kW, m3/h, kPa.
 UNITS: dict[str, tuple[str, Decimal]] = {
     "m3": ("volume", Decimal(1)),
     "L": ("volume", Decimal("0.001")),
@@ -98,6 +106,11 @@ UNITS: dict[str, tuple[str, Decimal]] = {
     "m3/h": ("flow", Decimal(1)),
     "L/h": ("flow", Decimal("0.001")),
     "degC": ("temperature", Decimal(1)),
+    "Pa": ("pressure", Decimal("0.001")),
+    "kPa": ("pressure", Decimal(1)),
+    "MPa": ("pressure", Decimal(1000)),
+    "bar": ("pressure", Decimal(100)),
+    "mbar": ("pressure", Decimal("0.1")),
     "h": ("time", Decimal(1)),
     "CNY": ("money", Decimal(1)),
     "V": ("voltage", Decimal(1)),

@@ -3,9 +3,10 @@
 Strategy: one TCP server per RTU link (a gateway with up to 247 unit ids). Requests are
 framed and decoded by the protocol engine (``modbus-tcp``); a read returns the registers of
 the unit's register map (``decoders`` encodes the meter's true total and flow into words),
-computed at the simulated instant of the request, so "reads return the register"; a write to
-the valve coil really opens or closes the valve. Unknown units stay silent (a gateway times
-out), unknown registers get exception 02 (illegal data address).
+computed at the simulated instant of the request, so "reads return the register" (with the
+gas temperature, the line pressure and the volume at base conditions of a flow computer);
+a write to the valve coil really opens or closes the valve. Unknown units stay silent (a
+gateway times out), unknown registers get exception 02 (illegal data address).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import zlib
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 from simulator.fleet import SimLink, SimMeter
@@ -60,11 +63,38 @@ class ModbusRtuServer:
         return [f"{self.link.link_id}={host or self.host}:{self.port}/{unit}"
                 for unit in sorted(self.units)]
 
+    @staticmethod
+    def line_pressure_kpa(meter: SimMeter) -> Decimal:
+        """The gauge pressure of the meter's supply line: a medium-pressure industrial
+        connection, 200–450 kPa, fixed per meter (a regulator holds it)."""
+        return Decimal(200 + zlib.crc32(meter.meter_id.encode()) % 251)
+
+    @staticmethod
+    def gas_temperature(at: datetime) -> Decimal:
+        """Gas temperature at the meter: a seasonal swing around 12 °C plus a small daily
+        one (buried pipes follow the soil, not the air)."""
+        day = at.timetuple().tm_yday
+        seasonal = 8 * math.cos(2 * math.pi * (day - 200) / 365)
+        daily = 1.5 * math.cos(2 * math.pi * (at.hour + at.minute / 60 - 15) / 24)
+        return Decimal(f"{12 + seasonal + daily:.2f}")
+
+    @staticmethod
+    def base_factor(meter: SimMeter) -> Decimal:
+        """Conversion to base conditions (101.325 kPa, 20 °C) at the line's nominal state
+        (15 °C): the converted total stays a monotone register."""
+        absolute = ModbusRtuServer.line_pressure_kpa(meter) + Decimal("101.325")
+        return absolute / Decimal("101.325") * Decimal("293.15") / Decimal("288.15")
+
     def _values(self, meter: SimMeter) -> dict[str, Any]:
         at = self.sim.clock.now()
         meter.consumption.advance(at)
-        return {"volume_total": meter.consumption.register_value(),
+        total = meter.consumption.register_value()
+        return {"volume_total": total,
+                "volume_standard": (total * self.base_factor(meter)).quantize(
+                    Decimal("0.001"), rounding=ROUND_HALF_UP),
                 "flow_rate": Decimal(f"{meter.consumption.rate(at):.4f}"),
+                "temperature": self.gas_temperature(at),
+                "pressure": self.line_pressure_kpa(meter),
                 "valve_open": meter.valve != "closed", "alarm_word": 0}
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -114,7 +144,8 @@ class ModbusRtuServer:
                                 "read_coils", "read_discrete_inputs"):
             table = {"read_holding_registers": "holding", "read_input_registers": "input",
                      "read_coils": "coil", "read_discrete_inputs": "discrete"}[request.function]
-            cells = self.map.encode(self._values(meter)).get(table, {})
+            now_values = self._values(meter)  # one instant: the log says what was answered
+            cells = self.map.encode(now_values).get(table, {})
             start, count = int(values["start_address"]), int(values["quantity"])
             if not any(start <= a < start + count for a in cells):
                 return reply((DataItem(name="error", value=("illegal_data_address",)),),
@@ -125,7 +156,7 @@ class ModbusRtuServer:
             answer = reply((DataItem(name=name, value=words if name == "registers"
                                      else [bool(w) for w in words]),))
             if table == "holding":
-                value = self._values(meter)["volume_total"]
+                value = now_values["volume_total"]
                 self._log(frame_id, meter, "read_now", answer, at, reading=value)
             return answer
         if request.function == "write_single_coil":

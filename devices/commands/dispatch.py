@@ -30,6 +30,7 @@ import psycopg
 
 from devices import audit
 from devices.commands import outbox
+from devices.commands.billing_link import enqueue_safety_control
 from devices.commands.catalog import command_spec
 from devices.commands.facts import DeviceRecord, Route, load_devices, route_for, routes_for
 from devices.commands.lifecycle import CommandEvent, CommandState, is_terminal
@@ -367,6 +368,13 @@ class CommandEngine:
                              details={"cause": cleared[0], "command_id": record.command_id,
                                       "approvers": list(record.approvals)},
                              key=self._key, ts=now)
+                # the installation was checked: billing may arm the valve after top-ups again
+                enqueue_safety_control(
+                    conn, record.device_id, "clear_safety_lock", command_id=record.command_id,
+                    actor=record.requested_by,
+                    reason=f"safety lock ({cleared[0]}) cleared by the confirmed reopen "
+                           f"{record.command_id}, approved by "
+                           f"{', '.join(record.approvals) or 'nobody else'}", now=now)
 
     # ------------------------------------------------------------------ sweep
 

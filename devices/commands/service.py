@@ -28,6 +28,7 @@ from psycopg.types.json import Jsonb
 
 from devices import audit
 from devices.commands import outbox
+from devices.commands.billing_link import enqueue_safety_control
 from devices.commands.catalog import CommandSpec, SafetyClass, command_spec
 from devices.commands.encoding import EncodedCommand, encode_for_device
 from devices.commands.errors import (
@@ -359,6 +360,10 @@ class CommandService:
                          object_type="device", object_id=record.device_id,
                          details={"cause": cause, "command_id": record.command_id},
                          key=self.audit_key, ts=now)
+            # billing must not arm this meter's valve after a top-up either
+            enqueue_safety_control(conn, record.device_id, "safety_lock",
+                                   command_id=record.command_id, actor=record.requested_by,
+                                   reason=cause, now=now)
 
     def record_safety_close(self, device_id: str, cause: str, *, source: str,
                             actor: str = "device") -> bool:

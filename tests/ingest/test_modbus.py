@@ -3,7 +3,7 @@ protocol engine's register map (real sockets, real broker)."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +57,28 @@ async def test_a_modbus_plan_reads_every_rtu_unit(kafka_settings: KafkaSettings,
         return [m for m in ms if isinstance(m, Reading) and m.fep == fep.instance]
 
     readings = mine(await consume_messages(kafka_settings, "readings.raw",
-                                           until=lambda ms: len(mine(ms)) >= 10))
+                                           until=lambda ms: len(mine(ms)) >= 25))
     volumes = {r.meter_id: r for r in readings if r.register == "volume"}
     assert set(volumes) == set(probe.fleet.meters)
     for meter_id, reading in volumes.items():  # what the RTU held, exactly
         assert reading.value == Decimal(registers[meter_id].value)
         assert (reading.unit, reading.source, reading.protocol) == ("m3", "poll", "modbus-tcp")
-    assert {r.register for r in readings} == {"volume", "flow_rate"}
+    assert {r.register for r in readings} == {"volume", "volume_standard", "flow_rate",
+                                              "temperature", "pressure"}
+    from simulator.modbus import ModbusRtuServer
+
+    for r in readings:
+        meter = probe.fleet.meters[r.meter_id]
+        if r.register == "pressure":  # the line pressure the RTU holds (float32 words)
+            assert (r.unit, r.kind) == ("kPa", "instantaneous")
+            assert abs(r.value - ModbusRtuServer.line_pressure_kpa(meter)) < Decimal("0.01")
+        elif r.register == "temperature":
+            assert r.unit == "degC"
+            assert Decimal(-10) < r.value < Decimal(30)
+        elif r.register == "volume_standard":  # converted in the same instant as the total
+            expected = volumes[r.meter_id].value * ModbusRtuServer.base_factor(meter)
+            assert r.value == expected.quantize(Decimal("0.001"), rounding=ROUND_HALF_UP)
+        assert "time:received" in r.status  # the RTU states no time: stamped when polled
     frames = [m for m in await consume_messages(kafka_settings, "frames.raw", count=1)
               if isinstance(m, RawFrame) and m.fep == fep.instance]
     assert {f.direction for f in frames} == {"in", "out"}  # pymodbus' packets, traced

@@ -23,6 +23,10 @@ def test_names_the_reading_docstring_promises() -> None:
     ("1500", "MJ", "GJ", "1.5"),
     ("3.2", "MW", "kW", "3200"),
     ("450", "L/h", "m3/h", "0.45"),
+    ("0.35", "MPa", "kPa", "350"),
+    ("2.5", "bar", "kPa", "250"),
+    ("1013.25", "mbar", "kPa", "101.325"),
+    ("101325", "Pa", "kPa", "101.325"),
 ])
 def test_exact_conversions(value: str, source: str, target: str, expected: str) -> None:
     assert convert(Decimal(value), source, target) == Decimal(expected)
@@ -37,3 +41,5 @@ def test_different_dimensions_refuse() -> None:
         convert(Decimal(1), "m3", "kWh")
     with pytest.raises(UnitConversionError):
         convert(Decimal(1), "furlong", "m3")
+    with pytest.raises(UnitConversionError):
+        convert(Decimal(1), "kPa", "degC")

@@ -220,6 +220,47 @@ def test_confirmed_reopen_clears_the_safety_lock(fleet: Fleet) -> None:
                 origin="billing").state is S.APPROVED
 
 
+def test_billing_hears_of_safety_locks_set_and_cleared(fleet: Fleet) -> None:
+    """The lock reaches billing.inbox for the meter's account when the safety close is asked
+    for, and its clearing when the checked reopen is confirmed — never before."""
+    from schemas.messages import BillingControl
+    from tests.devices.commands.helpers import drain_outbox
+
+    clock = Clock()
+    service = make_service(fleet, clock)
+    eng = engine(service)
+    close = send(service, "GAS-ARM-2", "valve_close", params={"cause": "safety",
+                                                              "safety_cause": "leak"})
+    [lock] = [m for m in drain_outbox(service) if isinstance(m, BillingControl)]
+    assert (lock.action, lock.account_id, lock.meter_id, lock.reason) == (
+        "safety_lock", "ACC-2", "GAS-ARM-2", "leak")
+    assert lock.control_id == f"safety_lock:{close.command_id}"
+    reopen = send(service, "GAS-ARM-2", "valve_open", by="op-1",
+                  params={"acknowledge_safety_lock": True})
+    service.approve(reopen.command_id, "approver-1")
+    eng.dispatch_due()
+    [*_, dispatch] = [m for m in drain_outbox(service) if not isinstance(m, BillingControl)]
+    assert not [m for m in drain_outbox(service) if isinstance(m, BillingControl)]
+    eng.apply_result(result(dispatch, "sent", clock.advance(seconds=1)))
+    assert not [m for m in drain_outbox(service) if isinstance(m, BillingControl)]
+    eng.apply_result(result(dispatch, "delivered", clock.advance(seconds=1),
+                            reply={"valve": "armed"}))
+    [clear] = [m for m in drain_outbox(service) if isinstance(m, BillingControl)]
+    assert (clear.action, clear.account_id, clear.meter_id, clear.requested_by) == (
+        "clear_safety_lock", "ACC-2", "GAS-ARM-2", "op-1")
+    assert "approver-1" in clear.reason
+
+
+def test_a_safety_close_of_a_meter_without_account_tells_billing_nothing(fleet: Fleet) -> None:
+    from schemas.messages import BillingControl
+    from tests.devices.commands.helpers import drain_outbox
+
+    service = make_service(fleet, Clock())
+    send(service, "GAS-C1-05", "valve_close", params={"cause": "safety",
+                                                     "safety_cause": "leak"})
+    assert not [m for m in drain_outbox(service) if isinstance(m, BillingControl)]
+
+
 def test_attempts_made_by_the_fep_count(fleet: Fleet) -> None:
     """An FEP retries a dispatch itself and reports its last attempt: no attempts left."""
     from schemas.messages import CommandResult
