@@ -16,20 +16,24 @@ Strategy: the envelope is a template-style :class:`~decoders.framing.Envelope`; 
 application layer decodes what a head-end needs from a concentrator link — link test
 (AFN 02: F1 login, F2 logout, F3 heartbeat), confirm/deny (AFN 00) and data forwarding
 (AFN 10 F1), whose content is decoded by the inner protocol (DL/T 645 meters behind the
-concentrator). ``forward(command)`` wraps any unified command of an inner protocol, and
-``matches``/``interpret`` unwrap the reply. Other AFNs keep their data units as raw bytes,
-so every frame re-encodes exactly.
+concentrator), and the energy registers of class 1 / class 2 data (AFN 0C current, AFN 0D
+frozen: :mod:`decoders.qgdw3761_data`, one item per measuring point and function).
+``forward(command)`` wraps any unified command of an inner protocol, and
+``matches``/``interpret`` unwrap the reply; ``request_data`` asks for class 1/2 data.
+The raw data units are kept as well, so every frame re-encodes exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Any
 
 from decoders.errors import DecodeError, EncodeError, FieldValueError, LengthError
 from decoders.frame import DataItem, Direction, Frame
 from decoders.framing import ChecksumSpec, Envelope, FrameSpec, LengthField
 from decoders.protocol import CommandFrame, CommandOutcome, Protocol
+from decoders.qgdw3761_data import decode_data_units
 
 __all__ = ["AFN_NAMES", "QGDW3761", "data_unit", "fn_of", "pn_of"]
 
@@ -178,6 +182,8 @@ class QGDW3761(Protocol):
             items += self._confirm_units(data, base + 4, rest)
         elif rest:
             items.append(DataItem(name="data", value=rest))
+            if up and afn in (0x0C, 0x0D):  # class 1 / class 2 data: every unit, decoded
+                items += decode_data_units(afn, body, data=data, base=base)
         if pns != [pn] or fns != [fn] or (da, dt) != (data_unit(pn, fn)[:2],
                                                       data_unit(pn, fn)[2:]):
             items.append(DataItem(name="dadt", value=(da + dt).hex().upper()))
@@ -299,6 +305,48 @@ class QGDW3761(Protocol):
     # ----------------------------------------------------------------- commands
     def commands(self) -> Sequence[str]:
         return ("forward",)
+
+    def data_frame(self, terminal: str, afn: int, units: Sequence[bytes], *,
+                   direction: Direction = "reply", sequence: int = 0) -> bytes:
+        """A frame of class 1/2 data units (``DA DT [Td] content`` each, e.g. from
+        :func:`~decoders.qgdw3761_data.encode_energy_unit`): a concentrator's answer
+        (``reply``), its own upload (``report``), or with bare ``DA DT [Td]`` units the master
+        station's request (``request``)."""
+        if not units or len(units[0]) < 4:
+            raise EncodeError("data units start with DA DT", protocol=self.name,
+                              field="units")
+        first = units[0]
+        pns, fns = pn_of(first[:2]), fn_of(first[2:4])
+        if len(pns) != 1 or len(fns) != 1:
+            raise EncodeError("the first unit must name one point and one function",
+                              protocol=self.name, field="units")
+        rest = first[4:] + b"".join(units[1:])
+        control = {"request": 0x4B, "reply": 0x88, "report": 0xC4}[direction]
+        frame = Frame(protocol=self.name, direction=direction, function=AFN_NAMES[afn],
+                      address=terminal, control=control,
+                      identifier=f"AFN{afn:02X}:p{pns[0]}:F{fns[0]}", sequence=sequence & 0x0F,
+                      header={"fir": True, "fin": True, "con": direction == "report"},
+                      items=(DataItem(name="data", value=rest),) if rest else ())
+        return self.encode(frame)
+
+    def request_data(self, terminal: str, afn: int, points: Sequence[tuple[int, int]], *,
+                     sequence: int = 0, label: date | None = None) -> bytes:
+        """The master station asks for class 1 (AFN 0C) or class 2 (AFN 0D) data of
+        ``points`` = [(pN, Fn)]; frozen data names its day (or month) ``label``."""
+        from decoders.qgdw3761_data import ENERGY_FUNCTIONS
+
+        units = []
+        for pn, fn in points:
+            unit = data_unit(pn, fn)
+            spec = ENERGY_FUNCTIONS.get((afn, fn))
+            if spec is not None and spec.frozen:
+                if label is None:
+                    raise EncodeError(f"AFN {afn:02X} F{fn} needs the frozen "
+                                      f"{spec.frozen}", protocol=self.name, field="label")
+                unit += bytes.fromhex(f"{label.day:02d}" if spec.frozen == "day" else "")
+                unit += bytes.fromhex(f"{label.month:02d}{label.year % 100:02d}")
+            units.append(unit)
+        return self.data_frame(terminal, afn, units, direction="request", sequence=sequence)
 
     def forward(self, inner: CommandFrame, terminal: str, *, port: int = 2,
                 sequence: int = 0, comm_control: int = 0x6B, frame_timeout: int = 0x8A,

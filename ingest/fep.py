@@ -91,6 +91,11 @@ class FepRuntime:
         self._stopped = asyncio.Event()
         self._last_status: dict[tuple[str, str, str], Any] = {}
 
+    def meter_address_at_point(self, link_id: str, point_no: int) -> str | None:
+        """The address of the meter at a concentrator's measuring point, by the ledger."""
+        meter = self.ledger.at_point(link_id, point_no)
+        return meter.address if meter is not None else None
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -109,8 +114,9 @@ class FepRuntime:
             if point.transport == "tcp":
                 from ingest.server import ServicePointServer
 
-                server: Any = ServicePointServer(self, name, point,
-                                                 build_stack(point, self.timezone))
+                stack = build_stack(point, self.timezone)
+                stack.point_address = self.meter_address_at_point
+                server: Any = ServicePointServer(self, name, point, stack)
             elif point.transport == "mqtt":
                 from ingest.mqtt import MqttIngest
 

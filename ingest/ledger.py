@@ -54,6 +54,7 @@ class LedgerView:
         self._by_link: dict[str, set[str]] = defaultdict(set)  # normalised link id → meters
         self._link_spelling: dict[str, str] = {}  # normalised → as the ledger writes it
         self._unlinked_points: dict[str, int] = defaultdict(int)
+        self._by_point: dict[tuple[str, int], str] = {}  # (normalised link, pN) → meter
         self.ready = asyncio.Event()
         self.decode_errors = 0
         self._task: asyncio.Task[None] | None = None
@@ -75,6 +76,8 @@ class LedgerView:
             key = normalise_address(meter.link_id)
             self._by_link[key].add(meter.meter_id)
             self._link_spelling[key] = meter.link_id
+            if meter.point_no is not None and meter.status != "removed":
+                self._by_point[(key, meter.point_no)] = meter.meter_id
         elif meter.service_point and meter.status in _REPORTING:
             self._unlinked_points[meter.service_point] += 1
 
@@ -91,6 +94,9 @@ class LedgerView:
                 del self._by_address[key]
         if meter.link_id:
             key = normalise_address(meter.link_id)
+            if meter.point_no is not None and \
+                    self._by_point.get((key, meter.point_no)) == meter.meter_id:
+                del self._by_point[(key, meter.point_no)]
             self._by_link[key].discard(meter.meter_id)
             if not self._by_link[key]:
                 del self._by_link[key]
@@ -111,6 +117,11 @@ class LedgerView:
             same = [m for m in found if m.protocol.split("-")[0] == family]
             found = same or found
         return found
+
+    def at_point(self, link_id: str, point_no: int) -> LedgerMeter | None:
+        """The meter at measuring point ``point_no`` of the concentrator ``link_id``."""
+        meter_id = self._by_point.get((normalise_address(link_id), point_no))
+        return self.meters.get(meter_id) if meter_id is not None else None
 
     def on_link(self, link_id: str) -> list[LedgerMeter]:
         return [self.meters[i] for i in self._by_link.get(normalise_address(link_id), ())]

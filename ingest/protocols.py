@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,7 @@ _CJT188_METER_TYPES = {"gas": "gas", "water": "cold_water", "heat": "heat"}
 #: meter stated (the frame carries no clock, or the service point uses reception time).
 RECEPTION_TIME_TAG = "time:received"
 _LINK_SERVICE = {"login": "login", "logout": "logout", "heartbeat": "heartbeat"}
+_CLASS_DATA = frozenset({"class1_data", "class2_data"})
 
 
 def frame_ref(data: bytes) -> str:
@@ -76,6 +77,9 @@ class DecodersStack:
         #: header fields a command needs that only the meter's own frames tell (the CJ/T 188
         #: meter type), remembered per address from the last frame heard
         self._known: dict[str, dict[str, Any]] = {}
+        #: (concentrator address, measuring point) → the meter's address, from the ledger
+        #: (set by the FEP); class 1/2 data name meters by their point only
+        self.point_address: Callable[[str, int], str | None] | None = None
         self._has_ack = self.link is not None and any(
             getattr(getattr(s, "spec", None), "kind", "") == "ack" for s in self._link_specs)
 
@@ -154,6 +158,8 @@ class DecodersStack:
                            link_id=frame.address or None, address=frame.address,
                            reply_now=confirm(frame) if confirm is not None else None,
                            decoded=frame, sequence=frame.sequence)
+        if function in _CLASS_DATA and frame.direction != "request":
+            return self._class_data(frame, data)
         forwarded = frame.item("forwarded")
         if forwarded is not None and frame.direction != "request" and forwarded.value:
             assert self.forwarded is not None
@@ -168,6 +174,38 @@ class DecodersStack:
             "reply" if frame.direction == "reply" else "other")
         return Inbound(kind=kind, protocol=self.protocol, address=frame.address,  # type: ignore[arg-type]
                        decoded=frame, sequence=frame.sequence, abnormal=frame.abnormal)
+
+    def _class_data(self, frame: Any, data: bytes) -> Inbound:
+        """AFN 0C/0D energy data of the concentrator's measuring points: one reading per
+        point and register, for the meter the ledger puts at that point (``point_address``);
+        a point the ledger does not know keeps the address ``<concentrator>/p<N>``, which
+        admission rejects and alerts. An upload asking for confirmation (CON) gets AFN 00 F1
+        once its data is durable."""
+        from decoders import apply_report
+        from decoders.qgdw3761_data import point_frames
+
+        readings: list[ReadingDraft] = []
+        resolve = self.point_address
+        for pn, unit in point_frames(frame):
+            address = (resolve(frame.address, pn) if resolve is not None else None) or \
+                f"{frame.address}/p{pn}"
+            report = apply_report(unit, timezone=self.timezone)
+            if report is None:
+                continue
+            for r in report.readings:
+                ts = r.meter_clock if self.reading_time == "meter_clock" else None
+                status = r.status if ts is not None else (*r.status, RECEPTION_TIME_TAG)
+                readings.append(ReadingDraft(
+                    address=address, register=r.register, value=r.value, unit=r.unit, ts=ts,
+                    kind=r.kind, meter_clock=r.meter_clock, status=status))
+        ack = None
+        if frame.direction == "report" and frame.header.get("con"):
+            confirm = getattr(self.proto, "confirm", None)
+            ack = confirm(frame) if confirm is not None else None
+        return Inbound(kind="reply" if frame.direction == "reply" else "data",
+                       protocol=self.protocol, address=frame.address, readings=readings,
+                       ack=ack, decoded=frame, sequence=frame.sequence,
+                       identifier=frame.identifier)
 
     def encode_ack(self, data: bytes) -> bytes | None:
         ref = frame_ref(data)

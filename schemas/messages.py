@@ -637,6 +637,9 @@ class LedgerMeter(Message, frozen=True, kw_only=True):
     installed_at: AwareDatetime | None = None
     removed_at: AwareDatetime | None = None
     ledger_version: int = 1
+    #: Measuring point number (376.1 ``pN``) of the meter in its concentrator's archive:
+    #: how a concentrator's class 1/2 data names it.
+    point_no: int | None = None
 
     def key(self) -> bytes:
         return self.meter_id.encode()

@@ -108,6 +108,7 @@ class SimMeter:
     price: Decimal | None = None
     reported_total: float | None = None  # true total at the last report (for faults)
     modbus_unit: int = 0
+    point_no: int | None = None  # measuring point in its concentrator's archive (376.1 pN)
     extra: dict[str, object] = field(default_factory=dict)
 
     def ledger_entry(self, now: datetime) -> LedgerMeter:
@@ -119,7 +120,8 @@ class SimMeter:
             register_digits=self.consumption.digits,
             register_decimals=self.consumption.decimals, unit=self.unit,
             has_valve=self.has_valve, link_id=self.link_id, service_point=self.service_point,
-            customer_type=self.customer_type, installed_at=self.consumption.start)
+            customer_type=self.customer_type, installed_at=self.consumption.start,
+            point_no=self.point_no)
 
 
 @dataclass
@@ -219,7 +221,8 @@ class Fleet:
                 register_name="energy_import",
                 consumption=self._consumption(customer, "electricity", n, 6, 2),
                 link_id=link.address, service_point=s.concentrator_service_point,
-                meter_type=0, has_valve=True, valve="open"), link)
+                meter_type=0, has_valve=True, valve="open",
+                point_no=i % s.meters_per_concentrator + 1), link)
         for i in range(s.nbiot_meters):
             n += 1
             customer = "residential" if self._rng.random() < 0.95 else "commercial"

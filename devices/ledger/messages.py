@@ -65,6 +65,7 @@ async def build_meters(conn: AsyncConnection[Any], keys: Sequence[str]) -> dict[
                 org_unit=row["org_unit"], supply_node=row["supply_node"],
                 tariff_id=row["tariff_id"], vee_group=row["vee_group"],
                 installed_at=row["installed_at"], removed_at=row["removed_at"],
+                point_no=row.get("point_no"),
             )
     return out
 

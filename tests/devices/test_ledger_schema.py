@@ -89,6 +89,19 @@ def test_meter_dimensions_carry_what_the_stream_needs(api: psycopg.Connection) -
                    "P1", "RES", True)
 
 
+async def test_ledger_meters_carry_the_measuring_point(database: DbHandle) -> None:
+    """A concentrator's class 1/2 data names meters by measuring point: LedgerMeter says it."""
+    from psycopg import AsyncConnection
+
+    from devices.ledger.messages import build_meters
+
+    with database.connect("api") as conn:
+        conn.execute(SEED.read_text(encoding="utf-8").encode())
+    async with await AsyncConnection.connect(database.settings.conninfo("api")) as conn:
+        meters = await build_meters(conn, ["M2"])
+    assert meters["M2"].point_no == 2  # type: ignore[attr-defined]
+
+
 def test_noop_update_leaves_no_trace(api: psycopg.Connection) -> None:
     api.execute("DELETE FROM ledger.outbox")
     before = api.execute("SELECT row_version, updated_at FROM ledger.accounts "

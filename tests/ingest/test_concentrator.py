@@ -73,3 +73,78 @@ async def test_concentrator_meters_are_read_and_tripped_through_afn10(
         {("energy_import", "kWh", "poll", "dlt645-2007")}
     sent = {r.meter_id: r.value for r in log.readings}
     assert all(str(r.value) == sent[r.meter_id] for r in readings)
+
+
+async def test_class2_uploads_become_readings_of_the_meters_at_their_points(
+        kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    """A concentrator uploads daily frozen energy (AFN 0D F161) of three measuring points
+    over a real socket: the ledger's meters at points 1 and 2 get their readings, stamped at
+    the end of the frozen day; point 9 belongs to nobody and is rejected with an alert; the
+    upload is confirmed (AFN 00 F1) once durable."""
+    from datetime import date
+    from decimal import Decimal
+
+    from decoders import get_protocol
+    from decoders.qgdw3761_data import encode_energy_unit
+    from ingest.ledger import LedgerView
+    from schemas.messages import Alert, LedgerMeter
+
+    terminal = "42010007"
+    view = LedgerView()
+    now = datetime.now(UTC)
+    view.load([LedgerMeter(meter_id=f"ELC-{n}", status="active", medium="electricity",
+                           updated_at=now, address=f"{n:012d}", protocol="dlt645-2007",
+                           link_id="4201-0007", service_point="con", point_no=n, unit="kWh")
+               for n in (1, 2)])
+    proto = get_protocol("qgdw376.1")
+    day = date(2026, 11, 26)
+    read_at = datetime(2026, 11, 27, 0, 7)
+    units = [encode_energy_unit(0x0D, 161, pn, read_at=read_at, values=[[value]], label=day)
+             for pn, value in ((1, Decimal("1520.3301")), (2, Decimal("88.0500")),
+                               (9, Decimal("5.0000")))]
+    upload = proto.data_frame(terminal, 0x0D, units, direction="report", sequence=5)
+    login = proto.encode(__import__("decoders").Frame(
+        protocol="qgdw376.1", direction="report", function="login", address=terminal,
+        control=0xC9, identifier="AFN02:p0:F1", sequence=1,
+        header={"fir": True, "fin": True, "con": True}))
+    async with running_fep(kafka_settings, tmp_path, {"con": concentrator_point()},
+                           ledger=view) as fep:
+        reader, writer = await asyncio.open_connection("127.0.0.1", fep.servers["con"].port)
+        try:
+            writer.write(login)
+            await writer.drain()
+            framer = proto.framer()
+
+            async def next_frame() -> Any:
+                while True:
+                    frame = framer.next_frame()
+                    if isinstance(frame, bytes | bytearray):
+                        return proto.decode(bytes(frame))
+                    framer.feed(await asyncio.wait_for(reader.read(4096), 10))
+
+            assert (await next_frame()).function == "confirm_all"  # the login
+            writer.write(upload)
+            await writer.drain()
+            confirm = await next_frame()  # after Kafka acknowledged the readings
+            assert (confirm.function, confirm.sequence) == ("confirm_all", 5)
+        finally:
+            writer.close()
+
+    def mine(ms: list[Any]) -> list[Reading]:
+        return [m for m in ms if isinstance(m, Reading) and m.fep == fep.instance]
+
+    readings = mine(await consume_messages(kafka_settings, "readings.raw",
+                                           until=lambda ms: len(mine(ms)) >= 2))
+    shanghai_midnight = datetime(2026, 11, 26, 16, 0, tzinfo=UTC)  # 27th 00:00 at UTC+8
+    got = {(r.meter_id, r.register, r.value, r.ts) for r in readings}
+    assert got == {("ELC-1", "energy_import", Decimal("1520.3301"), shanghai_midnight),
+                   ("ELC-2", "energy_import", Decimal("88.0500"), shanghai_midnight)}
+    for r in readings:
+        assert "frozen:day" in r.status, r.status
+        assert r.device_id == "4201-0007"  # the link as the ledger spells it
+    alerts = [m for m in await consume_messages(
+        kafka_settings, "alerts", until=lambda ms: any(
+            isinstance(a, Alert) and a.code == "admission_rejected" for a in ms))
+        if isinstance(m, Alert) and m.code == "admission_rejected"]
+    assert any(f"{terminal}/p9" in (str(a.attributes.get("address")) + a.reason)
+               for a in alerts)

@@ -102,3 +102,24 @@ def test_link_ids_compare_by_their_digits_and_keep_the_ledger_spelling() -> None
     assert view.canonical_link("42010001") == "4201-0001"  # what the registry records
     assert view.canonical_link("DTU-NEW") == "DTU-NEW"
     assert [m.meter_id for m in view.on_link("4201 0001")] == ["E1"]
+
+
+def test_meters_are_found_by_their_concentrators_measuring_point() -> None:
+    view = LedgerView()
+    view.load([_meter("E1", "000000000101", link_id="4201-0001", point_no=1),
+               _meter("E2", "000000000102", link_id="4201-0001", point_no=2),
+               _meter("E3", "000000000103", link_id="4201-0002", point_no=1)])
+    at = view.at_point("42010001", 2)
+    assert at is not None and at.meter_id == "E2"
+    other = view.at_point("4201 0002", 1)
+    assert other is not None and other.meter_id == "E3"
+    assert view.at_point("42010001", 3) is None
+    # a meter replaced at the point: the new one answers for it, the old one no longer
+    view.remove("E2")
+    assert view.at_point("42010001", 2) is None
+    view.apply(_meter("E4", "000000000104", link_id="4201-0001", point_no=2))
+    moved = view.at_point("42010001", 2)
+    assert moved is not None and moved.meter_id == "E4"
+    view.apply(_meter("E4", "000000000104", link_id="4201-0001", point_no=5, ledger_version=2))
+    assert view.at_point("42010001", 2) is None
+    assert view.at_point("42010001", 5) is not None
