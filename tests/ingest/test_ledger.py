@@ -110,16 +110,19 @@ def test_meters_are_found_by_their_concentrators_measuring_point() -> None:
                _meter("E2", "000000000102", link_id="4201-0001", point_no=2),
                _meter("E3", "000000000103", link_id="4201-0002", point_no=1)])
     at = view.at_point("42010001", 2)
-    assert at is not None and at.meter_id == "E2"
+    assert at is not None
+    assert at.meter_id == "E2"
     other = view.at_point("4201 0002", 1)
-    assert other is not None and other.meter_id == "E3"
+    assert other is not None
+    assert other.meter_id == "E3"
     assert view.at_point("42010001", 3) is None
     # a meter replaced at the point: the new one answers for it, the old one no longer
     view.remove("E2")
     assert view.at_point("42010001", 2) is None
     view.apply(_meter("E4", "000000000104", link_id="4201-0001", point_no=2))
     moved = view.at_point("42010001", 2)
-    assert moved is not None and moved.meter_id == "E4"
+    assert moved is not None
+    assert moved.meter_id == "E4"
     view.apply(_meter("E4", "000000000104", link_id="4201-0001", point_no=5, ledger_version=2))
     assert view.at_point("42010001", 2) is None
     assert view.at_point("42010001", 5) is not None
