@@ -160,6 +160,11 @@ class PipelineApp:
             value_serializer="raw",
             processing_guarantee="at_least_once",
             producer_acks=-1,
+            # A batch's outputs go out together and are awaited once: larger producer batches
+            # (faust's default is 16 KiB) and a short linger make that a few requests, not
+            # one per partition batch of 16 KiB. Below the broker's 1 MiB message limit.
+            producer_max_batch_size=512 * 1024,
+            producer_linger=0.002,
             consumer_auto_offset_reset="earliest",
             topic_partitions=kafka.default_partitions,
             topic_replication_factor=kafka.replication_factor,
@@ -246,20 +251,36 @@ class PipelineApp:
         current event's partition, so a key read or written by the handler or its
         ``after_send`` stays in the partition of the input it belongs to — a batch spanning
         partitions would otherwise file every key under the last event's partition and lose
-        it at the next rebalance.
+        it at the next rebalance. The outputs of all groups go to the broker together and
+        are awaited once (one acknowledgement round trip per batch, not per partition);
+        then each group's ``after_send`` runs, again under its own partition's event.
         """
         groups: dict[int, list[Any]] = {}
         for event in events:
             groups.setdefault(event.message.partition, []).append(event)
+        outputs: list[Output] = []
+        after: list[tuple[Any, Callable[[], None]]] = []
         for group in groups.values():
-            token = _current_event.set(weakref.ref(group[-1]))
+            anchor = group[-1]
+            token = _current_event.set(weakref.ref(anchor))
             try:
-                await self._handle_partition(group, expected, handler, topic=topic)
+                result = await self._handle_partition(group, expected, handler, topic=topic)
+            finally:
+                _current_event.reset(token)
+            outputs.extend(result.outputs)
+            if result.after_send is not None:
+                after.append((anchor, result.after_send))
+        await self.sender.send(outputs)
+        for anchor, step in after:
+            token = _current_event.set(weakref.ref(anchor))
+            try:
+                step()
             finally:
                 _current_event.reset(token)
 
     async def _handle_partition(self, events: Sequence[Any], expected: Expected,
-                                handler: BatchHandler, *, topic: str) -> None:
+                                handler: BatchHandler, *, topic: str) -> BatchResult:
+        """The result of one partition's events, not yet sent (the caller sends it)."""
         batch: list[Incoming[Any]] = []
         rejects: list[Output] = []
         for event in events:
@@ -270,20 +291,19 @@ class PipelineApp:
                                    rejects=rejects)
             if incoming is not None:
                 batch.append(incoming)
-        if rejects:
-            await self.sender.send(rejects)
         if not batch:
-            return
+            return BatchResult(outputs=rejects)
         try:
             result = await _maybe_await(handler(batch))
         except Exception:
             if len(batch) == 1:
-                raise_from = batch[0]
                 log.exception("agent failed on %s[%d]@%d; dead-lettered", topic,
-                              raise_from.partition, raise_from.offset)
-                await self.sender.send([self._internal_error_record(raise_from)])
-                return
+                              batch[0].partition, batch[0].offset)
+                return BatchResult(outputs=[*rejects, self._internal_error_record(batch[0])])
             log.warning("batch of %d failed; retrying message by message", len(batch))
+            # One at a time, each sent and its state written before the next: a later
+            # message of the same meter must see the state the earlier one left.
+            await self.sender.send(rejects)
             for one in batch:
                 try:
                     single = await _maybe_await(handler([one]))
@@ -292,14 +312,11 @@ class PipelineApp:
                                   one.partition, one.offset)
                     await self.sender.send([self._internal_error_record(one)])
                     continue
-                await self._complete(single)
-            return
-        await self._complete(result)
-
-    async def _complete(self, result: BatchResult) -> None:
-        await self.sender.send(result.outputs)
-        if result.after_send is not None:
-            result.after_send()
+                await self.sender.send(single.outputs)
+                if single.after_send is not None:
+                    single.after_send()
+            return BatchResult()
+        return BatchResult(outputs=[*rejects, *result.outputs], after_send=result.after_send)
 
     async def wait_for_ledger(self) -> None:
         """Wait (at most ``ledger_wait_s``) until the ledger view has caught up."""

@@ -42,8 +42,11 @@ class PipelineSettings(ComponentSettings):
                                      "consumer group; partitions are shared among them).")
     batch_max: int = Field(default=1000, ge=1, le=100_000,
                            description="Most input events an agent handles in one batch.")
-    batch_within_s: float = Field(default=0.05, gt=0, le=10,
-                                  description="Longest wait for a batch to fill.")
+    batch_within_s: float = Field(default=0.2, gt=0, le=10,
+                                  description="Longest wait for a batch to fill. faust does "
+                                              "not fill the next batch while one is handled, "
+                                              "so a short wait means small batches and one "
+                                              "acknowledgement round trip for few readings.")
     send_timeout_s: float = Field(default=30.0, gt=0,
                                   description="Longest wait for the broker to acknowledge a "
                                               "batch's output before the worker gives up.")
