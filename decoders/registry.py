@@ -54,6 +54,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "dlms-hdlc": "decoders.dlms:DlmsHdlc",
     "dlms-wrapper": "decoders.dlms:DlmsWrapper",
     "dlms-apdu": "decoders.dlms:DlmsApdu",
+    "nbiot-json": "decoders.json_meter:JsonMeter",
 }
 
 #: Short names people type.

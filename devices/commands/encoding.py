@@ -167,6 +167,15 @@ def _wire_params(family: str, command: str, params: Mapping[str, Any],
     elif command == "top_up":
         out["amount"] = params["amount"]
         out["purchase_sequence"] = sequence if sequence is not None else 1
+        if params.get("topup_id"):
+            out["topup_id"] = params["topup_id"]  # meters that deduplicate by order id
+    elif command == "set_balance":
+        out["balance"] = params["balance"]
+    elif command == "set_report_interval":
+        # encoders take the unit their device counts in: minutes (NB-IoT JSON documents)
+        # or seconds (a Modbus register)
+        out["minutes"] = int(params["minutes"])
+        out["seconds"] = int(params["minutes"]) * 60
     elif command == "sync_time":
         if params.get("time"):
             out["time"] = params["time"]

@@ -102,3 +102,37 @@ def test_handler_names_resolve_to_registered_encoders() -> None:
     assert protocol_of(free) is not None
     assert resolve_handler("dlt645:no-such-variant", "dlt645") == "dlt645"  # decoders alias
     assert resolve_handler("gb376", None) is None
+
+
+IMEI = "868000000000042"
+
+
+def test_balance_and_report_interval_travel_where_the_protocol_carries_them() -> None:
+    json_gas = handler_commands("nbiot-json:nbiot-gas")
+    assert json_gas is not None
+    assert {"set_balance", "set_report_interval", "valve_close", "top_up"} <= json_gas
+    balance = encode_for_device("nbiot-json:nbiot-gas", "set_balance",
+                                {"balance": "50.00", "reason": "meter replaced"},
+                                address=IMEI, sequence=4)
+    assert balance.params == {"balance": "50.00"}
+    assert bytes.fromhex(balance.preview_hex).decode() == (
+        '{"cmd":"setBalance","msgId":0,"imei":"868000000000042","balance":"50.00"}')
+    interval = encode_for_device("nbiot-json:nbiot-gas", "set_report_interval",
+                                 {"minutes": 240}, address=IMEI)
+    assert '"minutes":240' in bytes.fromhex(interval.preview_hex).decode()
+    # a Modbus flow computer counts its report interval in seconds (register 0x0020)
+    modbus = encode_for_device("modbus-tcp:flow-computer", "set_report_interval",
+                               {"minutes": 15}, address="5")
+    frame = decoders.get_protocol("modbus-tcp").decode(bytes.fromhex(modbus.preview_hex))
+    assert frame.values()["value"] == 900
+    top_up = encode_for_device("nbiot-json:nbiot-gas", "top_up",
+                               {"amount": "100.00", "topup_id": "T-77"}, address=IMEI)
+    assert '"orderId":"T-77"' in bytes.fromhex(top_up.preview_hex).decode()
+
+
+def test_balance_and_report_interval_are_refused_where_the_protocol_has_no_frame() -> None:
+    for handler, address in (("cjt188-2004", GAS), ("dlt645-2007", ELEC)):
+        for command, params in (("set_balance", {"balance": "10.00"}),
+                                ("set_report_interval", {"minutes": 60})):
+            with pytest.raises(UnsupportedCommandError, match=f"cannot carry '{command}'"):
+                encode_for_device(handler, command, params, address=address, medium="gas")

@@ -1,0 +1,132 @@
+"""NB-IoT meters that speak JSON through the real Mosquitto (protocol nbiot-json:<map>):
+uploads become readings and events, bad documents are dead-lettered, and commands the
+control plane encodes as JSON (set_report_interval, set_balance) are delivered in the
+meter's wake window and confirmed by its JSON reply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from ingest.ledger import LedgerView
+from schemas.messages import CommandDispatch, CommandResult, DeadLetter, LedgerMeter, Reading
+from schemas.settings import KafkaSettings, MqttSettings
+from tests.ingest._fep import nbiot_point, running_fep
+from tests.ingest._kafka import consume_messages
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 4, 1, 2, 0, tzinfo=UTC)
+IMEI = "868000000000042"
+
+
+def _uplink(volume_litres: int, *, msg_id: int, balance: str = "88.20") -> bytes:
+    return json.dumps({"imei": IMEI, "msgType": "report", "msgId": msg_id,
+                       "meterTime": "20260401100000",  # local time: 02:00 UTC
+                       "data": {"totalVolume": volume_litres, "valve": 0, "balance": balance,
+                                "batteryLow": True, "rsrp": -97}}).encode()
+
+
+async def test_json_uplinks_and_commands_over_mqtt(
+        kafka_settings: KafkaSettings, mqtt_settings: MqttSettings, tmp_path: Path) -> None:
+    import aiomqtt
+
+    ledger = LedgerView()
+    ledger.load([LedgerMeter(meter_id="NBJ-1", status="active", medium="gas", updated_at=T0,
+                             address=IMEI, protocol="nbiot-json:nbiot-gas",
+                             service_point="nbj")])
+    root = mqtt_settings.topic_root
+    parts = urlsplit(mqtt_settings.url)
+    point = nbiot_point(protocol="nbiot-json:nbiot-gas", wake_window_s=10.0)
+    async with running_fep(kafka_settings, tmp_path, {"nbj": point}, ledger=ledger,
+                           mqtt=mqtt_settings) as fep, \
+            aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883) as meter:
+        await meter.subscribe(f"{root}/meters/{IMEI}/down", qos=1)
+        await meter.publish(f"{root}/meters/{IMEI}/up", _uplink(1234567, msg_id=1), qos=1)
+        await meter.publish(f"{root}/meters/{IMEI}/up", b'{"imei": 5', qos=1)
+        await meter.publish(f"{root}/meters/{IMEI}/up",
+                            json.dumps({"imei": IMEI, "data": {"totalVolume": "lots"}})
+                            .encode(), qos=1)
+        downlinks: list[dict[str, Any]] = []
+
+        async def next_downlink() -> dict[str, Any]:
+            async with asyncio.timeout(15):
+                async for message in meter.messages:
+                    return dict(json.loads(bytes(message.payload)))
+            raise AssertionError("no downlink")
+
+        downlinks.append(await next_downlink())  # the upload's acknowledgement
+        assert downlinks[0]["type"] == "ack"
+        # the meter is awake: the control plane's commands reach it now
+        commands = {
+            "set_report_interval": CommandDispatch(
+                command_id=uuid.uuid4().hex, device_id="NBJ-1",
+                command="set_report_interval", protocol="nbiot-json:nbiot-gas",
+                address=IMEI, dispatched_at=datetime.now(UTC), reply_timeout_s=5,
+                handler="nbiot-json:nbiot-gas", params={"minutes": 60, "seconds": 3600}),
+            "set_balance": CommandDispatch(
+                command_id=uuid.uuid4().hex, device_id="NBJ-1", command="set_balance",
+                protocol="nbiot-json:nbiot-gas", address=IMEI,
+                dispatched_at=datetime.now(UTC), reply_timeout_s=5,
+                handler="nbiot-json:nbiot-gas", params={"balance": "50.00"}),
+        }
+        for name, dispatch in commands.items():
+            await fep.commands.handle(dispatch)
+            document = await next_downlink()
+            while document.get("type") == "ack":
+                document = await next_downlink()
+            assert document["imei"] == IMEI
+            if name == "set_report_interval":
+                assert (document["cmd"], document["minutes"]) == ("setReportInterval", 60)
+                answer = {"reportInterval": 60}
+                result = 0
+            else:
+                assert (document["cmd"], document["balance"]) == ("setBalance", "50.00")
+                answer, result = {}, 7  # the meter refuses: result code 7
+            await meter.publish(f"{root}/meters/{IMEI}/up", json.dumps(
+                {"imei": IMEI, "msgType": "cmdResp", "msgId": document["msgId"],
+                 "result": result, "data": answer}).encode(), qos=1)
+        for _ in range(100):
+            if fep.commands.stats.confirmed + fep.commands.stats.failed >= 2:
+                break
+            await asyncio.sleep(0.1)
+
+    def mine(ms: list[Any]) -> list[Reading]:
+        return [m for m in ms if isinstance(m, Reading) and m.fep == fep.instance]
+
+    readings = mine(await consume_messages(kafka_settings, "readings.raw",
+                                           until=lambda ms: len(mine(ms)) >= 2, settle=0.5))
+    assert sorted((r.register, r.value, r.unit) for r in readings) == [
+        ("remaining_money", Decimal("88.20"), "CNY"), ("volume", Decimal("1234.567"), "m3")]
+    for r in readings:
+        assert (r.meter_id, r.ts, r.source) == ("NBJ-1", T0, "mqtt")
+        assert "battery_low" in r.status
+
+    results: list[CommandResult] = []
+    ids = {d.command_id: name for name, d in commands.items()}
+
+    def finals(ms: list[Any]) -> list[CommandResult]:
+        return [m for m in ms if isinstance(m, CommandResult) and m.command_id in ids
+                and m.status in ("confirmed", "failed")]
+
+    results = finals(await consume_messages(kafka_settings, "commands.results",
+                                            until=lambda ms: len(finals(ms)) >= 2))
+    by_name = {ids[r.command_id]: r for r in results}
+    assert by_name["set_report_interval"].status == "confirmed"
+    assert by_name["set_report_interval"].reply["report_interval_min"] == 60
+    assert by_name["set_balance"].status == "failed"
+    assert by_name["set_balance"].error_code == "device_refused"
+    assert "result_7" in str(by_name["set_balance"].reply)
+
+    dead = [m for m in await consume_messages(kafka_settings, "dlq.ingest", count=2)
+            if isinstance(m, DeadLetter) and m.key_bytes == IMEI.encode()]
+    reasons = " ".join(json.dumps(d.reason) for d in dead)
+    assert "not a JSON document" in reasons
+    assert "data.totalVolume" in reasons  # the path of the bad value
