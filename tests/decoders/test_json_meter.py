@@ -53,7 +53,8 @@ def test_absent_fields_give_no_value_never_zero() -> None:
     frame = PROTO.decode(_doc(valve=0))
     assert "current_volume" not in frame.values()
     report = apply_report(frame)
-    assert report is not None and not report.readings
+    assert report is not None
+    assert not report.readings
 
 
 @pytest.mark.parametrize(("payload", "field"), [
