@@ -134,3 +134,59 @@ def test_services_up_twice_is_harmless() -> None:
     result = run_cli("services", "up", keep_env=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("already running") == 3
+
+
+def test_a_migration_that_loses_a_lock_wait_is_run_again(
+        empty_database: DbHandle, config: Config, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A background job (a TimescaleDB policy) holding a lock a migration needs: the first
+    # attempt gives up (here a lock timeout; a deadlock is handled alike), the next succeeds.
+    import threading
+    import time
+
+    from unimeter.db import migrate as module
+
+    migrate(empty_database.settings, config.utility)
+    with empty_database.admin() as conn:
+        conn.execute("CREATE TABLE public.lock_probe (x int)")
+    extra = tmp_path / "9990_lock_probe.sql"
+    extra.write_text("-- unimeter: as-admin\nSET LOCAL lock_timeout = '1s';\n"
+                     "LOCK TABLE public.lock_probe IN ACCESS EXCLUSIVE MODE;\n"
+                     "INSERT INTO public.lock_probe VALUES (1);\n")
+    real = module.discover_migrations
+    monkeypatch.setattr(module, "discover_migrations", lambda backend: [
+        *real(backend), module.Migration("9990", "lock_probe", "schemas", extra, None)])
+
+    holder = empty_database.admin(autocommit=False)
+    holder.execute("LOCK TABLE public.lock_probe IN ACCESS SHARE MODE")
+    released = threading.Event()
+
+    def waiting() -> bool:
+        with empty_database.admin() as probe:
+            row = probe.execute("SELECT count(*) FROM pg_locks WHERE NOT granted "
+                                "AND relation = 'public.lock_probe'::regclass").fetchone()
+        return bool(row and row[0])
+
+    def release_after_the_first_attempt_gave_up() -> None:
+        deadline = time.monotonic() + 60
+        seen = False
+        while time.monotonic() < deadline:
+            now = waiting()
+            if seen and not now:
+                break
+            seen = seen or now
+            time.sleep(0.02)
+        holder.rollback()
+        released.set()
+
+    thread = threading.Thread(target=release_after_the_first_attempt_gave_up)
+    thread.start()
+    try:
+        report = migrate(empty_database.settings, config.utility)
+    finally:
+        thread.join()
+        holder.close()
+    assert released.is_set()
+    assert report.applied == ["9990"]
+    with empty_database.admin() as conn:
+        assert conn.execute("SELECT x FROM public.lock_probe").fetchall() == [(1,)]

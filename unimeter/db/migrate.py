@@ -278,12 +278,7 @@ def migrate(database: DatabaseSettings, utility: UtilitySettings, *,
                             conn.execute("RESET ROLE")
                         _record(conn, mig, backend, started)
                     else:
-                        with conn.transaction():
-                            if not mig.as_admin:
-                                conn.execute(f"SET LOCAL ROLE {owner}")
-                            conn.execute(text.encode())
-                            conn.execute("RESET ROLE")
-                            _record(conn, mig, backend, started)
+                        _apply_in_transaction(conn, mig, text, owner, backend, started)
                 except psycopg.Error as exc:
                     raise MigrationError(
                         f"migration {mig.id}_{mig.name} failed: "
@@ -297,6 +292,34 @@ def migrate(database: DatabaseSettings, utility: UtilitySettings, *,
             return report
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+
+
+#: Attempts of a transactional migration that lost a deadlock or a lock wait.
+_LOCK_ATTEMPTS = 5
+
+
+def _apply_in_transaction(conn: psycopg.Connection, mig: Migration, text: str, owner: str,
+                          backend: str, started: float) -> None:
+    """Run one migration and its record in a transaction; again if it lost a deadlock.
+
+    Background jobs may hold locks on what a migration alters (TimescaleDB starts the refresh
+    and compression policies a migration adds at once, and a refresh of a daily aggregate
+    reads the hourly one): PostgreSQL then aborts one side of the deadlock. Nothing of an
+    aborted migration stays, so running it again is safe.
+    """
+    for attempt in range(1, _LOCK_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                if not mig.as_admin:
+                    conn.execute(f"SET LOCAL ROLE {owner}")
+                conn.execute(text.encode())
+                conn.execute("RESET ROLE")
+                _record(conn, mig, backend, started)
+            return
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable):
+            if attempt == _LOCK_ATTEMPTS:
+                raise
+            time.sleep(0.2 * attempt)
 
 
 def _record(conn: psycopg.Connection, mig: Migration, backend: str, started: float) -> None:
