@@ -23,7 +23,6 @@ one changes nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -83,12 +82,10 @@ CONSUMPTION_INTERVALS = TableSpec(
 )
 
 
-@dataclass(frozen=True)
-class _PreparedReading:
-    reading: Row
-    intervals: list[Row]
-    edit: Row | None
-    version_key: Row
+#: A prepared reading: (version row, hour-part rows, edit row or None). Plain tuples: built
+#: once per reading on the sink's hot path. The key (meter, register, ts, version) is the
+#: first four fields of the version row.
+_PreparedReading = tuple[Row, list[Row], Row | None]
 
 
 class ValidatedReadingStore(Store):
@@ -112,30 +109,37 @@ class ValidatedReadingStore(Store):
                    m.original_value, m.received_at, m.validated_at, d.account_id,
                    d.customer_type, d.region, d.org_unit, d.supply_node, d.tariff_id,
                    d.vee_group, d.medium, m.source, m.frame_id)
-        intervals: list[Row] = []
-        if m.intervals:
-            last_end = max(i.end for i in m.intervals)
+        parts = m.intervals
+        intervals: list[Row]
+        if len(parts) == 1:  # the common case: one hour part, which closes the reading
+            i = parts[0]
+            intervals = [(m.meter_id, m.register, i.start, i.end, m.ts, m.version, i.volume,
+                          i.estimated, True, m.unit, d.medium, d.account_id, d.customer_type,
+                          d.region, d.org_unit, d.supply_node, d.tariff_id)]
+        elif parts:
+            last_end = max(i.end for i in parts)
             intervals = [(m.meter_id, m.register, i.start, i.end, m.ts, m.version, i.volume,
                           i.estimated, i.end == last_end, m.unit, d.medium, d.account_id,
                           d.customer_type, d.region, d.org_unit, d.supply_node, d.tariff_id)
-                         for i in m.intervals]
+                         for i in parts]
+        else:
+            intervals = []
         edit = None
         if m.edit is not None:
             e = m.edit
             edit = (m.meter_id, m.register, m.ts, m.version, e.user, e.at, e.reason_code,
                     m.method, m.quality, m.value, e.previous_value, e.previous_version, e.note)
-        return _PreparedReading(reading, intervals, edit,
-                                (m.meter_id, m.register, m.ts, m.version))
+        return reading, intervals, edit
 
     def write(self, conn: psycopg.Connection, prepared: Sequence[Any],
               source_topic: str, *, fast: bool = True) -> WriteResult:
         result = WriteResult()
         items: Sequence[_PreparedReading] = prepared
-        outcome = self.readings.append(conn, [p.reading for p in items],
+        outcome = self.readings.append(conn, [p[0] for p in items],
                                        source_topic=source_topic, allow_fast=fast,
                                        inserted_keys_into=_NEW_KEYS)
         self._count(result, VALIDATED_READINGS.name, outcome)
-        edits = [p.edit for p in items if p.edit is not None]
+        edits = [p[2] for p in items if p[2] is not None]
         if edits:
             self._count(result, READING_EDITS.name,
                         self.edits.append(conn, edits, source_topic=source_topic, allow_fast=fast),
@@ -144,18 +148,18 @@ class ValidatedReadingStore(Store):
             # Every version was stored before, and its hour parts with it: nothing to project.
             return result
         all_new = outcome.inserted == len(items)
-        if all_new and all(p.version_key[3] == FIRST_VERSION for p in items):
+        if all_new and all(p[0][3] == FIRST_VERSION for p in items):
             # First versions that did not exist: no other version of these readings does.
-            intervals = [row for p in items for row in p.intervals]
+            intervals = [row for p in items for row in p[1]]
             self._count(result, CONSUMPTION_INTERVALS.name,
                         self.intervals.append(conn, intervals, source_topic=source_topic,
                                               allow_fast=fast),
                         primary=False)
             return result
         if outcome.fast_path:
-            self._copy_keys(conn, [p.version_key for p in items])
+            self._copy_keys(conn, [p[0][:4] for p in items])
         # The hour parts of the readings stored now (the others were projected before).
-        intervals = [row for p in items for row in p.intervals]
+        intervals = [row for p in items for row in p[1]]
         result.rows[CONSUMPTION_INTERVALS.name] += self._project(conn, intervals)
         return result
 
