@@ -201,20 +201,33 @@ def test_local_midnight_and_month_end(backend_database: DbHandle) -> None:
     assert datetime(2026, 6, 30, 16, tzinfo=UTC) in buckets
 
 
-@pytest.fixture(params=["postgres", "timescale"])
-def berlin_database(request: pytest.FixtureRequest, config: Any) -> Iterator[DbHandle]:
-    """A database whose utility lives in Europe/Berlin (days of 23 and 25 hours)."""
+def zone_database(request: pytest.FixtureRequest, config: Any, zone: str
+                  ) -> Iterator[DbHandle]:
+    """A database of the backend ``request.param`` whose utility lives in ``zone``."""
     from unimeter.db.migrate import migrate
 
     if request.param == "timescale" and not timescale_available(config):
         pytest.skip("TimescaleDB is not installed on this PostgreSQL server")
-    name = f"umt_{RUN_ID}_berlin_{request.param}_{uuid.uuid4().hex[:6]}"
+    label = zone.rsplit("/", 1)[-1].lower()
+    name = f"umt_{RUN_ID}_{label}_{request.param}_{uuid.uuid4().hex[:6]}"
     db = create_database(config, name, migrate=False)
     settings = db.settings.model_copy(update={"timescale": "on" if request.param ==
                                               "timescale" else "off"})
-    migrate(settings, UtilitySettings(timezone="Europe/Berlin"))
+    migrate(settings, UtilitySettings(timezone=zone))
     yield DbHandle(settings=settings, name=name)
     drop_database(config, name)
+
+
+@pytest.fixture(params=["postgres", "timescale"])
+def berlin_database(request: pytest.FixtureRequest, config: Any) -> Iterator[DbHandle]:
+    """A database whose utility lives in Europe/Berlin (days of 23 and 25 hours)."""
+    yield from zone_database(request, config, "Europe/Berlin")
+
+
+@pytest.fixture(params=["postgres", "timescale"])
+def kolkata_database(request: pytest.FixtureRequest, config: Any) -> Iterator[DbHandle]:
+    """A database whose utility lives in Asia/Kolkata (local midnight is 18:30 UTC)."""
+    yield from zone_database(request, config, "Asia/Kolkata")
 
 
 def test_days_of_23_and_25_hours(berlin_database: DbHandle) -> None:
@@ -235,6 +248,22 @@ def test_days_of_23_and_25_hours(berlin_database: DbHandle) -> None:
     assert days[d("2026-03-29").date()] == 23
     assert days[d("2026-10-25").date()] == 25
     assert stored_aggregates(db) == oracle.aggregates(messages, "Europe/Berlin")
+
+
+def test_local_days_that_start_on_the_half_hour(kolkata_database: DbHandle) -> None:
+    # Local midnight at 18:30 UTC: the UTC hour 18:00–19:00 belongs to the day before (its
+    # bucket starts at 23:30 local), as TimescaleDB's time_bucket puts it. Two days, and a
+    # month end (31 July → 1 August local).
+    db = kolkata_database
+    messages = [reading(index, datetime(2026, 7, 30, 12, tzinfo=UTC) + h * HOUR,
+                        volume=Decimal(h + 1)) for index in range(2) for h in range(40)]
+    store(db, messages)
+    refresh(db)
+    got = stored_aggregates(db)
+    assert got == oracle.aggregates(messages, "Asia/Kolkata")
+    days = {row[0] for row in got["agg.meter_consumption_daily"]}
+    assert datetime(2026, 7, 30, 18, 30, tzinfo=UTC) in days
+    assert len({row[0] for row in got["agg.meter_consumption_monthly"]}) == 2
 
 
 def test_plain_refresh_is_incremental(database: DbHandle) -> None:
@@ -332,3 +361,51 @@ def pd_interval(text: str) -> timedelta:
             if unit.startswith(("day", "mon")) else timedelta(hours=value)
         i += 2
     return total
+
+
+def test_concurrent_refreshes_wait_for_each_other_and_lose_nothing(database: DbHandle) -> None:
+    # A refresh in progress (here: its advisory lock held) makes a second one wait; readings
+    # stored meanwhile are folded in by the second when it gets the lock. The test waits for
+    # states it observes in the server (a waiting advisory lock), never for a fixed time.
+    import threading
+    import time
+
+    from aggregates import refresh as module
+
+    first = dataset()
+    store(database, first)
+    holder = psycopg.connect(database.settings.conninfo("owner"), autocommit=False)
+    holder.execute("SELECT pg_advisory_xact_lock(%s)", (module._LOCK_ID,))
+    outcome: dict[str, Any] = {}
+
+    def second_refresh() -> None:
+        try:
+            outcome["report"] = refresh(database)
+        except BaseException as exc:  # reported to the test thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=second_refresh)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        with database.admin() as probe:
+            while True:
+                row = probe.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND NOT granted AND objid = %s", (module._LOCK_ID,)).fetchone()
+                if row and row[0]:
+                    break
+                assert thread.is_alive(), outcome
+                assert time.monotonic() < deadline, "the second refresh never waited"
+                time.sleep(0.05)
+        late = [reading(7, START - 2 * 24 * HOUR)]
+        store(database, late)  # logged while the second refresh waits
+    finally:
+        holder.rollback()
+        holder.close()
+        thread.join(timeout=300)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome
+    assert outcome["report"].buckets > 0
+    assert stored_aggregates(database) == oracle.aggregates(first + late, ZONE)
+    assert refresh(database).buckets == 0  # nothing left in the log
