@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from schemas.settings import KafkaSettings
 from schemas.topics import TOPICS, TopicSpec
@@ -58,9 +59,33 @@ def create_topics(kafka: KafkaSettings, specs: tuple[TopicSpec, ...] = TOPICS, *
             for topic in new:
                 report.created.append(topic.name)
                 progress(f"created {topic.name} ({topic.num_partitions} partitions)")
+        _wait_until_usable(admin, kafka, report.created + report.existing)
         return report
     finally:
         admin.close()
+
+
+#: How long a created topic may take to show up, with a leader for every partition.
+_USABLE_TIMEOUT_MS = 120_000
+
+
+def _wait_until_usable(admin: Any, kafka: KafkaSettings, names: list[str]) -> None:
+    """Return once every topic is in the broker's metadata with a leader for each partition.
+
+    The broker answers CreateTopics before the new topics are in its metadata (KRaft
+    propagates them a little later; much later on a busy machine). A consumer that joins its
+    group meanwhile is assigned nothing and only notices the topics at a later metadata
+    refresh, and a producer blocks: both are why callers wait here, on the real condition.
+    """
+    from kafka.errors import KafkaTimeoutError
+
+    try:
+        admin.wait_for_topics(names, timeout_ms=_USABLE_TIMEOUT_MS)
+    except KafkaTimeoutError as exc:
+        raise ServiceError(f"Kafka at {kafka.bootstrap} created the topics but they are not "
+                           f"usable yet: {exc}",
+                           hint="the broker may be overloaded; check its log and retry "
+                                "`unimeter topics create`") from None
 
 
 def delete_topics(kafka: KafkaSettings, names: list[str]) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -182,11 +183,31 @@ def mqtt_settings(config: Config) -> MqttSettings:
 
 
 def free_port() -> int:
+    """A free port below the kernel's ephemeral range.
+
+    A private server is stopped and killed and started again on the same port. A port from
+    the ephemeral range (what binding port 0 hands out) may meanwhile become the local port
+    of any outgoing connection on the machine — a Kafka client of another test, say — and the
+    restart then fails with 'address already in use' for as long as that connection lives:
+    the more connections a loaded machine makes, the likelier. Ports below the range are never
+    handed out that way.
+    """
+    import random
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    first = max(1024, low - 12_000)
+    for _ in range(200):
+        port = random.randrange(first, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {first} and {low}")
 
 
 def private_services_settings(config: Config, name: str):  # type: ignore[no-untyped-def]

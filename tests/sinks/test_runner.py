@@ -111,9 +111,12 @@ def count(db: DatabaseSettings, table: str) -> int:
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition``; a database or broker that cannot answer yet means 'not yet'."""
+    from kafka.errors import KafkaError
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(psycopg.Error):
+        with contextlib.suppress(psycopg.Error, KafkaError):
             if condition():
                 return
         time.sleep(0.2)
