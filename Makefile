@@ -51,11 +51,12 @@ bench: setup
 	$(UNIMETER) services up
 	$(UNIMETER) bench
 
+# The demo starts the services, migrates and creates the topics itself; e.g.
+# `make demo DEMO_ARGS="--meters 1000 --days 1"` for a quicker run, `--keep-running` to look
+# around afterwards.
+DEMO_ARGS ?=
 demo: setup
-	$(UNIMETER) services up
-	$(UNIMETER) migrate
-	$(UNIMETER) topics create
-	$(UNIMETER) demo
+	$(UNIMETER) demo $(DEMO_ARGS)
 
 services: setup
 	$(UNIMETER) services up

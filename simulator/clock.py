@@ -23,11 +23,22 @@ class SimClock:
         self.speed = speed
         self._t0 = time.monotonic()
         self._manual = timedelta(0)
+        self._offset = timedelta(0)  # simulated time passed before the last speed change
 
     def now(self) -> datetime:
         if self.speed == 0:
             return self.start + self._manual
-        return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
+        return self.start + self._offset + timedelta(
+            seconds=(time.monotonic() - self._t0) * self.speed)
+
+    def set_speed(self, speed: float) -> None:
+        """Change the speed of a running clock from now on; simulated time stays continuous
+        (the end of an accelerated run slows to real time while the platform catches up)."""
+        if self.speed == 0 or speed <= 0:
+            raise RuntimeError("only a running clock changes speed, to a positive one")
+        self._offset = self.now() - self.start
+        self._t0 = time.monotonic()
+        self.speed = speed
 
     def advance(self, delta: timedelta) -> None:
         """Move a manual clock forward (a running clock moves by itself)."""

@@ -210,6 +210,13 @@ class Simulator:
             self._control = await asyncio.start_server(self._control_client, "127.0.0.1",
                                                        control_port)
 
+    def stop_reporting(self) -> None:
+        """No new reports from now on; links keep running, so uploads already sent are still
+        retransmitted until acknowledged and commands still answered (the end of a run)."""
+        for task in self._tasks:
+            if task.get_name() == "sim-schedule":
+                task.cancel()
+
     async def stop(self) -> dict[str, Any]:
         for link in self.links.values():
             link.stop()

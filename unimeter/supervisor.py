@@ -134,9 +134,14 @@ class Supervisor:
     def start(self) -> None:
         """Start every process in dependency order; each must be healthy before dependants."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for name in self._order:
-            self._spawn(self._procs[name])
-            self._wait_ready(self._procs[name])
+        try:
+            for name in self._order:
+                self._spawn(self._procs[name])
+                self._wait_ready(self._procs[name])
+        except BaseException:
+            # what did start must not outlive a failed start (nobody else would stop it)
+            self.stop()
+            raise
         self._stopping.clear()
         self._monitor = threading.Thread(target=self._monitor_loop, name="supervisor",
                                          daemon=True)

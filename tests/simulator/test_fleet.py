@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -66,3 +66,19 @@ def test_control_commands() -> None:
     assert sim.control("rate spike 0.25")["rates"] == {"spike": 0.25}
     assert not sim.control("inject melt")["ok"]
     assert "unknown command" in sim.control("reboot")["error"]
+
+
+def test_clock_speed_change_keeps_time_continuous() -> None:
+    import time as _time
+
+    from simulator.clock import SimClock
+
+    clock = SimClock(T0, speed=3600)
+    _time.sleep(0.05)
+    before = clock.now()
+    clock.set_speed(1.0)
+    after = clock.now()
+    assert before <= after < before + timedelta(seconds=1)  # no jump back or forward
+    _time.sleep(0.05)
+    assert clock.now() - after < timedelta(seconds=1)  # real time from now on
+    assert before - T0 >= timedelta(seconds=100)  # it had been running fast

@@ -96,6 +96,19 @@ def test_process_failing_at_start_says_where_to_look(tmp_path: Path) -> None:
     sup.stop()
 
 
+def test_a_failed_start_stops_what_already_started(tmp_path: Path) -> None:
+    first = server_spec(tmp_path, "sink", free_port())
+    bad = ProcessSpec(name="api", argv=(sys.executable, "-c", "raise SystemExit(2)"),
+                      health=HealthCheck(tcp_port=free_port()), depends_on=("sink",))
+    sup = Supervisor([first, bad], log_dir=tmp_path / "logs")
+    with pytest.raises(SupervisorError, match="status 2"):
+        sup.start()
+    sink = sup.status()[0]
+    assert sink.popen is not None
+    assert sink.popen.poll() is not None  # stopped, not left behind
+    assert sink.state == "stopped"
+
+
 def test_one_shot_job_may_exit_cleanly(tmp_path: Path) -> None:
     job = ProcessSpec(name="migrate", argv=(sys.executable, "-c", "print('ok')"), restart="never")
     after = server_spec(tmp_path, "api", free_port(), depends_on=("migrate",))

@@ -1,0 +1,148 @@
+"""``unimeter demo`` end to end at CI size: a few hundred meters over one simulated day, every
+process real (FEP, pipeline, sink, control plane, scheduler, API under the supervisor),
+against the shared services with this test's own database and topic prefix.
+
+What could fail and is checked: acknowledged readings not stored (or stored readings nobody
+sent), the summary's figures drifting from the database, the report missing a customer type's
+chart, a process left running after the demo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from schemas.settings import KafkaSettings
+from simulator.log import read_log
+from tests.plugins.services import DbHandle
+
+pytestmark = pytest.mark.integration
+
+PROCESSES = ("ledger-publish", "pipeline", "sink", "commands", "fep", "scheduler", "api")
+
+
+@pytest.fixture(scope="module")
+def demo_prefix(kafka_settings: KafkaSettings) -> Iterator[str]:
+    prefix = f"{kafka_settings.topic_prefix}demo{uuid.uuid4().hex[:6]}."
+    yield prefix
+    from unimeter.topics import _admin, delete_topics
+
+    admin = _admin(kafka_settings)
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith(prefix)]
+    finally:
+        admin.close()
+    delete_topics(kafka_settings, mine)
+
+
+def run_demo(database: DbHandle, prefix: str, run_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "UNIMETER_DATABASE_URL": database.settings.url,
+           "UNIMETER_KAFKA_TOPIC_PREFIX": prefix, "PYTHONUNBUFFERED": "1"}
+    env.pop("UNIMETER_CONFIG", None)
+    argv = [sys.executable, "-m", "unimeter", "demo", "--no-services", "--meters", "250",
+            "--days", "1", "--minutes", "0.5", "--run-dir", str(run_dir)]
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=600)
+        except BaseException:
+            proc.terminate()  # SIGTERM: the demo stops its processes before it exits
+            out, err = proc.communicate(timeout=120)
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def scalar(conn: psycopg.Connection[Any], query: str) -> Any:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]
+
+
+@pytest.mark.timeout(720)
+def test_demo_end_to_end(database: DbHandle, demo_prefix: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "demo"
+    proc = run_demo(database, demo_prefix, run_dir)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    log = read_log(run_dir / "simulator.jsonl")
+    assert log.clean_end
+    with database.admin() as conn:
+        stored = {(m, r, ts) for m, r, ts in conn.execute(
+            "SELECT meter_id, register, ts FROM data.raw_readings").fetchall()}
+        # -- collection: every acknowledged time-stamped reading is stored, exactly once
+        acknowledged = log.acknowledged()
+        stamped = {(r.meter_id, r.register, r.ts) for r in acknowledged if r.ts is not None}
+        assert len(stamped) > 300  # a day of hourly-or-so reports of CJ/T 188 meters
+        assert stamped <= stored, f"lost: {sorted(stamped - stored)[:5]}"
+        # the reported register of meters whose frames carry time stamps: nothing stored that
+        # was not sent (command replies carry other registers, which the log does not list)
+        stamped_meters = {r.meter_id for r in log.readings if r.ts is not None}
+        sent = {(r.meter_id, r.register, r.ts) for r in log.readings if r.ts is not None}
+        unexpected = {k for k in stored if k[0] in stamped_meters
+                      and k[1] == log.meters[k[0]].register} - sent
+        assert not unexpected, sorted(unexpected)[:5]
+        assert len(acknowledged) <= len(stored) <= len(log.readings)
+        # every network of the fleet delivered
+        networks = {n["network"]: n for n in summary["networks"]}
+        assert set(networks) == {m.service_point for m in log.meters.values()}
+        for name, net in networks.items():
+            assert net["meters_heard"] > 0, name
+        # -- the summary's figures are the database's
+        assert summary["raw_stored"] == len(stored)
+        assert summary["acknowledged_stored"] == summary["acknowledged_with_ts"] == len(stamped)
+        assert summary["validated_versions"] == scalar(
+            conn, "SELECT count(*) FROM data.validated_readings")
+        assert summary["validated_stored"] == scalar(
+            conn, "SELECT count(DISTINCT (meter_id, register, ts)) FROM data.validated_readings")
+        assert summary["validated_stored"] > 0
+        assert sum(summary["quality"].values()) == summary["validated_stored"]
+        charges, amount = conn.execute(
+            "SELECT count(*), coalesce(sum(amount), 0) FROM billing.charges").fetchone() or (0, 0)
+        assert charges > 0
+        assert (summary["charges"], Decimal(summary["charged"])) == (charges, amount)
+        top_ups = scalar(conn, "SELECT count(*) FROM billing.topups")
+        assert summary["top_ups"] == top_ups > 0
+        assert summary["balances"] == scalar(conn, "SELECT count(*) FROM billing.balances")
+        alerts = dict(conn.execute("SELECT code, count(DISTINCT alert_id) FROM ops.alerts "
+                                   "WHERE state = 'raised' GROUP BY 1").fetchall())
+        assert summary["alerts"] == alerts
+        commands = {f"{c} {s}": n for c, s, n in conn.execute(
+            "SELECT command, state, count(*) FROM ops.commands GROUP BY 1, 2").fetchall()}
+        assert summary["commands"] == commands
+        for name, rows in summary["aggregates"].items():
+            assert rows == scalar(conn, f"SELECT count(*) FROM {name}"), name
+        assert summary["aggregates"]["agg.meter_consumption_daily"] > 0
+        # the daily figures of the summary add up to the hourly aggregate's total
+        daily = sum(Decimal(str(row[4])) for row in summary["days"])
+        hourly = scalar(conn, "SELECT round(sum(consumption), 1) FROM "
+                              "agg.dimension_consumption_hourly")
+        assert abs(daily - hourly) <= Decimal("0.1") * len(summary["days"])
+        customer_types = {r[0] for r in conn.execute(
+            "SELECT DISTINCT customer_type FROM agg.dimension_consumption_daily").fetchall()}
+    # -- the report: an HTML page and one PNG chart per customer type
+    report = run_dir / "report"
+    assert (report / "index.html").exists()
+    assert len(customer_types) >= 3
+    for ctype in customer_types:
+        png = report / f"consumption_{ctype}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", ctype
+        assert png.name in (report / "index.html").read_text()
+    # -- the printed summary and a clean stop of every process
+    assert "COLLECTION PER NETWORK" in proc.stdout
+    assert f"{summary['raw_stored']:,}" in proc.stdout
+    for name in PROCESSES:
+        assert f"{name}: stopped" in proc.stdout, name
+    leftovers = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True,
+                               check=False).stdout.split()
+    assert not leftovers, leftovers
