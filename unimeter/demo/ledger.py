@@ -195,7 +195,7 @@ def write_ledger(fleet: Fleet, plan: LedgerPlan, out_dir: Path) -> dict[str, int
         link = fleet.links.get(m.link_id) or next(
             lk for lk in fleet.links.values() if m in lk.meters)
         nbiot = link.kind == "nbiot"
-        point_no = link.meters.index(m) + 1
+        point_no = m.point_no or link.meters.index(m) + 1
         rows["meters"].append([
             m.meter_id, f"sim-{m.medium}-{m.protocol}", m.address, "active",
             "" if nbiot else link.link_id, "" if nbiot else point_no,
