@@ -329,6 +329,15 @@ class QGDW3761(Protocol):
                       items=(DataItem(name="data", value=rest),) if rest else ())
         return self.encode(frame)
 
+    def data_request(self, terminal: str, afn: int, points: Sequence[tuple[int, int]], *,
+                     sequence: int = 0, label: date | None = None,
+                     command: str = "read_now") -> CommandFrame:
+        """:meth:`request_data` as a command: its reply (AFN 0C/0D of the same sequence,
+        or a denial) is matched and interpreted like any other."""
+        data = self.request_data(terminal, afn, points, sequence=sequence, label=label)
+        return CommandFrame(protocol=self.name, command=command, address=terminal, data=data,
+                            request=self.decode(data), match_on=("address", "sequence"))
+
     def request_data(self, terminal: str, afn: int, points: Sequence[tuple[int, int]], *,
                      sequence: int = 0, label: date | None = None) -> bytes:
         """The master station asks for class 1 (AFN 0C) or class 2 (AFN 0D) data of
@@ -395,14 +404,23 @@ class QGDW3761(Protocol):
             return False
         if request.request.sequence is not None and reply.sequence != request.request.sequence:
             return False
-        return reply.identifier == "AFN10:p0:F1" or reply.function in ("deny_all",
-                                                                       "confirm_all")
+        asked = (request.request.identifier or "")[:5]  # AFN10 forwarding, AFN0C/0D data
+        return (reply.identifier or "").startswith(asked) or \
+            reply.function in ("deny_all", "confirm_all")
 
     def interpret(self, request: CommandFrame, reply: Frame) -> CommandOutcome:
         if reply.function == "deny_all":
             return CommandOutcome(status="device_error", command=request.command,
                                   error_code="denied", reason="the concentrator denied the "
-                                  "forwarding (AFN 00 F2)")
+                                  "request (AFN 00 F2)")
+        if request.request.function in ("class1_data", "class2_data"):
+            units = [i for i in reply.items if i.attrs and "pn" in i.attrs]
+            points = sorted({int((i.attrs or {})["pn"]) for i in units})
+            answered = sorted({int((i.attrs or {})["pn"]) for i in units
+                               if not isinstance(i.value, list) or
+                               any(v is not None for v in i.value)})
+            return CommandOutcome(status="ok", command=request.command,
+                                  data={"points": points, "answered": answered})
         content = reply.item("forwarded")
         if content is None or not content.value:
             return CommandOutcome(status="device_error", command=request.command,

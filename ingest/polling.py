@@ -191,6 +191,8 @@ class Poller:
             plan = self.plans[name]
             if plan.target == "modbus":
                 await self._run_modbus(name, plan, stats)
+            elif plan.target == "concentrator":
+                await self._run_archives(plan, stats)
             else:
                 await self._run_links(plan, stats)
         except Exception:
@@ -255,6 +257,59 @@ class Poller:
             stats.requests += 1
             sent, reply = await router.exchange(link, frame, wait_s=plan.timeout_s,
                                                 what=f"poll {plan.command}")
+            if not sent:
+                stats.failures += 1
+                return
+            if reply is not None:
+                ok, _ = link.stack.reply_outcome(frame, reply)
+                if ok:
+                    stats.successes += 1
+                else:
+                    stats.failures += 1
+                return
+            stats.timeouts += 1
+        stats.failures += 1
+
+    # ------------------------------------------------------------------ concentrator archives
+
+    async def _run_archives(self, plan: PollPlanSettings, stats: PlanStats) -> None:
+        runtime = self.runtime
+
+        async def one_link(link: CommandLink, points: list[int]) -> None:
+            step = plan.points_per_request
+            for start in range(0, len(points), step):  # one request at a time per link
+                await self._ask_archive(link, points[start:start + step], plan, stats)
+
+        work = []
+        for link_id, link in list(runtime.links.items()):
+            if link.point_name != plan.service_point or link.closed.is_set():
+                continue
+            points = sorted({m.point_no for m in runtime.ledger.on_link(link_id)
+                             if m.point_no is not None and m.status in ("installed", "active")})
+            if points:
+                work.append(one_link(link, points))
+        await asyncio.gather(*work)
+
+    async def _ask_archive(self, link: CommandLink, points: list[int], plan: PollPlanSettings,
+                           stats: PlanStats) -> None:
+        router = self.runtime.commands
+        for _attempt in range(plan.retries + 1):
+            if link.closed.is_set():
+                stats.failures += 1
+                return
+            try:
+                frame = link.stack.encode_archive_request(  # type: ignore[attr-defined]
+                    getattr(link, "link_address", None) or link.device_id, points,
+                    sequence=link.next_command_sequence(),
+                    daily=plan.command == "read_history")
+            except (UnimeterError, AttributeError) as exc:
+                stats.failures += 1
+                log.warning("plan %s: archive request on %s cannot be encoded: %s",
+                            plan.command, link.device_id, exc)
+                return
+            stats.requests += 1
+            sent, reply = await router.exchange(link, frame, wait_s=plan.timeout_s,
+                                                what=f"archive {plan.command}")
             if not sent:
                 stats.failures += 1
                 return

@@ -297,6 +297,29 @@ class DecodersStack:
         return CommandFrame(data=cmd.data, request=cmd, protocol=cmd.protocol, address=address,
                             expects_reply=cmd.expects_reply, encoder=encoder)
 
+    def encode_archive_request(self, link_address: str, points: list[int], *, sequence: int,
+                               daily: bool = False) -> CommandFrame:
+        """Ask a concentrator for its archive of ``points`` (376.1 measuring points): the
+        current forward active energy (AFN 0C F129), or yesterday's daily frozen value in
+        the utility's zone (AFN 0D F161). The answer is class 1/2 data (:meth:`_class_data`)."""
+        from datetime import timedelta
+        from zoneinfo import ZoneInfo
+
+        if self.forwarded is None:
+            from decoders import EncodeError
+
+            raise EncodeError("archive reads are for concentrator links", protocol=self.protocol,
+                              field="target")
+        label = None
+        if daily:
+            label = (datetime.now(ZoneInfo(self.timezone)) - timedelta(days=1)).date()
+        afn, fn = (0x0D, 161) if daily else (0x0C, 129)
+        cmd = self.proto.data_request(  # type: ignore[attr-defined]
+            link_address, afn, [(pn, fn) for pn in points], sequence=sequence, label=label,
+            command="read_history" if daily else "read_now")
+        return CommandFrame(data=cmd.data, request=cmd, protocol=cmd.protocol,
+                            address=link_address, expects_reply=True)
+
     def _reply_frame(self, inbound: Inbound) -> Any:
         decoded = inbound.decoded
         if isinstance(decoded, tuple):  # (concentrator frame, forwarded meter frame)

@@ -126,13 +126,19 @@ class PollPlanSettings(BaseModel):
 
     ``target``: ``modbus`` polls the RTUs listed in ``endpoints`` (``host:port/unit``) with the
     register-map template ``template``; ``link`` sends the unified command ``command`` (e.g.
-    ``read_now``) to every meter the ledger assigns to links of ``service_point``.
+    ``read_now``) to every meter the ledger assigns to links of ``service_point``;
+    ``concentrator`` reads the archives of the concentrators of ``service_point`` (Q/GDW 376.1
+    class 1/2 data of every measuring point the ledger knows, ``points_per_request`` at a time:
+    ``command`` ``read_now`` = current energy, AFN 0C F129; ``read_history`` = yesterday's
+    daily frozen energy, AFN 0D F161) instead of forwarding one read per meter.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     service_point: str
-    target: Literal["modbus", "link"] = "link"
+    target: Literal["modbus", "link", "concentrator"] = "link"
+    points_per_request: int = Field(default=16, ge=1, le=256,
+                                    description="concentrator: measuring points per request.")
     interval_s: float = Field(default=900.0, gt=0, le=31 * 86_400)
     jitter_s: float = Field(default=30.0, ge=0, le=86_400,
                             description="Random delay added to each run (spreads the load).")

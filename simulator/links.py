@@ -559,6 +559,9 @@ class ConcentratorLink(_LinkBase):
             self.confirmed += 1
             self.connected.set()
             return
+        if frame.function in ("class1_data", "class2_data") and frame.direction == "request":
+            await self._archive(frame)
+            return
         forwarded = frame.item("forwarded")
         if frame.function != "data_forwarding" or forwarded is None:
             return
@@ -578,6 +581,78 @@ class ConcentratorLink(_LinkBase):
             sequence=frame.sequence, header={"fir": True, "fin": True},
             items=(DataItem(name="port", value=port.value if port else 2),
                    DataItem(name="forwarded", value=answer))))
+        if self.writer is not None:
+            self.writer.write(bytes(reply))
+            await self.writer.drain()
+
+
+    async def _archive(self, request: Any) -> None:
+        """Answer a read of the concentrator's archive (376.1 AFN 0C F129 current / AFN 0D
+        F161 daily frozen forward active energy) for the requested measuring points: the
+        concentrator read its meters a moment ago (current values, stamped with that time
+        by the concentrator); a frozen day is answered only for today's freeze (what the
+        simulation can know), other days as "no data"."""
+        from datetime import UTC, date, timedelta
+        from zoneinfo import ZoneInfo
+
+        from decoders.qgdw3761 import fn_of, pn_of
+        from decoders.qgdw3761_data import data_time, encode_energy_unit
+
+        afn = 0x0C if request.function == "class1_data" else 0x0D
+        asked: list[tuple[int, int, Any]] = []
+        first_pn = int(str(request.identifier).split(":")[1][1:])
+        first_fn = int(str(request.identifier).split(":")[2][1:])
+        data = bytes(request.item("data").value) if request.item("data") else b""
+        td = 3 if afn == 0x0D else 0
+        asked.append((first_pn, first_fn, data[:td] if td else None))
+        rest = data[td:]
+        while len(rest) >= 4 + td:
+            for pn in pn_of(rest[:2]):
+                for fn in fn_of(rest[2:4]):
+                    asked.append((pn, fn, rest[4:4 + td] if td else None))
+            rest = rest[4 + td:]
+        at = self.sim.clock.now()
+        zone: ZoneInfo = getattr(self.sim.fleet, "zone", None) or ZoneInfo("Asia/Shanghai")
+        local = at.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
+        units = []
+        frame_id = self.next_frame_id()
+        readings = 0
+        by_point = {m.point_no: m for m in self.link.meters if m.point_no is not None}
+        for pn, fn, label_bytes in asked:
+            meter = by_point.get(pn)
+            if (afn, fn) not in ((0x0C, 129), (0x0D, 161)) or meter is None:
+                continue
+            meter.consumption.advance(at)
+            held = meter.consumption.register_value()
+            witnessed = True
+            label = None
+            if afn == 0x0D:
+                assert label_bytes is not None
+                d, m, y = (int(f"{b:02X}") for b in label_bytes)
+                label = date(2000 + y, m, d)
+                frozen_at = data_time(None, "day", label)
+                # a freeze the simulation did not witness: no data
+                witnessed = frozen_at is not None and \
+                    local - timedelta(minutes=15) <= frozen_at <= local
+            value = held if witnessed else None
+            units.append(encode_energy_unit(afn, fn, pn, read_at=local, values=[[value]],
+                                            label=label))
+            if value is not None:
+                readings += 1
+                ts = local if afn == 0x0C else data_time(None, "day", label)
+                assert ts is not None
+                self.sim.log.write(ReadingRec(
+                    frame=frame_id, meter_id=meter.meter_id, register=meter.register_name,
+                    unit=meter.unit, value=str(value), sim_at=at,
+                    ts=ts.replace(tzinfo=zone).astimezone(UTC)))
+        if not units:
+            return
+        reply = self.proto.data_frame(  # type: ignore[attr-defined]
+            self.link.address, afn, units, direction="reply", sequence=request.sequence or 0)
+        self.sim.log.frame(frame_id=frame_id, link=self.link.link_id,
+                           service_point=self.link.service_point, sim_at=at, readings=readings,
+                           data=reply)
+        self.sim.stats["requests_answered"] += 1
         if self.writer is not None:
             self.writer.write(bytes(reply))
             await self.writer.drain()

@@ -148,3 +148,41 @@ async def test_class2_uploads_become_readings_of_the_meters_at_their_points(
         if isinstance(m, Alert) and m.code == "admission_rejected"]
     assert any(f"{terminal}/p9" in (str(a.attributes.get("address")) + a.reason)
                for a in alerts)
+
+
+async def test_a_plan_reads_the_concentrators_archives(kafka_settings: KafkaSettings,
+                                                       tmp_path: Path) -> None:
+    """A collection plan reads every measuring point of each concentrator from its archive
+    (AFN 0C F129, a few points per request) instead of one AFN 10 forwarding per meter;
+    the readings carry the time the concentrator read its meters."""
+    from decimal import Decimal
+
+    from simulator.runner import Simulator, SimulatorSettings
+
+    spec = small_fleet(electricity_meters=5, meters_per_concentrator=5)
+    probe = Simulator(SimulatorSettings(), spec=spec, log_path=None)
+    plans = {"archive": PollPlanSettings(service_point="con", target="concentrator",
+                                         points_per_request=2, interval_s=3600, jitter_s=0,
+                                         timeout_s=3)}
+    async with running_fep(kafka_settings, tmp_path, {"con": concentrator_point()},
+                           ledger=ledger_of(probe), poll_plans=plans) as fep:
+        sim = simulator_for(fep, spec, tmp_path, speed=60, heartbeat_s=5)
+        await sim.start(kinds=("concentrator",))
+        await sim.wait_connected(10)
+        stats = await fep.pollers[0].run_plan("archive")
+        assert (stats.requests, stats.successes, stats.failures) == (3, 3, 0)  # 2 + 2 + 1
+        await sim.stop()
+    sent = {r.meter_id: r for r in read_log(tmp_path / "sim.jsonl").readings}
+    assert set(sent) == set(probe.fleet.meters)
+
+    def mine(ms: list[Any]) -> list[Reading]:
+        return [m for m in ms if isinstance(m, Reading) and m.fep == fep.instance]
+
+    readings = mine(await consume_messages(kafka_settings, "readings.raw",
+                                           until=lambda ms: len(mine(ms)) >= 5))
+    assert {r.meter_id for r in readings} == set(sent)
+    for r in readings:
+        assert (r.register, r.unit, r.source) == ("energy_import", "kWh", "poll")
+        assert r.value == Decimal(sent[r.meter_id].value)  # what the meter held, exactly
+        assert r.ts == sent[r.meter_id].ts  # the concentrator's reading time, not reception
+        assert "time:received" not in r.status
