@@ -9,6 +9,8 @@ wrong halves agreeing). It answers requests as a meter would:
   status; ``D120…`` the settlement history; ``A017`` really opens / closes / arms the valve;
   ``A010`` stores prices, ``A013`` adds a purchase to the balance, ``A015`` sets the clock
   (the drift is gone); anything else gets an abnormal reply.
+* NB-IoT JSON (``nbiot-json:<map>``): documents written and read through the JSON map;
+  valve, balance, top-up, report interval and clock commands change the meter.
 * DL/T 645-2007 (electricity): reads of the energy registers return the register; relay
   control trips or closes the supply ("valve" state ``closed`` / ``open`` / ``armed``);
   unknown identifiers get the "no requested data" error reply.
@@ -26,7 +28,7 @@ from typing import Any
 
 from simulator.fleet import SimMeter
 
-__all__ = ["Answer", "Cjt188Meter", "Dlt645Meter", "behaviour_for"]
+__all__ = ["Answer", "Cjt188Meter", "Dlt645Meter", "JsonMeter", "behaviour_for"]
 
 _METER_TYPES = {0x10: "cold_water", 0x11: "hot_water", 0x30: "gas"}
 
@@ -176,12 +178,151 @@ class Dlt645Meter:
             request.function, ok=False)
 
 
+class JsonMeter:
+    """NB-IoT meters whose platform speaks JSON (``nbiot-json:<map>``): the documents are
+    written and read through the device type's JSON map, so a map change changes both ends.
+
+    Uploads carry the fields the map names (current volume, valve, battery, the meter's
+    clock); a downlink is recognised as the map command whose fixed fields it matches, its
+    ``"{param}"`` fields are the parameters, and the answer is the map's reply type echoing
+    the message id with result 0 (or 1 when the meter cannot do it) and its status fields.
+    """
+
+    def __init__(self, protocol: str) -> None:
+        from decoders import get_protocol
+
+        self.protocol_name = protocol
+        self.proto = get_protocol(protocol)
+        self.map = self.proto.map  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ documents
+    @staticmethod
+    def _put(doc: dict[str, Any], path: str, value: Any) -> None:
+        node = doc
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+
+    def _fields(self, doc: dict[str, Any], values: dict[str, Any]) -> None:
+        for name, spec in self.map.model.fields.items():
+            if name not in values or values[name] is None:
+                continue
+            value = values[name]
+            if spec.type == "decimal":
+                raw = Decimal(value) / Decimal(spec.scale) if spec.scale else Decimal(value)
+                value = int(raw) if raw == raw.to_integral_value() else str(raw)
+            elif spec.type == "enum":
+                value = next((int(k) if k.isdigit() else k for k, v in spec.values.items()
+                              if v == value), None)
+            self._put(doc, spec.path, value)
+
+    def _document(self, meter: SimMeter, kind: str, message_id: int, at: datetime,
+                  values: dict[str, Any], result: int | None = None) -> bytes:
+        import json
+
+        model = self.map.model
+        doc: dict[str, Any] = {}
+        self._put(doc, model.address, meter.address)
+        if model.message_type:
+            self._put(doc, model.message_type, kind)
+        if model.message_id:
+            self._put(doc, model.message_id, message_id)
+        if result is not None and model.result:
+            self._put(doc, model.result, result)
+        if model.clock is not None:
+            local = _local(at, meter)
+            stamp: Any = {"compact": local.strftime("%Y%m%d%H%M%S"),
+                          "iso": local.isoformat(),
+                          "epoch_s": int((at + timedelta(seconds=meter.clock_drift_s))
+                                         .timestamp()),
+                          "epoch_ms": int((at + timedelta(seconds=meter.clock_drift_s))
+                                          .timestamp() * 1000)}[model.clock.format]
+            self._put(doc, model.clock.path, stamp)
+        self._fields(doc, values)
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def _status(self, meter: SimMeter) -> dict[str, Any]:
+        return {"valve_state": "armed" if meter.valve == "armed" else _valve_state(meter),
+                "battery_low": meter.battery_low}
+
+    def report_frame(self, meter: SimMeter, at: datetime, value: Decimal, *,
+                     sequence: int = 0) -> bytes:
+        return self._document(meter, "report", sequence, at,
+                              {"current_volume": value, **self._status(meter)})
+
+    # ------------------------------------------------------------------ commands
+    def command_of(self, doc: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """(command, parameters) of a downlink document, by the map's command documents."""
+
+        def match(template: Any, got: Any, params: dict[str, Any]) -> bool:
+            if isinstance(template, dict):
+                return isinstance(got, dict) and all(
+                    match(v, got.get(k), params) for k, v in template.items())
+            if isinstance(template, str) and template.startswith("{") and \
+                    template.endswith("}"):
+                params[template[1:-1]] = got
+                return got is not None
+            return bool(template == got)
+
+        for name, spec in self.map.commands.items():
+            params: dict[str, Any] = {}
+            if match(spec.document, doc, params):
+                return name, params
+        return None
+
+    def answer_document(self, meter: SimMeter, doc: dict[str, Any], at: datetime
+                        ) -> Answer | None:
+        found = self.command_of(doc)
+        if found is None:
+            return None
+        command, params = found
+        message_id = int(params.get("sequence", 0) or 0)
+        value = meter.consumption.register_value()
+        effect: dict[str, Any] = {}
+        ok = True
+        readings: list[tuple[str, Decimal]] = []
+        extra: dict[str, Any] = {}
+        if command == "read_now":
+            extra["current_volume"] = value
+            readings.append(("volume", value))
+        elif command == "valve_close" and meter.has_valve:
+            meter.valve = "closed"
+            effect = {"valve": "closed"}
+        elif command == "valve_arm_open" and meter.has_valve:
+            meter.valve = "armed"
+            effect = {"valve": "armed"}
+        elif command == "set_balance":
+            meter.balance = Decimal(str(params["balance"]))
+            effect = {"balance": str(meter.balance)}
+            extra["balance"] = meter.balance
+        elif command == "top_up":
+            meter.balance = (meter.balance or Decimal(0)) + Decimal(str(params["amount"]))
+            effect = {"balance": str(meter.balance)}
+            extra["balance"] = meter.balance
+        elif command == "set_report_interval":
+            meter.extra["report_interval_min"] = int(params["minutes"])
+            effect = {"report_interval_min": int(params["minutes"])}
+            extra["report_interval_min"] = int(params["minutes"])
+        elif command == "sync_time":
+            meter.clock_drift_s = 0.0
+            effect = {"clock_drift_s": 0}
+        else:
+            ok = False
+        reply_type = (self.map.model.reply_types or ["reply"])[0]
+        data = self._document(meter, reply_type, message_id, at,
+                              {**self._status(meter), **extra}, result=0 if ok else 1)
+        return Answer(data, command, ok=ok, effect=effect, readings=readings)
+
+
 _BEHAVIOURS: dict[str, Any] = {}
 
 
 def behaviour_for(protocol: str) -> Any:
     """The (shared, stateless) behaviour of meters speaking ``protocol``."""
     found = _BEHAVIOURS.get(protocol)
+    if found is None and protocol.startswith("nbiot-json:"):
+        found = _BEHAVIOURS[protocol] = JsonMeter(protocol)
     if found is None:
         cls = {"cjt188-2004": Cjt188Meter, "dlt645-2007": Dlt645Meter}.get(protocol)
         if cls is None:

@@ -63,6 +63,8 @@ class FleetSpec:
     meter_protocol_645: str = "dlt645-2007"
     concentrator_protocol: str = "qgdw376.1"
     modbus_protocol: str = "modbus-tcp"
+    #: what NB-IoT meters speak: binary CJ/T 188, or a JSON map (``nbiot-json:nbiot-gas``)
+    nbiot_protocol: str = "cjt188-2004"
 
     @property
     def meters(self) -> int:
@@ -227,11 +229,11 @@ class Fleet:
             n += 1
             customer = "residential" if self._rng.random() < 0.95 else "commercial"
             meter_id = f"NBG-{i + 1:06d}"
-            link = SimLink(meter_id, "nbiot", s.nbiot_service_point, s.dtu_protocol)
+            link = SimLink(meter_id, "nbiot", s.nbiot_service_point, s.nbiot_protocol)
             self.links[link.link_id] = link
             self._add(SimMeter(
                 meter_id=meter_id, address=f"{n:010d}0002", medium="gas",
-                protocol=s.dtu_protocol, customer_type=customer, unit="m3",
+                protocol=s.nbiot_protocol, customer_type=customer, unit="m3",
                 register_name="volume", consumption=self._consumption(customer, "gas", n, 6, 2),
                 link_id=meter_id, service_point=s.nbiot_service_point, meter_type=0x30,
                 has_valve=True), link)

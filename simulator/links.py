@@ -147,7 +147,7 @@ class _LinkBase:
     @staticmethod
     def reading_ts(meter: SimMeter, at: datetime) -> datetime | None:
         """The time stamp the platform will store: the meter's clock, to the second."""
-        if not meter.protocol.startswith("cjt188"):
+        if not meter.protocol.startswith(("cjt188", "nbiot-json")):
             return None  # DL/T 645 energy reads carry no time: stamped on reception
         from datetime import UTC, timedelta
 
@@ -658,7 +658,43 @@ class ConcentratorLink(_LinkBase):
             await self.writer.drain()
 
 
-class MqttBridge(_LinkBase):
+class _JsonCommands:
+    """The JSON command path of the MQTT bridge (NB-IoT meters speaking nbiot-json)."""
+
+    async def _on_json_command(self: Any, client: Any, meter: SimMeter,
+                               doc: dict[str, Any]) -> None:
+        from datetime import UTC
+
+        if self.awake_until.get(meter.meter_id, 0) < time.monotonic():
+            self.sim.stats["downlinks_while_asleep"] += 1
+            return  # the radio is off: the downlink is lost
+        behaviour = behaviour_for(meter.protocol)
+        at = self.sim.clock.now()
+        meter.consumption.advance(at)
+        answer = behaviour.answer_document(meter, doc, at)
+        if answer is None:
+            self.sim.stats["bad_requests"] += 1
+            return
+        frame_id = self.next_frame_id()
+        self.sim.log.frame(frame_id=frame_id, link=meter.link_id,
+                           service_point=self.link.service_point, sim_at=at,
+                           readings=len(answer.readings), data=answer.data)
+        self.sim.log.answer(frame_id, answer.command)
+        for register, value in answer.readings:
+            self.sim.log.write(ReadingRec(frame=frame_id, meter_id=meter.meter_id,
+                                          register=register, unit=meter.unit,
+                                          value=str(value), sim_at=at,
+                                          ts=self.reading_ts(meter, at)))
+        self.sim.log.write(CommandRec(device_id=meter.link_id, meter_id=meter.meter_id,
+                                      command=answer.command, ok=answer.ok,
+                                      effect=answer.effect, sim_at=at,
+                                      wall_at=datetime.now(UTC)))
+        self.sim.stats["requests_answered"] += 1
+        self.awake_until[meter.meter_id] = time.monotonic() + self.sim.wake_window_s
+        await client.publish(f"{self.root}/meters/{meter.meter_id}/up", answer.data, qos=1)
+
+
+class MqttBridge(_JsonCommands, _LinkBase):
     """The NB-IoT platform's MQTT bridge for every NB-IoT meter of the fleet.
 
     NB-IoT meters reach a utility through the operator's IoT platform, which forwards their
@@ -776,6 +812,10 @@ class MqttBridge(_LinkBase):
                 return
             if doc.get("type") == "ack":
                 self.mark_acked(str(doc.get("ref", "")))
+                return
+            json_meter = self.meters_by_id.get(meter_id)
+            if json_meter is not None and json_meter.protocol.startswith("nbiot-json"):
+                await self._on_json_command(client, json_meter, doc)
             return
         meter = self.meters_by_id.get(meter_id)
         if meter is None:
