@@ -52,12 +52,15 @@ from unimeter.config import load_config
                    "with --duration 0, only that.")
 @click.option("--export-fleet", type=click.Path(path_type=Path), default=None,
               help="Write the fleet as a ledger import CSV and exit.")
+@click.option("--nbiot-protocol", default="cjt188-2004", show_default=True,
+              help="What the NB-IoT meters speak: cjt188-2004, or a JSON map such as "
+                   "nbiot-json:nbiot-gas (set the FEP's MQTT service point to the same).")
 @click.option("--seed", type=int, default=20260701, show_default=True)
 def command(meters: int, speed: float | None, days: float | None, duration: float | None,
             start_text: str | None, kinds: str, faults: str, delivery: str, log_path: Path | None,
             log_frames: bool, burst: bool, control_port: int | None, fep_host: str | None,
             dtu_port: int | None, publish_ledger: bool, export_fleet: Path | None,
-            seed: int) -> None:
+            nbiot_protocol: str, seed: int) -> None:
     """Run a simulated meter fleet against the FEPs."""
     from schemas.settings import load_settings
     from simulator.clock import SimClock
@@ -80,7 +83,14 @@ def command(meters: int, speed: float | None, days: float | None, duration: floa
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--delivery") from None
     settings = load_settings(SimulatorSettings, **overrides)
-    spec = FleetSpec(seed=seed).scaled(meters)
+    if nbiot_protocol != "cjt188-2004":
+        from simulator.devices import behaviour_for
+
+        try:
+            behaviour_for(nbiot_protocol)
+        except Exception as exc:
+            raise click.BadParameter(str(exc), param_hint="--nbiot-protocol") from None
+    spec = FleetSpec(seed=seed, nbiot_protocol=nbiot_protocol).scaled(meters)
     start = datetime.fromisoformat(start_text) if start_text else datetime.now(UTC).replace(
         microsecond=0)
     if start.tzinfo is None:
