@@ -164,8 +164,7 @@ def run_demo(config: Config, options: DemoOptions, *, echo: Echo = print,
          f"{len(topics.existing)} existed (prefix '{config.kafka.topic_prefix}')")
 
     # -- the fleet and its ledger
-    start = (datetime.now(UTC) - timedelta(days=options.days)).replace(minute=0, second=0,
-                                                                      microsecond=0)
+    start = _simulation_start(options.days, config.utility.timezone)
     spec = FleetSpec(seed=options.seed).scaled(options.meters)
     fleet = Fleet(spec, start, timezone=config.utility.timezone)
     plan = plan_ledger(fleet, seed=options.seed)
@@ -236,6 +235,19 @@ def run_demo(config: Config, options: DemoOptions, *, echo: Echo = print,
         if not stopped:
             sup.stop()
         raise
+
+
+def _simulation_start(days: float, zone: str) -> datetime:
+    """Whole days start at the utility's local midnight and end before now (every day of the
+    report is complete); otherwise ``days`` before now, on the hour."""
+    from zoneinfo import ZoneInfo
+
+    now = datetime.now(UTC)
+    if days == int(days):
+        today = now.astimezone(ZoneInfo(zone)).date()
+        first = today - timedelta(days=int(days))
+        return datetime(first.year, first.month, first.day, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+    return (now - timedelta(days=days)).replace(minute=0, second=0, microsecond=0)
 
 
 def _psql_line(config: Config) -> str:
