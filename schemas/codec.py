@@ -48,6 +48,19 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     payload: msgspec.Raw
 
 
+class _OutgoingEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    """The envelope as written: the same fields in the same order as :class:`Envelope`, with
+    the payload a typed message, so one encoder pass writes both (no intermediate payload
+    bytes wrapped in ``msgspec.Raw``); the bytes are identical."""
+
+    schema: str
+    version: int
+    id: str
+    event_time: datetime
+    producer: str
+    payload: Message
+
+
 _encoder = msgspec.json.Encoder(decimal_format="string")
 _envelope_decoder = msgspec.json.Decoder(Envelope)
 
@@ -65,15 +78,14 @@ def encode_payload(message: Message) -> bytes:
 def encode(message: Message, *, producer: str, event_time: datetime | None = None,
            message_id: str | None = None) -> bytes:
     """Wrap ``message`` in the envelope and encode it for Kafka."""
-    envelope = Envelope(
+    return _encoder.encode(_OutgoingEnvelope(
         schema=message.SCHEMA,
         version=message.VERSION,
         id=message_id or uuid.uuid4().hex,
         event_time=event_time or datetime.now(UTC),
         producer=producer,
-        payload=msgspec.Raw(_encoder.encode(message)),
-    )
-    return _encoder.encode(envelope)
+        payload=message,
+    ))
 
 
 def decode_envelope(data: bytes) -> Envelope:
