@@ -118,8 +118,9 @@ class _Proc:
             self.popen.wait(10)
 
 
-def _start(name: str, args: list[str], env: dict[str, str], scratch: Path) -> _Proc:
-    log = scratch / f"{name}.log"
+def _start(name: str, args: list[str], env: dict[str, str], scratch: Path, *,
+           attempt: int = 1) -> _Proc:
+    log = scratch / (f"{name}.log" if attempt == 1 else f"{name}-{attempt}.log")
     with log.open("wb") as out:
         popen = subprocess.Popen([sys.executable, "-m", "unimeter", *args], env=env,
                                  stdout=out, stderr=subprocess.STDOUT)
@@ -412,7 +413,8 @@ def _run(ctx: BenchContext, kafka: Any, db: Any, meters: int, warm_s: float, mea
             # restart it; so do we, and say so in the notes.
             ctx.progress("the sink has not stored the probe in 120 s: restarting it")
             sink.stop()
-            restarted = _start(f"sink-{attempt + 2}", ["sink", "--quiet"], env, ctx.scratch)
+            restarted = _start("sink", ["sink", "--quiet"], env, ctx.scratch,
+                               attempt=attempt + 2)
             procs[procs.index(sink)] = restarted
             sink = restarted
             sink_restarts += 1
@@ -420,8 +422,15 @@ def _run(ctx: BenchContext, kafka: Any, db: Any, meters: int, warm_s: float, mea
     # The ledger is loaded and the consumers have joined before any meter speaks: this is
     # the processes' memory with the fleet known but no session or VEE state yet.
     rss_idle = {p.name: p.rss_bytes() for p in platform}
+    # What the processes burn with nothing to do (polling, timers, heartbeats), so the CPU
+    # per reading can be told with and without it.
+    idle_from, idle_t0 = {p.name: p.cpu_s() for p in platform}, time.monotonic()
+    time.sleep(5.0)
     cpu_idle = {p.name: p.cpu_s() for p in platform}
+    idle_cores = {name: (cpu_idle[name] - idle_from[name]) / (time.monotonic() - idle_t0)
+                  for name in cpu_idle}
     stored_idle = _count(db_url)
+    run_t0 = time.monotonic()
     ctx.progress("starting the simulator (burst) and waiting for the first stored rows")
     sim = _start("simulator", ["simulate", "--meters", str(meters), "--kinds", "dtu", "--burst",
                                "--speed", "60", "--log", str(sim_log)], env, ctx.scratch)
@@ -472,6 +481,8 @@ def _run(ctx: BenchContext, kafka: Any, db: Any, meters: int, warm_s: float, mea
     # CPU per reading over the whole run (simulator start → drained), so a backlog the window
     # left behind is paid for too; start-up before the fleet spoke is not counted.
     run_cpu = {p.name: p.cpu_s() - cpu_idle[p.name] for p in platform}
+    run_s = time.monotonic() - run_t0
+    busy_cpu = {name: max(0.0, v - idle_cores[name] * run_s) for name, v in run_cpu.items()}
     run_stored = last - stored_idle
     p50, p99, sampled = _latency_ms(db_url, s0["at"], s1["at"])
     loss = _loss(db_url, sim_log, s0["at"], s1["at"])
@@ -509,7 +520,8 @@ def _run(ctx: BenchContext, kafka: Any, db: Any, meters: int, warm_s: float, mea
     extra = {"meters": meters, "window_s": elapsed, "stored_readings_s": stored_s,
              "acked_readings_s": acked_readings_s, "keeping_up": keeping_up,
              "readings_per_frame": readings_per_frame, "cpu_cores": cpu,
-             "run_cpu_s": run_cpu, "run_stored": run_stored,
+             "run_cpu_s": run_cpu, "run_stored": run_stored, "idle_cores": idle_cores,
+             "run_s": run_s,
              "machine_cpu_fraction": machine_cpu, "load_average": load, "rss_bytes": rss,
              "rss_idle_bytes": rss_idle, "latency_rows": sampled, "sink_restarts": sink_restarts,
              **loss}
@@ -534,7 +546,10 @@ def _run(ctx: BenchContext, kafka: Any, db: Any, meters: int, warm_s: float, mea
                     cpu_per_million, "CPU-s",
                     notes=", ".join(f"{name} {v / max(run_stored, 1) * 1e6:,.0f}"
                                     for name, v in run_cpu.items())
-                    + f"; {run_stored:,} readings from the first frame to drained"),
+                    + f"; {run_stored:,} readings from the first frame to drained; without "
+                      "the idle processes' own load (polling, timers): "
+                    + ", ".join(f"{name} {v / max(run_stored, 1) * 1e6:,.0f}"
+                                for name, v in busy_cpu.items())),
         BenchResult("e2e", "memory per 100,000 meters (RSS of FEP + pipeline, scaled)",
                     mem_per_100k / 2**20, "MiB",
                     notes=f"FEP {rss['fep'] / 2**20:.0f} MiB, pipeline "

@@ -47,7 +47,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def _control(port: int, line: str) -> dict[str, Any]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.sendall(line.encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
@@ -139,6 +139,14 @@ def bench_fep(ctx: BenchContext) -> list[BenchResult]:
                                 "--burst", "--speed", "60", "--control-port", str(control),
                                 "--log", str(ctx.scratch / "sim.jsonl")], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(240):  # the simulator's start-up is slow on a loaded machine
+            if sim.poll() is not None:
+                raise RuntimeError(f"the simulator exited with status {sim.returncode}")
+            try:
+                _control(control, "stats")
+                break
+            except OSError:
+                time.sleep(0.5)
         time.sleep(8.0)  # connect, register, warm up
         a0, f0, s0, t0 = (_control(control, "stats").get("acked_frames", 0), _cpu_s(fep.pid),
                           _cpu_s(sim.pid), time.monotonic())
