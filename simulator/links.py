@@ -367,6 +367,8 @@ class DtuLink(_LinkBase):
                 break
             built = self.build_upload(meter, at)
             if built is not None:
+                if self.has_ack:  # pending at once: a dropped link sends it again
+                    self.add_pending(built)
                 batch.append(built)
         sim.delivery_rng.shuffle(batch)
         if len(batch) > 1:
@@ -399,11 +401,13 @@ class DtuLink(_LinkBase):
             built = self.build_upload(meter, at)
             if built is None:
                 continue
+            # pending before anything is awaited: an upload built but not yet sent when the
+            # link drops is sent after the reconnection, never forgotten
+            if self.has_ack:
+                self.add_pending(built)
             batch = ([built] if sim.burst or sim.delivery.reorder < 2
                      else await self._reordered(built))
             for upload in batch:
-                if self.has_ack:
-                    self.add_pending(upload)
                 await self._send(writer, upload)
             if sim.burst:
                 await asyncio.sleep(0)  # every link (and the control port) gets its turn

@@ -295,10 +295,10 @@ def _classify_validated(verdict: Verdict, stamped: Mapping[tuple[str, str, datet
     estimates = revised = 0
     for key, rows in versions.items():
         sent = stamped.get(key)
+        if key not in stored_raw and all(r.quality in _SYNTHETIC_QUALITIES for r in rows):
+            estimates += 1  # VEE's estimate of a reading it never got (sent or not)
+            continue
         if sent is None and key not in stored_raw:
-            if all(r.quality in _SYNTHETIC_QUALITIES for r in rows):
-                estimates += 1
-                continue
             counts["unexpected"] += 1
             verdict.note("validated.unexpected", f"{key[0]} {key[1]} {key[2].isoformat()}")
             continue

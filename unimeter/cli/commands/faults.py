@@ -86,7 +86,11 @@ def run(short: bool, readings: int | None, outage_s: float | None, speed: float 
 
     # SIGTERM (a CI timeout, Ctrl-C from a supervisor) unwinds like Ctrl-C, so the private
     # services and the supervised processes are stopped on the way out
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    def _terminate(*_: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, _terminate)
     spec = FaultRunSpec.short() if short else FaultRunSpec()
     changes = {k: v for k, v in {"readings": readings, "outage_s": outage_s, "speed": speed,
                                  "seed": seed}.items() if v is not None}
