@@ -34,3 +34,12 @@ def test_private_kafka_restarts(private_kafka: Any, config: Any) -> None:
     assert kafka_reachable(config.kafka.bootstrap)  # the shared broker is untouched
     private_kafka.start()
     assert kafka_reachable(private_kafka.bootstrap)
+
+
+def test_private_kafka_starts_right_after_kill_9(private_kafka: Any) -> None:
+    """Regression: kill() returned while the broker was still dying, and a start() right
+    after found it "already running", waited on it and failed when it exited."""
+    private_kafka.kill()
+    assert not private_kafka.running()
+    assert private_kafka.start() is True
+    assert kafka_reachable(private_kafka.bootstrap)

@@ -399,7 +399,13 @@ def _inject(kind: str, target: str, spec: FaultRunSpec, supervisor: Supervisor,
             record.down_s = spec.outage_s
             record.detail = f"stopped for {spec.outage_s:g} s"
             time.sleep(spec.outage_s)
-        service.start()
+        for attempt in range(3):  # a start that fails under load is tried again
+            try:
+                service.start()
+                break
+            except Exception as exc:
+                record.detail += f"; start {attempt + 1} failed: {exc}"
+                time.sleep(2.0)
         record.restored_s = round(time.monotonic() - t0, 1)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and (record.flowing_s is None

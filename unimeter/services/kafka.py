@@ -13,6 +13,7 @@ import base64
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -283,11 +284,19 @@ class LocalKafka:
         return True
 
     def kill(self) -> None:
-        """SIGKILL, for fault tests: the broker must recover its log on the next start."""
+        """SIGKILL, for fault tests: the broker must recover its log on the next start.
+
+        Returns once the process is gone: a ``start()`` right after must not find the dying
+        broker "already running" and wait on it (it then reported "the running Kafka exited
+        during start-up" instead of starting a new one).
+        """
         pid = read_pid(self.pid_file)
         if pid_alive(pid):
             assert pid is not None
             os.kill(pid, 9)
+            deadline = time.monotonic() + 30
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def status(self) -> ServiceStatus:
         pid = read_pid(self.pid_file)
