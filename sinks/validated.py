@@ -158,8 +158,12 @@ class ValidatedReadingStore(Store):
             return result
         if outcome.fast_path:
             self._copy_keys(conn, [p[0][:4] for p in items])
-        # The hour parts of the readings stored now (the others were projected before).
-        intervals = [row for p in items for row in p[1]]
+        # The hour parts of the readings stored now (the others were projected before), each
+        # version once: a batch may carry the same version twice (a pipeline worker replaying
+        # what it sent before a crash), and one INSERT … ON CONFLICT DO UPDATE must not meet
+        # the same hour part twice.
+        unique = {p[0][:4]: p for p in reversed(items)}
+        intervals = [row for p in unique.values() for row in p[1]]
         result.rows[CONSUMPTION_INTERVALS.name] += self._project(conn, intervals)
         return result
 

@@ -309,3 +309,22 @@ def test_sink_role_cannot_rewrite_raw_data(database: DbHandle) -> None:
                               "DELETE FROM billing.charges"):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute(statement)
+
+
+def test_a_new_version_delivered_twice_in_one_batch_is_stored_once(database: DbHandle) -> None:
+    """Regression (fault run): a pipeline worker killed after sending replays its batch, so
+    one sink batch can hold the same new version twice; projecting its hour parts twice made
+    PostgreSQL refuse the batch ("ON CONFLICT DO UPDATE command cannot affect row a second
+    time") and the sink crashed on it again after every restart."""
+    v1 = reading(3, T0, version=1)
+    v2 = reading(3, T0, version=2, volume=Decimal("1.5"))
+    sink = make_sink(database)
+    sink.write(batch([v1]))
+    result = sink.write(batch([v2, v1, v2], first_offset=1))
+    sink.close()
+    assert not result.rejected
+    with database.admin() as conn:
+        assert conn.execute("SELECT version, volume FROM data.consumption_intervals"
+                            ).fetchall() == [(2, Decimal("1.5"))]
+        assert conn.execute("SELECT version FROM data.validated_readings ORDER BY 1"
+                            ).fetchall() == [(1,), (2,)]
