@@ -252,14 +252,34 @@ class LocalPostgres:
         return True
 
     def kill(self) -> None:
-        """SIGKILL the postmaster, for fault tests (crash recovery runs on the next start)."""
+        """SIGKILL the postmaster, for fault tests (crash recovery runs on the next start).
+
+        Returns once the postmaster is gone and so are its children: they notice their parent
+        died and exit by themselves, as after a real crash, but until the last one has, the
+        shared memory of the old server is in use and a new server refuses to start.
+        """
         pid = self.pid()
         if pid_alive(pid):
             assert pid is not None
             os.kill(pid, 9)
-            deadline = time.monotonic() + 10
-            while pid_alive(pid) and time.monotonic() < deadline:
+            deadline = time.monotonic() + 60
+            while (pid_alive(pid) or self._processes_in_data_dir()) \
+                    and time.monotonic() < deadline:
                 time.sleep(0.05)
+
+    def _processes_in_data_dir(self) -> list[int]:
+        """Processes working in this server's data directory (every server process does)."""
+        proc = Path("/proc")
+        if not proc.is_dir():
+            return []
+        data = str(self.data.resolve())
+        found = []
+        for entry in proc.iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.readlink(entry / "cwd") == data:
+                        found.append(int(entry.name))
+        return found
 
     def status(self) -> ServiceStatus:
         address = f"127.0.0.1:{self.settings.postgres_port}"
