@@ -202,6 +202,13 @@ def _latency_ms(db_url: str, since: datetime, until: datetime) -> tuple[float, f
     return float(row[0]), float(row[1]), int(row[2])
 
 
+def _acknowledged_count(log_path: Path) -> int:
+    """Readings of acknowledged frames in the simulator's log."""
+    from simulator.log import read_log
+
+    return len(read_log(log_path).acknowledged())
+
+
 def _loss(db_url: str, log_path: Path, since: datetime, until: datetime) -> dict[str, int]:
     """Acknowledged readings of the simulator's log that are not stored; and how many readings
     were acknowledged within [since, until) (by the wall time of their ``ack`` record)."""
@@ -472,8 +479,12 @@ def _run(ctx: BenchContext, kafka: Any, db: Any, meters: int, warm_s: float, mea
 
     ctx.progress("stopping the simulator; waiting for the chain to drain")
     sim.stop()
+    # Drained = every acknowledged reading has a row, or nothing moved for two minutes (then
+    # the loss check says what is missing), or ten minutes passed.
+    acked_total = _acknowledged_count(sim_log)
     last, still, drain_started = _count(db_url), 0.0, time.monotonic()
-    while still < 10.0 and time.monotonic() - drain_started < 600:
+    while (last - stored_idle < acked_total and still < 120.0
+           and time.monotonic() - drain_started < 600):
         time.sleep(2.0)
         now = _count(db_url)
         still = still + 2.0 if now == last else 0.0
