@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ingest.ledger import LedgerView
-from schemas.messages import Alert, DeadLetter, LedgerMeter, Reading
+from schemas.messages import Alert, DeadLetter, LedgerMeter, RawFrame, Reading
 from schemas.settings import KafkaSettings
 from tests.ingest._devices import RawDevice, ack_for, frame_901f, registration
 from tests.ingest._fep import dtu_point, running_fep
@@ -150,3 +150,31 @@ async def test_connection_limits_and_identification_deadline(kafka_settings: Kaf
         assert fep.stats["closed: not identified in time"] == 1
         assert not first.eof.is_set()
         await first.close()
+
+
+async def test_pipelined_frames_are_acknowledged_in_order_each_recorded(
+        kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    """Frames sent back to back become durable together; their acknowledgements may leave in
+    one write, but each in frame order and each with its own ``frames.raw`` record."""
+    ledger = _ledger(("M-1", "00000000000101", "DTU-P"))
+    async with running_fep(kafka_settings, tmp_path, {"dtu": dtu_point()}, ledger=ledger) as fep:
+        device = await RawDevice("127.0.0.1", fep.servers["dtu"].port).connect()
+        frames = [frame_901f("00000000000101", f"{200 + i}.50", T0 + timedelta(minutes=i))
+                  for i in range(30)]
+        await device.send(registration("DTU-P") + b"".join(frames))  # one write, 30 frames
+        assert await device.wait_for(ack_for(frames[-1])), "the last frame acknowledged"
+        received = bytes(device.received)
+        positions = [received.find(ack_for(frame)) for frame in frames]
+        assert all(p >= 0 for p in positions), "every frame acknowledged"
+        assert positions == sorted(positions), "acknowledgements in frame order"
+        session = next(iter(fep.servers["dtu"].sessions))
+        assert session.stats.acks == len(frames)
+        await device.close()
+    acks_out = [m for m in await consume_messages(
+        kafka_settings, "frames.raw",
+        until=lambda ms: len([f for f in ms if isinstance(f, RawFrame) and f.fep == fep.instance
+                              and f.direction == "out" and f.data.startswith(b"ACK:")])
+        >= len(frames))
+        if isinstance(m, RawFrame) and m.fep == fep.instance and m.direction == "out"
+        and m.data.startswith(b"ACK:")]
+    assert sorted(bytes(m.data) for m in acks_out) == sorted(ack_for(f) for f in frames)
