@@ -202,14 +202,7 @@ def _latency_ms(db_url: str, since: datetime, until: datetime) -> tuple[float, f
     return float(row[0]), float(row[1]), int(row[2])
 
 
-def _acknowledged_count(log_path: Path) -> int:
-    """Readings of acknowledged frames in the simulator's log."""
-    from simulator.log import read_log
-
-    return len(read_log(log_path).acknowledged())
-
-
-def _loss(db_url: str, log_path: Path, since: datetime, until: datetime) -> dict[str, int]:
+def _loss(db_url: str, log_path: Path, since: datetime, until: datetime) -> dict[str, Any]:
     """Acknowledged readings of the simulator's log that are not stored; and how many readings
     were acknowledged within [since, until) (by the wall time of their ``ack`` record)."""
     from simulator.log import AckRec, FrameRec, ReadingRec, iter_log
@@ -232,18 +225,24 @@ def _loss(db_url: str, log_path: Path, since: datetime, until: datetime) -> dict
     stored_keys = {(m, r, ts) for m, r, ts in stored}
     stored_per_register = Counter((m, r) for m, r, _ in stored)
     lost = 0
+    examples: list[str] = []
     untimed: Counter[tuple[str, str]] = Counter()
     for reading in acked:
         if reading.ts is None:  # stamped on reception: count per meter and register
             untimed[(reading.meter_id, reading.register)] += 1
         elif (reading.meter_id, reading.register, reading.ts) not in stored_keys:
             lost += 1
+            examples.append(f"{reading.meter_id}/{reading.register}/{reading.ts.isoformat()} "
+                            f"(frame {reading.frame})")
     timed_per_register = Counter((r.meter_id, r.register) for r in acked if r.ts is not None)
     for key, count in untimed.items():
         room = stored_per_register[key] - timed_per_register[key]
-        lost += max(0, count - room)
+        if count > room:
+            lost += count - room
+            examples.append(f"{key[0]}/{key[1]}: {count} acknowledged, {room} stored")
     return {"acknowledged": len(acked), "sent": len(readings), "stored": len(stored),
-            "lost": lost, "frames": frames, "acknowledged_in_window": in_window}
+            "lost": lost, "frames": frames, "acknowledged_in_window": in_window,
+            "lost_examples": examples[:10]}
 
 
 # --------------------------------------------------------------------------- baseline
@@ -479,16 +478,18 @@ def _run(ctx: BenchContext, kafka: Any, db: Any, meters: int, warm_s: float, mea
 
     ctx.progress("stopping the simulator; waiting for the chain to drain")
     sim.stop()
-    # Drained = every acknowledged reading has a row, or nothing moved for two minutes (then
-    # the loss check says what is missing), or ten minutes passed.
-    acked_total = _acknowledged_count(sim_log)
+    # Drained = every acknowledged reading has its row (a row count alone would also count
+    # stored readings whose acknowledgement never arrived), or nothing moved for two minutes
+    # (then the loss check says what is missing), or ten minutes passed.
     last, still, drain_started = _count(db_url), 0.0, time.monotonic()
-    while (last - stored_idle < acked_total and still < 120.0
-           and time.monotonic() - drain_started < 600):
-        time.sleep(2.0)
+    while still < 120.0 and time.monotonic() - drain_started < 600:
+        if _loss(db_url, sim_log, s0["at"], s1["at"])["lost"] == 0:
+            break
+        time.sleep(5.0)
         now = _count(db_url)
-        still = still + 2.0 if now == last else 0.0
+        still = still + 5.0 if now == last else 0.0
         last = now
+    last = _count(db_url)
     # CPU per reading over the whole run (simulator start → drained), so a backlog the window
     # left behind is paid for too; start-up before the fleet spoke is not counted.
     run_cpu = {p.name: p.cpu_s() - cpu_idle[p.name] for p in platform}
@@ -548,7 +549,9 @@ def _run(ctx: BenchContext, kafka: Any, db: Any, meters: int, warm_s: float, mea
                           "pipeline + sink (Kafka and PostgreSQL not counted)"),
         BenchResult("e2e", "acknowledged readings not stored (loss)", loss["lost"],
                     "readings", target="0", passed=zero_loss,
-                    notes=f"{loss['acknowledged']:,} acknowledged, {loss['stored']:,} stored"),
+                    notes=f"{loss['acknowledged']:,} acknowledged, {loss['stored']:,} stored"
+                          + (f"; missing: {'; '.join(loss['lost_examples'])}"
+                             if loss["lost_examples"] else "")),
         BenchResult("e2e", "latency p50, frame received → row stored", p50, "ms",
                     notes=f"{sampled:,} rows received in the window; stored_at is the sink "
                           "transaction's start"),
