@@ -41,6 +41,7 @@ def command(only: tuple[str, ...], quick: bool, results: Path | None) -> None:
                                        f"known: {sorted(modules)}")
         modules = [m for m in modules if m in only]
     all_results: list[BenchResult] = []
+    failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="unimeter-bench-") as scratch:
         ctx = BenchContext(config=load_config(), quick=quick, scratch=Path(scratch),
                            progress=lambda m: click.echo(f"    {m}"))
@@ -48,9 +49,23 @@ def command(only: tuple[str, ...], quick: bool, results: Path | None) -> None:
             module = importlib.import_module(f"bench.{name}")
             for bench in getattr(module, "BENCHMARKS", []):
                 click.echo(f"== {name}.{bench.__name__}")
-                for result in bench(ctx):
+                try:
+                    produced = list(bench(ctx))
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:
+                    # One broken benchmark must not cost the figures of the others: it is
+                    # recorded as failed (with why) and the run goes on.
+                    failed.append(f"{name}.{bench.__name__}")
+                    click.echo(f"   FAILED: {exc!r}", err=True)
+                    produced = [BenchResult(name, f"{bench.__name__} (failed)", float("nan"),
+                                            "", passed=False, notes=repr(exc)[:500])]
+                for result in produced:
                     all_results.append(result)
                     ratio = f"  ratio {result.ratio:.2f}" if result.ratio is not None else ""
                     click.echo(f"   {result.name}: {result.value:,.1f} {result.unit}{ratio}")
     json_path, md_path = write_results(all_results, results or folder / "results")
     click.echo(f"results: {json_path}\ntable:   {md_path}")
+    if failed:
+        raise click.ClickException(f"{len(failed)} benchmark(s) failed: {', '.join(failed)} "
+                                   "(their rows in the table say why)")
