@@ -32,8 +32,12 @@ from simulator.fleet import Fleet, SimMeter
 
 __all__ = ["LEDGER_FILES", "LedgerPlan", "opening_top_ups", "plan_ledger", "write_ledger"]
 
-LEDGER_FILES = ("manufacturers", "device_types", "service_points", "customers", "tariffs",
-                "tariff_versions", "accounts", "devices", "meters")
+LEDGER_FILES = ("manufacturers", "device_types", "service_points", "locations", "customers",
+                "tariffs", "tariff_versions", "accounts", "devices", "meters")
+
+#: the service area: accounts are placed in districts (the ``region`` dimension of the
+#: aggregates), by their meter's link
+REGIONS = ("NORTH", "SOUTH", "EAST", "WEST")
 
 #: tariff id -> (medium, unit, kind, cycle, tiers, name)
 TARIFFS: dict[str, tuple[str, str, str, str, str, str]] = {
@@ -143,12 +147,13 @@ def write_ledger(fleet: Fleet, plan: LedgerPlan, out_dir: Path) -> dict[str, int
         "device_types": ["device_type", "kind", "manufacturer_id", "model", "medium",
                          "protocol", "transport", "wake_mode", "has_valve"],
         "service_points": ["service_point_id", "protocol", "transport", "description"],
+        "locations": ["location_id", "kind", "name"],
         "customers": ["customer_id", "customer_type", "name"],
         "tariffs": ["tariff_id", "name", "medium", "currency", "unit"],
         "tariff_versions": ["tariff_id", "version", "kind", "effective_from", "cycle", "tiers",
                             "reason"],
-        "accounts": ["account_id", "customer_id", "billing_mode", "tariff_id", "status",
-                     "alarm1", "alarm2", "overdraft_limit", "opened_at"],
+        "accounts": ["account_id", "customer_id", "location_id", "billing_mode", "tariff_id",
+                     "status", "alarm1", "alarm2", "overdraft_limit", "opened_at"],
         "devices": ["device_id", "device_type", "address", "status", "link_id",
                     "service_point_id", "installed_at"],
         "meters": ["meter_id", "device_type", "address", "status", "parent_device_id",
@@ -157,6 +162,11 @@ def write_ledger(fleet: Fleet, plan: LedgerPlan, out_dir: Path) -> dict[str, int
                    "initial_reading"],
     }
     rows["manufacturers"].append(["unimeter-sim", "unimeter simulator", "CN"])
+    for region in REGIONS:
+        rows["locations"].append([region, "region", f"{region.title()} district"])
+    link_region = {link_id: REGIONS[n % len(REGIONS)]
+                   for n, link_id in enumerate(fleet.links)}
+    link_of = {m.meter_id: link for link in fleet.links.values() for m in link.meters}
     for dt, (kind, medium, protocol, transport, valve) in _DEVICE_TYPES.items():
         rows["device_types"].append([dt, kind, "unimeter-sim", dt, medium, protocol, transport,
                                      "online", str(valve).lower()])
@@ -190,10 +200,11 @@ def write_ledger(fleet: Fleet, plan: LedgerPlan, out_dir: Path) -> dict[str, int
         m = a.meter
         alarm1, alarm2 = _alarms(a) if a.billing_mode == "prepaid_money" else ("", "")
         rows["customers"].append([a.customer_id, a.customer_type, f"Customer {a.customer_id}"])
-        rows["accounts"].append([a.account_id, a.customer_id, a.billing_mode, a.tariff_id,
-                                 "active", alarm1, alarm2, 0, day])
-        link = fleet.links.get(m.link_id) or next(
-            lk for lk in fleet.links.values() if m in lk.meters)
+        # an account with a place: the ledger's region of it needs no search through meters
+        link = link_of[m.meter_id]
+        region = link_region[link.link_id]
+        rows["accounts"].append([a.account_id, a.customer_id, region, a.billing_mode,
+                                 a.tariff_id, "active", alarm1, alarm2, 0, day])
         nbiot = link.kind == "nbiot"
         point_no = m.point_no or link.meters.index(m) + 1
         rows["meters"].append([
