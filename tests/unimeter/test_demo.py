@@ -50,7 +50,8 @@ def run_demo(database: DbHandle, prefix: str, run_dir: Path) -> subprocess.Compl
            "UNIMETER_KAFKA_TOPIC_PREFIX": prefix, "PYTHONUNBUFFERED": "1"}
     env.pop("UNIMETER_CONFIG", None)
     argv = [sys.executable, "-m", "unimeter", "demo", "--no-services", "--meters", "250",
-            "--days", "1", "--minutes", "0.5", "--run-dir", str(run_dir)]
+            "--days", "1", "--minutes", "0.5", "--report-hours", "2", "--run-dir",
+            str(run_dir)]
     with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as proc:
         try:

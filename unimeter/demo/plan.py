@@ -93,7 +93,7 @@ def modbus_endpoints(fleet: Fleet, layout: DemoLayout) -> list[str]:
 
 
 def demo_config(fleet: Fleet, layout: DemoLayout, *, run_name: str, speed: float,
-                poll_every_s: float, report_every_s: float = 6 * 3600.0) -> dict[str, Any]:
+                poll_every_s: float, report_every_s: float = 12 * 3600.0) -> dict[str, Any]:
     """The ``$UNIMETER_CONFIG`` document of the run (written by :func:`write_config`)."""
     spec = fleet.spec
     ports = layout.ports

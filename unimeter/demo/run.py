@@ -62,8 +62,10 @@ class DemoOptions:
     keep_running: bool = False
     seed: int = 20260701
     api_port: int | None = None
+    #: simulated hours between reports of DTU meters and polls of concentrators and RTUs
+    report_hours: float = 12.0
     quiet_s: float = 15.0  # counts unchanged this long = drained
-    drain_timeout_s: float = 300.0
+    drain_timeout_s: float = 900.0
     ack_timeout_s: float = 90.0
 
     @property
@@ -174,11 +176,13 @@ def run_demo(config: Config, options: DemoOptions, *, echo: Echo = print,
          + f"; {len(plan.prepaid()):,} prepaid accounts")
     write_ledger(fleet, plan, layout.ledger_dir)
     speed = options.effective_speed
-    # DTU and electricity meters report every 6 simulated hours, NB-IoT meters daily;
-    # concentrators and RTUs are polled as often (in real seconds: at least every 10 s)
-    poll_every_s = max(10.0, 6 * 3600 / speed)
+    # DTU and electricity meters report every ``report_hours`` simulated hours, NB-IoT
+    # meters daily; concentrators and RTUs are polled as often (real seconds: at least 10)
+    report_every_s = options.report_hours * 3600
+    poll_every_s = max(10.0, report_every_s / speed)
     document = _merged_config(demo_config(fleet, layout, run_name=run_name, speed=speed,
-                                          poll_every_s=poll_every_s))
+                                          poll_every_s=poll_every_s,
+                                          report_every_s=report_every_s))
     write_config(document, layout)
     env = {**os.environ, "UNIMETER_CONFIG": str(layout.config_file)}
     python = [sys.executable, "-m", "unimeter"]

@@ -20,6 +20,10 @@ from unimeter.config import load_config
               help="Real minutes the simulated days take (sets the speed).")
 @click.option("--speed", type=click.FloatRange(1, 1e6), default=None,
               help="Simulated seconds per real second (overrides --minutes).")
+@click.option("--report-hours", type=click.FloatRange(0.25, 24), default=12.0,
+              show_default=True,
+              help="Simulated hours between reports of DTU meters (and polls of concentrators "
+                   "and RTUs); NB-IoT meters report daily.")
 @click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where the run's files go (default: <state dir>/demo/<run>).")
 @click.option("--keep-running", is_flag=True,
@@ -29,7 +33,7 @@ from unimeter.config import load_config
 @click.option("--api-port", type=int, default=None, help="Port of the API (default: any free).")
 @click.option("--seed", type=int, default=20260701, show_default=True)
 def command(meters: int, days: float, minutes: float, speed: float | None,
-            run_dir: Path | None, keep_running: bool, no_services: bool,
+            report_hours: float, run_dir: Path | None, keep_running: bool, no_services: bool,
             api_port: int | None, seed: int) -> None:
     """Run the main job end to end: services, schema, topics, a simulated fleet in the ledger
     (customers, accounts, tariffs, prepayment), the FEP, the pipeline (VEE and billing), the
@@ -46,7 +50,8 @@ def command(meters: int, days: float, minutes: float, speed: float | None,
     signal.signal(signal.SIGTERM, interrupted)
     config = load_config()
     options = DemoOptions(meters=meters, days=days, sim_seconds=minutes * 60, speed=speed,
-                          run_dir=run_dir, keep_running=keep_running, seed=seed,
+                          report_hours=report_hours, run_dir=run_dir,
+                          keep_running=keep_running, seed=seed,
                           api_port=api_port)
     result = run_demo(config, options, echo=click.echo, start_services=not no_services)
     if result.supervisor is not None:
