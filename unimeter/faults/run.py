@@ -119,6 +119,7 @@ def _free_port() -> int:
 
 
 def _start_services(config: Config, root: Path, progress: Callable[[str], None]) -> _Services:
+    """Private Kafka and PostgreSQL in ``root`` on free ports (the jars shared by link)."""
     from unimeter.services.kafka import LocalKafka
     from unimeter.services.postgres import LocalPostgres
 
@@ -134,7 +135,11 @@ def _start_services(config: Config, root: Path, progress: Callable[[str], None])
     kafka = LocalKafka(settings)
     kafka.start()
     postgres = LocalPostgres(settings)
-    postgres.start()
+    try:
+        postgres.start()
+    except BaseException:
+        kafka.stop()
+        raise
     return _Services(kafka=kafka, postgres=postgres, root=root)
 
 
@@ -281,7 +286,11 @@ def run_faults(config: Config, spec: FaultRunSpec, out_dir: Path, *,
     run_dir = out_dir / datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    services = _start_services(config, run_dir / "services", progress)
+    # The services' state lives under the state directory, not the run directory: a
+    # PostgreSQL socket path must stay under 107 bytes (pytest's tmp_path is longer).
+    services = _start_services(
+        config, config.services.state_dir.resolve() / "private"
+        / f"faults-{run_dir.name[4:]}-{random.Random().randrange(16**4):04x}", progress)
     supervisor: Supervisor | None = None
     sim_thread: _SimulatorThread | None = None
     faults: list[FaultRecord] = []
@@ -362,6 +371,7 @@ def run_faults(config: Config, spec: FaultRunSpec, out_dir: Path, *,
             "name": "faults", "kind": "full" if spec.readings >= 100_000 else "short",
             "finished_at": datetime.now(UTC).isoformat(), "machine": _machine(),
             "spec": asdict(spec), "run_dir": str(run_dir),
+            "services_dir": str(services.root),
             "wall_s": round(time.monotonic() - started, 1), "fleet_s": sent_done,
             "simulator": {k: v for k, v in (sim_thread.summary or {}).items()
                           if isinstance(v, int | float | str)},
@@ -450,4 +460,4 @@ def _drain(counter: _StoredCounter, spec: FaultRunSpec, progress: Callable[[str]
 
 def remove_run_dir(report: dict[str, Any]) -> None:
     """Delete a passed run's state (logs and data of the private services)."""
-    shutil.rmtree(Path(report["run_dir"]) / "services", ignore_errors=True)
+    shutil.rmtree(Path(report["services_dir"]), ignore_errors=True)
