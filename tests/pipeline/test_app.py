@@ -126,3 +126,36 @@ def test_topics_carry_the_configured_prefix(recording_app) -> None:
     with pytest.raises(KeyError, match="unknown topic"):
         recording_app.topic("readings.cooked")
     assert recording_app.app_id == "unit.pipeline"
+
+
+async def test_outputs_are_sent_again_while_the_broker_is_away(recording_app,
+                                                               monkeypatch) -> None:
+    """Regression (fault run): a send that timed out while Kafka was down crashed the agent,
+    faust restarted it past the batch, and the batch's readings were never validated."""
+    app = recording_app
+    original = app.sender.send
+    failures = {"left": 2}
+    order: list[str] = []
+
+    async def send(outputs):  # type: ignore[no-untyped-def]
+        if outputs and failures["left"]:
+            failures["left"] -= 1
+            raise TimeoutError("broker away")
+        await original(outputs)
+        order.append(f"sent {len(outputs)}")
+
+    app.sender.send = send
+    real_sleep = asyncio.sleep
+    monkeypatch.setattr("pipeline.app.asyncio.sleep", lambda _s: real_sleep(0))
+
+    @app.batch_agent("readings.raw", Reading, name="t")
+    def handle(batch: list[Incoming[Reading]]) -> BatchResult:
+        return BatchResult(outputs=[_alert_for(app, i) for i in batch],  # type: ignore[misc]
+                           after_send=lambda: order.append(f"state {len(batch)}"))
+
+    await _run(app, "t", [(b"M1", _reading("M1")), (b"M2", _reading("M2"))])
+    assert failures["left"] == 0
+    assert app.counters["send_retries"] == 2
+    assert len(app.sender.on("alerts")) == 2, "every output reached the broker in the end"
+    assert sum(int(o.split()[1]) for o in order if o.startswith("state")) == 2
+    assert order[0].startswith("sent")
