@@ -82,6 +82,8 @@ class SinkRunner:
         self._uncommitted: set[TopicPartition] = set()
         self._dead: dict[TopicPartition, list[Rejected]] = {}
         self._paused_until: float | None = None
+        #: Set once the group gave this consumer its partitions (perhaps none).
+        self._joined = False
         self._last_checkpoint = time.monotonic()
         self._last_report = time.monotonic()
 
@@ -110,7 +112,8 @@ class SinkRunner:
 
     def run(self, stop: threading.Event | None = None, *,
             until_idle_s: float | None = None) -> SinkMetrics:
-        """Consume until ``stop`` is set (or nothing arrived for ``until_idle_s`` seconds)."""
+        """Consume until ``stop`` is set, or — with ``until_idle_s`` — until the consumer got its
+        partitions, read each to its end, and nothing more arrived for ``until_idle_s`` s."""
         stop = stop or threading.Event()
         self._connect()
         last_record_at = time.monotonic()
@@ -119,6 +122,9 @@ class SinkRunner:
                 self._maybe_resume()
                 polled = self._consumer.poll(timeout_ms=200,
                                              max_records=self.settings.poll_max_records)
+                if not self._joined:
+                    # Still joining the group (slow on a busy broker): not idle yet.
+                    last_record_at = time.monotonic()
                 for records in polled.values():
                     if records:
                         last_record_at = time.monotonic()
@@ -131,9 +137,10 @@ class SinkRunner:
                 elif due:
                     self._last_checkpoint = now
                 self._report()
-                if (until_idle_s is not None and not self._has_work()
+                if (until_idle_s is not None and self._joined and not self._has_work()
                         and self._paused_until is None
-                        and time.monotonic() - last_record_at >= until_idle_s):
+                        and time.monotonic() - last_record_at >= until_idle_s
+                        and self._caught_up()):
                     break
             if self._paused_until is None:
                 self.checkpoint()
@@ -180,6 +187,14 @@ class SinkRunner:
 
     def _has_work(self) -> bool:
         return bool(self._uncommitted or self.sink.pending())
+
+    def _caught_up(self) -> bool:
+        """Every assigned partition read up to its high-water mark (as last fetched)."""
+        for kafka_tp in self._consumer.assignment():
+            high = self._consumer.highwater(kafka_tp)
+            if high is None or self._consumer.position(kafka_tp) < high:
+                return False
+        return True
 
     # ------------------------------------------------------------------ checkpoint
 
@@ -335,6 +350,7 @@ class SinkRunner:
             self.metrics.lag.pop(tp, None)
 
     def _assigned(self, assigned: list[Any]) -> None:
+        self._joined = True
         if self._paused_until is not None and assigned:
             self._consumer.pause(*assigned)
 

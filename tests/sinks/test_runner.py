@@ -59,7 +59,7 @@ def dead_letters(kafka: KafkaSettings, expected: int) -> list[DeadLetter]:
 
     consumer = KafkaConsumer(kafka.topic("dlq.sink"), bootstrap_servers=kafka.bootstrap.split(","),
                              auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=10000)
+                             consumer_timeout_ms=120_000)  # returns once it has `expected`
     out: list[DeadLetter] = []
     for rec in consumer:
         message = codec.decode(rec.value)[1]
@@ -224,3 +224,49 @@ def test_database_stopped_during_a_run_loses_nothing(
             "SELECT count(*) FROM (SELECT meter_id, ts FROM data.validated_readings "
             "GROUP BY 1, 2 HAVING count(*) > 1) d").fetchone()
     assert duplicates == (0,)
+
+
+class _SlowJoiningConsumer:
+    """A consumer whose group hands it its (empty) assignment only at its fifth poll."""
+
+    def __init__(self, runner: SinkRunner) -> None:
+        self.runner = runner
+        self.polls = 0
+
+    def poll(self, **_kwargs: Any) -> dict[Any, Any]:
+        self.polls += 1
+        if self.polls == 5:
+            self.runner._assigned([])
+        return {}
+
+    def assignment(self) -> set[Any]:
+        return set()
+
+    def close(self, **_kwargs: Any) -> None:
+        pass
+
+
+class _NoSink:
+    def full(self) -> bool:
+        return False
+
+    def pending(self) -> set[Any]:
+        return set()
+
+    def close(self) -> None:
+        pass
+
+
+def test_idle_time_counts_only_after_the_group_assigned_partitions(
+        monkeypatch: pytest.MonkeyPatch, kafka_settings: KafkaSettings) -> None:
+    # On a busy broker joining the group takes longer than `until_idle_s`: a one-shot run
+    # must not give up before it had its partitions (it then stored nothing at all).
+    runner = SinkRunner(_NoSink(), kafka_settings, SinkSettings())  # type: ignore[arg-type]
+    consumer = _SlowJoiningConsumer(runner)
+
+    def connect() -> None:
+        runner._consumer = consumer
+
+    monkeypatch.setattr(runner, "_connect", connect)
+    runner.run(until_idle_s=0)
+    assert consumer.polls == 5
