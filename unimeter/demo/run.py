@@ -104,14 +104,20 @@ def _merged_config(document: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
-async def _counts(conn: psycopg.AsyncConnection[Any]) -> tuple[int, ...]:
+async def _counts(conn: psycopg.AsyncConnection[Any], until: datetime) -> tuple[int, ...]:
+    """What the platform made of the fleet's data up to ``until`` (the end of the fleet's
+    reports). Concentrators and RTUs keep being polled while the demo waits, and DL/T 645
+    answers are stamped on reception, so their new readings (and what follows from them) are
+    left out of the comparison; events and commands count as they are."""
     cur = await conn.execute(
-        "SELECT (SELECT count(*) FROM data.raw_readings), "
-        "(SELECT count(*) FROM data.validated_readings), (SELECT count(*) FROM billing.charges),"
-        " (SELECT count(*) FROM billing.balance_changes), (SELECT count(*) FROM ops.alerts), "
+        "SELECT (SELECT count(*) FROM data.raw_readings WHERE received_at <= %(t)s), "
+        "(SELECT count(*) FROM data.validated_readings WHERE received_at <= %(t)s), "
+        "(SELECT count(*) FROM billing.charges WHERE period_end <= %(t)s), "
+        "(SELECT count(*) FROM billing.balance_changes WHERE ts <= %(t)s), "
+        "(SELECT count(*) FROM ops.alerts WHERE ts <= %(t)s), "
         "(SELECT count(*) FROM ops.commands), (SELECT count(*) FROM ops.commands WHERE state "
         "IN ('confirmed', 'failed', 'expired', 'cancelled', 'rejected')), "
-        "(SELECT count(*) FROM data.device_events)")
+        "(SELECT count(*) FROM data.device_events WHERE ts <= %(t)s)", {"t": until})
     return tuple(await cur.fetchone() or ())
 
 
@@ -302,7 +308,7 @@ async def _simulate(config: Config, fleet: Fleet, document: dict[str, Any],
         # decides now still reach their meters
         echo(f"{drain_step} waiting for the pipeline, sink, billing and commands to drain "
              "(the fleet stays connected for commands)")
-        await _drain(conn, options, echo)
+        await _drain(conn, options, echo, until=datetime.now(UTC))
     finally:
         await conn.close()
         summary = await sim.stop()
@@ -323,14 +329,14 @@ async def _progress(sim: Any, conn: psycopg.AsyncConnection[Any], elapsed: float
 
 
 async def _drain(conn: psycopg.AsyncConnection[Any], options: DemoOptions,
-                 echo: Echo) -> None:
+                 echo: Echo, *, until: datetime) -> None:
     """Until every count stayed unchanged for ``quiet_s`` (or ``drain_timeout_s`` passed)."""
     deadline = time.monotonic() + options.drain_timeout_s
-    previous = await _counts(conn)
+    previous = await _counts(conn, until)
     quiet_since = time.monotonic()
     while time.monotonic() < deadline:
         await asyncio.sleep(2.5)
-        now = await _counts(conn)
+        now = await _counts(conn, until)
         if now != previous:
             previous, quiet_since = now, time.monotonic()
             echo(f"    raw {now[0]:,} validated {now[1]:,} charges {now[2]:,} "
