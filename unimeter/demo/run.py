@@ -211,6 +211,11 @@ def run_demo(config: Config, options: DemoOptions, *, echo: Echo = print,
              f"{start:%Y-%m-%d %H:%M} UTC at {speed:,.0f}x, ~{options.days * 86400 / speed:.0f} s)")
         sim_summary = asyncio.run(_simulate(config, fleet, document, layout, options, speed,
                                             echo, drain_step=f"6/{steps}"))
+        if not options.keep_running:
+            # nothing changes the database any more: the summary equals what stays there
+            echo("    stopping the processes")
+            sup.stop()
+            stopped = True
         echo(f"7/{steps} aggregates")
         refreshed = refresh_aggregates(config.database)
         echo(f"    refreshed {len(refreshed.levels)} relation(s) on {refreshed.backend} in "
@@ -235,9 +240,6 @@ def run_demo(config: Config, options: DemoOptions, *, echo: Echo = print,
         echo("")
         echo(f"demo finished in {time.monotonic() - started:.0f} s; processes "
              + ("keep running (Ctrl-C stops them)" if options.keep_running else "stopped"))
-        if not options.keep_running:
-            sup.stop()
-            stopped = True
         return DemoResult(layout=layout, summary=summary, report=files,
                           simulator=sim_summary,
                           supervisor=None if stopped else sup)
