@@ -108,12 +108,19 @@ async def _counts(conn: psycopg.AsyncConnection[Any], until: datetime) -> tuple[
     """What the platform made of the fleet's data up to ``until`` (the end of the fleet's
     reports). Concentrators and RTUs keep being polled while the demo waits, and DL/T 645
     answers are stamped on reception, so their new readings (and what follows from them) are
-    left out of the comparison; events and commands count as they are."""
+    left out of the comparison; events and commands count as they are.
+
+    Readings and charges count by key, not by version: a reading polled after ``until``
+    re-validates its neighbours (the day rules look at the whole day), and the new versions
+    of those older readings — and the charge differences billing posts for them — would
+    otherwise keep the counts moving for as long as the polls go on."""
     cur = await conn.execute(
         "SELECT (SELECT count(*) FROM data.raw_readings WHERE received_at <= %(t)s), "
-        "(SELECT count(*) FROM data.validated_readings WHERE received_at <= %(t)s), "
-        "(SELECT count(*) FROM billing.charges WHERE period_end <= %(t)s), "
-        "(SELECT count(*) FROM billing.balance_changes WHERE ts <= %(t)s), "
+        "(SELECT count(DISTINCT (meter_id, register, ts)) FROM data.validated_readings "
+        " WHERE received_at <= %(t)s), "
+        "(SELECT count(DISTINCT (meter_id, register, reading_ts)) FROM billing.charges "
+        " WHERE period_end <= %(t)s), "
+        "(SELECT count(DISTINCT account_id) FROM billing.balance_changes WHERE ts <= %(t)s), "
         "(SELECT count(*) FROM ops.alerts WHERE ts <= %(t)s), "
         "(SELECT count(*) FROM ops.commands), (SELECT count(*) FROM ops.commands WHERE state "
         "IN ('confirmed', 'failed', 'expired', 'cancelled', 'rejected')), "
