@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from ingest.commands import CommandLink
     from ingest.fep import FepRuntime
     from ingest.plans import LedgerPlan
+    from ingest.stack import CommandFrame
 
 __all__ = ["PlanStats", "Poller"]
 
@@ -238,25 +240,34 @@ class Poller:
     async def _ask(self, link: CommandLink, address: str, medium: str | None,
                    plan: PollPlanSettings, stats: PlanStats,
                    params: dict[str, Any] | None = None) -> None:
+        def encode() -> CommandFrame:
+            return link.stack.encode_command(plan.command, address, params or {},
+                                             sequence=link.next_command_sequence(),
+                                             medium=medium, link_id=getattr(
+                                                 link, "link_address", None)
+                                             or link.device_id)
+
+        await self._exchange(link, plan, stats, encode, what=f"poll {plan.command}",
+                             target=address, errors=(UnimeterError,))
+
+    async def _exchange(self, link: CommandLink, plan: PollPlanSettings, stats: PlanStats,
+                        encode: Callable[[], CommandFrame], *, what: str, target: str,
+                        errors: tuple[type[Exception], ...]) -> None:
+        """One request of a plan on ``link``, retried on timeouts, counted in ``stats``."""
         router = self.runtime.commands
         for _attempt in range(plan.retries + 1):
             if link.closed.is_set():
                 stats.failures += 1
                 return
             try:
-                frame = link.stack.encode_command(plan.command, address, params or {},
-                                                  sequence=link.next_command_sequence(),
-                                                  medium=medium, link_id=getattr(
-                                                      link, "link_address", None)
-                                                  or link.device_id)
-            except UnimeterError as exc:
+                frame = encode()
+            except errors as exc:
                 stats.failures += 1
-                log.warning("plan command %s for %s cannot be encoded: %s", plan.command,
-                            address, exc)
+                log.warning("plan %s: %s for %s cannot be encoded: %s", plan.command, what,
+                            target, exc)
                 return
             stats.requests += 1
-            sent, reply = await router.exchange(link, frame, wait_s=plan.timeout_s,
-                                                what=f"poll {plan.command}")
+            sent, reply = await router.exchange(link, frame, wait_s=plan.timeout_s, what=what)
             if not sent:
                 stats.failures += 1
                 return
@@ -292,36 +303,15 @@ class Poller:
 
     async def _ask_archive(self, link: CommandLink, points: list[int], plan: PollPlanSettings,
                            stats: PlanStats) -> None:
-        router = self.runtime.commands
-        for _attempt in range(plan.retries + 1):
-            if link.closed.is_set():
-                stats.failures += 1
-                return
-            try:
-                frame = link.stack.encode_archive_request(  # type: ignore[attr-defined]
-                    getattr(link, "link_address", None) or link.device_id, points,
-                    sequence=link.next_command_sequence(),
-                    daily=plan.command == "read_history")
-            except (UnimeterError, AttributeError) as exc:
-                stats.failures += 1
-                log.warning("plan %s: archive request on %s cannot be encoded: %s",
-                            plan.command, link.device_id, exc)
-                return
-            stats.requests += 1
-            sent, reply = await router.exchange(link, frame, wait_s=plan.timeout_s,
-                                                what=f"archive {plan.command}")
-            if not sent:
-                stats.failures += 1
-                return
-            if reply is not None:
-                ok, _ = link.stack.reply_outcome(frame, reply)
-                if ok:
-                    stats.successes += 1
-                else:
-                    stats.failures += 1
-                return
-            stats.timeouts += 1
-        stats.failures += 1
+        def encode() -> CommandFrame:
+            frame: CommandFrame = link.stack.encode_archive_request(  # type: ignore[attr-defined]
+                getattr(link, "link_address", None) or link.device_id, points,
+                sequence=link.next_command_sequence(),
+                daily=plan.command == "read_history")
+            return frame
+
+        await self._exchange(link, plan, stats, encode, what=f"archive {plan.command}",
+                             target=link.device_id, errors=(UnimeterError, AttributeError))
 
     # ------------------------------------------------------------------ Modbus TCP
 
