@@ -5,7 +5,9 @@ Strategy: a batch run is the stream run with the whole history in the window: re
 grouped by meter, interval channels go before registers (so the sum check sees the
 intervals and scaling to the register can happen when the register read arrives), each
 channel in time order, through :class:`~vee.engine.VeeEngine.process`. What a run returns is
-the *last* version of every value — a batch has no earlier consumers to correct.
+the *last* version of every value — a batch has no earlier consumers to correct. A
+batch holds all there is, so at the end of a meter's input the days still open are
+judged (:meth:`~vee.engine.VeeEngine.close`).
 
 CSV input: ``meter_id,ts,register,value`` with ISO 8601 timestamps carrying an offset, and
 optional ``unit``, ``status`` (``;``-separated device status tags), ``kind``
@@ -151,8 +153,13 @@ def run_batch(readings: Iterable[Reading], ruleset: RuleSet,
         ordered = sorted(by_meter[meter_id],
                          key=lambda r: (r.kind != "interval", r.register, r.ts))
         meter_dims = dims(meter) if dims is not None else meter.dims
-        for r in ordered:
-            step = engine.process(r, meter, state, dims=meter_dims, initial_load=initial_load)
+        inputs: list[Reading | None] = [*ordered, None]
+        for item in inputs:
+            if item is None:  # the input ends here: judge the days still open
+                step = engine.close(meter, state, dims=meter_dims)
+            else:
+                step = engine.process(item, meter, state, dims=meter_dims,
+                                      initial_load=initial_load)
             state = step.state
             if step.dropped == "duplicate":
                 result.duplicates += 1

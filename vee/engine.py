@@ -14,8 +14,9 @@ B. *estimate* each hole — a run of rejected values and markers of missing ones
    scaled to its advance;
 C. *derive* consumption (rollover-aware) and its UTC-hour pieces from each value and the
    one before it;
-D. re-run the *day rules* (spike) over the days that changed, and repeat B–C if they
-   rejected or released a value.
+D. judge the *day rules* (spike) over the closed days that changed — a day is judged once
+   it is over, on the rates of what the meter sent (:mod:`vee._day_rules`) — and repeat
+   B–C if they rejected or released a value.
 
 Every value whose result differs from what was last emitted gets the next version and is
 emitted; nothing else is. The result depends only on the input and the state — "now" is
@@ -46,6 +47,7 @@ from schemas.messages import (
     ReadingEdit,
     ValidatedReading,
 )
+from vee._day_rules import WINDOW, day_end, day_of, judge, scope_of
 from vee._num import dec, dt, epoch, prorate_hours, to_micro
 from vee.context import (
     Q_ACTUAL,
@@ -68,8 +70,6 @@ __all__ = ["StepResult", "VeeEngine"]
 
 _CONSUMING = ("cumulative", "interval")
 _POW10 = tuple(10 ** n for n in range(7))
-#: How many values a window-scope day rule (spike over daily reads) compares.
-_WINDOW_SCOPE = 16
 _HISTORY_SOURCES = ("history", "meter_history", "read_history")
 _COMMAND_NS = uuid.UUID("6f1c3a52-5d0e-4c33-9a56-0e1f3f7c2b10")
 _SEVERITY_BY_RULE = {
@@ -298,8 +298,7 @@ class VeeEngine:
         point.quality = Q_QUESTIONABLE if rank else Q_VALIDATED
         point.consumption = consumption
         point.start = start
-        day_rules = group.day_rules
-        if day_rules and not self._day_unchanged(ctx, day_rules):
+        if group.day_rules and not self._day_verdicts_hold(ctx, group):
             return False
         point.version = 1
         result.outputs.append(self._output(point, ch, meter, dims, trigger, frame_id))
@@ -308,38 +307,52 @@ class VeeEngine:
         self._evict(ch)
         return True
 
-    def _day_unchanged(self, ctx: PointContext, day_rules: tuple[Any, ...]) -> bool:
-        """True when the day rules leave every value of the new value's day as it is."""
+    def _day_verdicts_hold(self, ctx: PointContext, group: CompiledGroup) -> bool:
+        """True when appending the newest value changes no day rule's verdict: it closes no
+        day (or the closed day's verdict is what its values carry), and on a window scope
+        the new value is no spike of its window."""
         ch = ctx.channel
         points = ch.points
+        n = len(points)
+        if n < 3:
+            return True
         cal = self.calendar
-        fixed = cal._fixed
-        last = points[-1]
-        for rule in day_rules:
-            scope = getattr(rule.params, "scope", "day")
-            if scope == "auto":
-                scope = "window" if ch.interval_s >= 6 * 3600 else "day"
-            if scope == "window":
-                members = points[-_WINDOW_SCOPE:]
-            else:
-                if fixed is not None:
-                    day = (last.ts - 1 + fixed) // 86400
-                    k = len(points) - 1
-                    while k > 0 and (points[k - 1].ts - 1 + fixed) // 86400 == day:
-                        k -= 1
-                else:
-                    day = cal.day(last.ts - 1)
-                    k = len(points) - 1
-                    while k > 0 and cal.day(points[k - 1].ts - 1) == day:
-                        k -= 1
-                members = points[k:]
-                if len(members) < 3:
-                    continue
-            fired = rule.check_day(ctx, members)
+        newest = points[-1]
+        day_ids, flag_ranks = group.day_ids, group.flag_ranks
+        allow_rollover = group.rule("rollover") is not None
+        new_day = prev_day = first = -1
+        for rule in group.day_rules:
+            if scope_of(rule, ch) == "window":
+                if n - 1 in judge(rule, ctx, points, max(0, n - WINDOW), n, day_ids,
+                                  flag_ranks, allow_rollover):
+                    return False
+                continue
+            if new_day < 0:
+                new_day = day_of(cal, newest.ts)
+                prev_ts = points[-2].ts
+                prev_day = day_of(cal, prev_ts)
+                if prev_day == new_day or prev_ts >= day_end(cal, prev_day):
+                    prev_day = -1  # the previous value closed no day it had left open
+                if newest.ts < day_end(cal, new_day):
+                    new_day = -1  # the new value's day goes on
+                first = n - 1 if prev_day < 0 else n - 2
+                if prev_day >= 0:
+                    while first > 0 and day_of(cal, points[first - 1].ts) == prev_day:
+                        first -= 1
             rule_id = rule.id
-            flagged = [p for p in members if p.flags and rule_id in p.flags]
-            if fired != flagged:
-                return False
+            if prev_day >= 0:
+                fired = judge(rule, ctx, points, first, n - 1, day_ids, flag_ranks,
+                              allow_rollover)
+                if fired != {k for k in range(first, n - 1) if rule_id in points[k].flags}:
+                    return False
+            if new_day >= 0:
+                start = n - 1
+                while start > 0 and day_of(cal, points[start - 1].ts) == new_day:
+                    start -= 1
+                fired = judge(rule, ctx, points, start, n, day_ids, flag_ranks,
+                              allow_rollover)
+                if fired != {k for k in range(start, n) if rule_id in points[k].flags}:
+                    return False
         return True
 
     def _merge(self, point: Point, raw: int, received: int, events: tuple[str, ...],
@@ -439,12 +452,32 @@ class VeeEngine:
                          frame_id=None, initial_load=False, forced=point)
         return result
 
+    def close(self, meter: MeterInfo, state: MeterState | None = None, *,
+              dims: Dimensions | None = None) -> StepResult:
+        """Judge the days still open as if they were over: the end of a batch run, whose
+        input holds everything there is. (The stream never calls it: a day closes when a
+        value at or after its end arrives.) Returns the new versions that changes."""
+        state = state if state is not None else MeterState()
+        result = StepResult(state=state)
+        groups = self.groups_for(meter, state)
+        if not groups.validation.day_rules:
+            return result
+        dims = _with_group(dims or meter.dims, groups.validation.id)
+        for ch in list(state.channels.values()):
+            points = ch.points
+            if ch.kind not in _CONSUMING or len(points) < 3:
+                continue
+            ctx = self._context(meter, state, ch)
+            self._revalidate(ctx, groups, len(points), max(p.received for p in points), meter,
+                             dims, result, frame_id=None, initial_load=False, close=True)
+        return result
+
     # ------------------------------------------------------------------ the passes
 
     def _revalidate(self, ctx: PointContext, groups: GroupSet, start: int, trigger: int,
                     meter: MeterInfo, dims: Dimensions, result: StepResult, *,
                     frame_id: tuple[int, str | None] | None, initial_load: bool,
-                    forced: Point | None = None) -> None:
+                    forced: Point | None = None, close: bool = False) -> None:
         ch = ctx.channel
         points = ch.points
         # the part of the window this call may change: from the anchor before the first
@@ -456,15 +489,15 @@ class VeeEngine:
         ranks = self._validate(ctx, groups, start, initial_load)
         consuming = ch.kind in _CONSUMING
         day_rules = groups.validation.day_rules if consuming else ()
-        # a day rule's verdict may depend on estimates it causes (a spike estimated away
-        # changes the rates around it): a few rounds, and the last one only re-estimates,
-        # so values, consumption and flags always agree
+        # a day rule's verdict does not depend on the estimates it causes, but a value it
+        # rejects or releases must be (re-)estimated and its neighbours derived again: a
+        # second round does that and confirms the verdicts; the last one only re-estimates
         for round_ in range(4):
             self._estimate(ctx, groups, lo, ranks)
             self._derive(ctx, lo, groups.validation)
             if not day_rules or round_ == 3:
                 break
-            earliest = self._day_pass(ctx, groups, day_rules, lo, ranks, snap)
+            earliest = self._day_pass(ctx, groups, day_rules, lo, ranks, snap, close=close)
             if earliest is None:
                 break
             new_lo = _region_start(points, earliest)
@@ -505,6 +538,8 @@ class VeeEngine:
         ranks: dict[int, int] = {}
         interval = ch.interval_s
         meter = ctx.meter
+        day_ids = groups.validation.day_ids if kind in _CONSUMING else frozenset()
+        day_ranks = groups.validation.flag_ranks
         for k in range(start, len(points)):
             p = points[k]
             edited = p.quality in (Q_EDITED, Q_FINAL)
@@ -557,6 +592,12 @@ class VeeEngine:
                     if rule.rank > rank:
                         rank = rule.rank
                         ctx.pending_rank = rank
+            if p.flags and day_ids and not edited:
+                # a day rule's verdict stays until the pass over its (closed) day changes it
+                for flag in p.flags:
+                    if flag in day_ids:
+                        fired.append(flag)
+                        rank = max(rank, day_ranks.get(flag, 0))
             if marker:
                 rank = 2
             p.flags = tuple(fired)
@@ -727,72 +768,69 @@ class VeeEngine:
         ctx._daily = None
 
     def _day_pass(self, ctx: PointContext, groups: GroupSet, day_rules: tuple[Any, ...],
-                  lo: int, ranks: dict[int, int], snap: dict[int, tuple[Any, ...]]
-                  ) -> int | None:
-        """Pass D: day-scope rules over the days touched. Returns the earliest index whose
-        fate (rejected or not) changed, or None."""
+                  lo: int, ranks: dict[int, int], snap: dict[int, tuple[Any, ...]], *,
+                  close: bool = False) -> int | None:
+        """Pass D: day-scope rules over the closed days touched (with ``close``, the open
+        day too), window-scope rules over each value from ``lo`` on (:mod:`vee._day_rules`).
+        Returns the earliest index whose fate (rejected or not) changed, or None."""
         ch = ctx.channel
         points = ch.points
-        fixed = self.calendar._fixed
-        day = self.calendar.day
-        # only the days of the changed values matter: begin at the first value of the
-        # earliest of them (a long batch window is never scanned whole)
-        base = lo
-        first_day = day(points[lo].ts - 1) if lo < len(points) else None
-        while base > 0 and day(points[base - 1].ts - 1) == first_day:
-            base -= 1
-        base = max(0, min(base, lo - _WINDOW_SCOPE))
-        if fixed is not None:
-            days = [(p.ts - 1 + fixed) // 86400 for p in points[base:]]
-        else:
-            days = [day(p.ts - 1) for p in points[base:]]
-        touched = set(days[lo - base:])
-        if len(days) < 3:
+        n = len(points)
+        if n < 3:
             return None
-        flag_ranks = groups.validation.flag_ranks
+        cal = self.calendar
+        validation = groups.validation
+        flag_ranks, day_ids = validation.flag_ranks, validation.day_ids
+        allow_rollover = validation.rule("rollover") is not None
+        newest = points[-1].ts
+        # the days touched: from the value before the first one that changed (its day may
+        # have been closed by this call) to the newest; a long window is never scanned whole
+        first = max(lo - 1, 0)
+        first_day = day_of(cal, points[first].ts)
+        while first > 0 and day_of(cal, points[first - 1].ts) == first_day:
+            first -= 1
+        days = [day_of(cal, p.ts) for p in points[first:]]
         earliest: int | None = None
         for rule in day_rules:
-            members_of: list[list[int]]
-            scope = getattr(rule.params, "scope", "day")
-            if scope == "auto":
-                scope = "window" if ch.interval_s >= 6 * 3600 else "day"
-            if scope == "window":
-                members_of = [list(range(max(base, len(points) - _WINDOW_SCOPE),
-                                         len(points)))]
+            verdicts: list[tuple[int, bool]] = []
+            if scope_of(rule, ch) == "window":
+                # each value is judged against the values before it: those from lo on
+                for k in range(lo, n):
+                    fired = judge(rule, ctx, points, max(0, k - WINDOW + 1), k + 1, day_ids,
+                                  flag_ranks, allow_rollover)
+                    verdicts.append((k, k in fired))
             else:
-                by_day: dict[int, list[int]] = {}
-                for k, d in enumerate(days, start=base):
-                    if d in touched:
-                        by_day.setdefault(d, []).append(k)
-                members_of = [m for m in by_day.values() if len(m) >= 3]
+                k = first
+                while k < n:
+                    d = days[k - first]
+                    end = k + 1
+                    while end < n and days[end - first] == d:
+                        end += 1
+                    if close or newest >= day_end(cal, d):
+                        fired = judge(rule, ctx, points, k, end, day_ids, flag_ranks,
+                                      allow_rollover)
+                        verdicts.extend((m, m in fired) for m in range(k, end))
+                    k = end
             rule_id = rule.id
-            for indexes in members_of:
-                members = [points[k] for k in indexes]
-                fired = rule.check_day(ctx, members)
-                flagged = [p for p in members if p.flags and rule_id in p.flags]
-                if fired == flagged:
+            for k, fires in verdicts:
+                p = points[k]
+                if (rule_id in p.flags) == fires or p.quality in (Q_EDITED, Q_FINAL):
                     continue
-                changed_ids = {id(p) for p in fired}.symmetric_difference(
-                    id(p) for p in flagged)
-                fired_ids = {id(p) for p in fired}
-                for k, p in zip(indexes, members, strict=True):
-                    if id(p) not in changed_ids or p.quality in (Q_EDITED, Q_FINAL):
-                        continue
-                    if p.version:
-                        snap.setdefault(id(p), _signature(p))
-                    was_rejected = _needs_estimate(p, ranks.get(k))
-                    if id(p) in fired_ids:
-                        p.flags = (*p.flags, rule_id)
-                    else:
-                        p.flags = tuple(f for f in p.flags if f != rule_id)
-                    ranks[k] = max((flag_ranks.get(f, 0) for f in (*p.flags, *p.events)),
-                                   default=0)
-                    rejected = ranks[k] == 2
-                    p.rejected = rejected and p.raw is not None
-                    if rejected != was_rejected:
-                        if not rejected and p.raw is not None:
-                            p.value, p.quality, p.method, p.forward = p.raw, Q_ACTUAL, 0, False
-                        earliest = k if earliest is None else min(earliest, k)
+                if p.version:
+                    snap.setdefault(id(p), _signature(p))
+                was_rejected = _needs_estimate(p, ranks.get(k))
+                if fires:
+                    p.flags = (*p.flags, rule_id)
+                else:
+                    p.flags = tuple(f for f in p.flags if f != rule_id)
+                ranks[k] = max((flag_ranks.get(f, 0) for f in (*p.flags, *p.events)),
+                               default=0)
+                rejected = ranks[k] == 2
+                p.rejected = rejected and p.raw is not None
+                if rejected != was_rejected:
+                    if not rejected and p.raw is not None:
+                        p.value, p.quality, p.method, p.forward = p.raw, Q_ACTUAL, 0, False
+                    earliest = k if earliest is None else min(earliest, k)
         return earliest
 
     def _finish(self, ctx: PointContext, lo: int, ranks: dict[int, int]) -> None:

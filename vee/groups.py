@@ -98,6 +98,7 @@ class CompiledGroup:
         object.__setattr__(self, "point_rules", tuple(
             r for r in self.rules if not r.input_only and r.scope == "point"))
         object.__setattr__(self, "day_rules", tuple(r for r in self.rules if r.scope == "day"))
+        object.__setattr__(self, "day_ids", frozenset(r.id for r in self.day_rules))
         point = self.point_rules
         # the subsets the engine's hot path iterates (value kind x has events x consumption)
         subsets = {}
@@ -125,6 +126,7 @@ class CompiledGroup:
     input_rules: tuple[ValidationRule, ...] = field(init=False, default=())
     point_rules: tuple[ValidationRule, ...] = field(init=False, default=())
     day_rules: tuple[ValidationRule, ...] = field(init=False, default=())
+    day_ids: frozenset[str] = field(init=False, default=frozenset())
     flag_ranks: dict[str, int] = field(init=False, default_factory=dict)
     by_id: dict[str, ValidationRule] = field(init=False, default_factory=dict)
     point_subsets: dict[tuple[bool, bool, bool], tuple[ValidationRule, ...]] = field(

@@ -85,7 +85,9 @@ class ValidationRule:
     to use as the flag instead. ``input_only`` rules look at fields only the arriving
     reading has (meter clock, status tags); they run once, on arrival, and their flags stay
     with the point. ``scope='day'`` rules compare a value with the other values of its local
-    day, so they run again for the whole day when a value of the day changes.
+    day: instead of ``check`` the engine calls ``check_day(ctx, points, rates)`` once the day
+    is over (and again when a late value or an edit changes its evidence) with the rates of
+    what the meter sent; it returns the points it flags (see :mod:`vee._day_rules`).
     """
 
     id: ClassVar[str] = ""

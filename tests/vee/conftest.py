@@ -54,13 +54,20 @@ class Run:
 
     def feed(self, readings: Iterable[Reading], **kwargs: Any) -> Run:
         for r in readings:
-            result = self.engine.process(r, self.meter, self.state, **kwargs)
-            self.state = result.state
-            self.outputs.extend(result.outputs)
-            self.alerts.extend(result.alerts)
-            self.commands.extend(result.commands)
-            if result.dropped:
-                self.dropped.append(result.dropped)
+            self._keep(self.engine.process(r, self.meter, self.state, **kwargs))
+        return self
+
+    def close(self) -> Run:
+        """The end of the input: judge the days still open, as a batch run does."""
+        return self._keep(self.engine.close(self.meter, self.state))
+
+    def _keep(self, result: Any) -> Run:
+        self.state = result.state
+        self.outputs.extend(result.outputs)
+        self.alerts.extend(result.alerts)
+        self.commands.extend(result.commands)
+        if result.dropped:
+            self.dropped.append(result.dropped)
         return self
 
     def latest(self, register: str | None = None) -> dict[datetime, ValidatedReading]:

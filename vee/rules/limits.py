@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from vee.context import Q_ESTIMATED, PointContext
+from vee.context import PointContext
 from vee.model import Point
 from vee.registry import Action, Duration, RuleParams, ValidationRule, register
 
@@ -160,10 +160,11 @@ class ConsecutiveJump(ValidationRule):
 
 
 class SpikeParams(RuleParams):
-    #: Fire when (highest − third highest) / third highest exceeds this percentage.
+    #: Fire when (value − third highest) / third highest exceeds this percentage.
     tolerance_pct: float = Field(default=200, gt=0)
-    #: Compare the values of one local day, or all values in the window; ``auto``: the day
-    #: for values more frequent than every 6 hours, else the window (daily reads).
+    #: Judge the values of one local day once the day is over, or each value against the
+    #: values before it in the window (the last 16); ``auto``: the day for values more
+    #: frequent than every 6 hours, else the window (daily reads).
     scope: Literal["auto", "day", "window"] = "auto"
     #: Ignore spikes whose rate is below this (units per hour).
     min_rate: float = Field(default=0, ge=0)
@@ -171,8 +172,16 @@ class SpikeParams(RuleParams):
 
 @register
 class Spike(ValidationRule):
-    """The highest value of a day (or of the window) is far above the third highest — one
-    stray value, not a change of use. Only the highest value is flagged."""
+    """The highest value of a day (or of a value's window) is far above the third highest —
+    a stray value, not a change of use. The third highest is the reference so that a second
+    stray value cannot hide the first: each of the two highest values that is more than the
+    tolerance above it is a spike.
+
+    The engine judges a day once it is over (a value at or after its end has arrived), on
+    the rates of what the meter sent (``rates``), never on the estimates the verdict causes:
+    the verdict is a function of the day's evidence, so it changes only when the evidence
+    does (a late value, an edit) — see :mod:`vee._day_rules`.
+    """
 
     id = "spike"
     Params = SpikeParams
@@ -183,34 +192,20 @@ class Spike(ValidationRule):
     def check(self, ctx: PointContext) -> bool:
         return False  # evaluated per day by check_day
 
-    def check_day(self, ctx: PointContext, points: list[Point]) -> list[Point]:
-        # A rejected value counts with what the meter sent (its raw value), so a spike stays
-        # a spike after it was estimated away; markers never count.
-        rates: list[tuple[float, int]]
-        if ctx.channel.kind == "interval":
-            rates = [(float(p.raw), n) for n, p in enumerate(points) if p.raw is not None]
-        else:
-            rates = []
-            prev_ts, prev_value = 0, None
-            for n, p in enumerate(points):
-                if p.raw is None:
-                    continue
-                if p.rejected or p.quality == Q_ESTIMATED:
-                    if prev_value is not None and p.ts > prev_ts:
-                        rates.append(((p.raw - prev_value) * 3600 / (p.ts - prev_ts), n))
-                    continue
-                if p.consumption is not None and p.start is not None and p.ts > p.start:
-                    rates.append((p.consumption * 3600 / (p.ts - p.start), n))
-                prev_ts, prev_value = p.ts, p.value
+    def check_day(self, ctx: PointContext, points: list[Point],
+                  rates: list[tuple[float, int]]) -> list[Point]:
+        """The spikes among ``points``; ``rates`` are ``(rate, index into points)`` of the
+        values that count (per hour for a register, per value for an interval channel)."""
         if len(rates) < 3:
             return []
-        rates.sort(reverse=True)
-        highest, third = rates[0][0], rates[2][0]
-        if third <= 0 or highest < self.params.min_rate * _MICRO:
+        ordered = sorted(rates, reverse=True)
+        third = ordered[2][0]
+        if third <= 0:
             return []
-        if (highest - third) * 100 / third > self.params.tolerance_pct:
-            return [points[rates[0][1]]]
-        return []
+        floor = self.params.min_rate * _MICRO
+        tolerance = self.params.tolerance_pct
+        return [points[n] for rate, n in ordered[:2]
+                if rate >= floor and (rate - third) * 100 / third > tolerance]
 
 
 class SumCheckParams(RuleParams):

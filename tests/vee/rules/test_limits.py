@@ -89,11 +89,12 @@ def test_spike_worked_example_max_vs_third_highest() -> None:
     for h, v in enumerate(values, start=1):
         total += Decimal(v)
         readings.append(reading(h, str(total)))
-    r = run("[{rule: spike, tolerance_pct: 200}]", readings)
+    # the readings are all of the day there is: close it (a day is judged once it is over)
+    r = run("[{rule: spike, tolerance_pct: 200}]", readings).close()
     flagged = [o.ts.hour for o in r.latest().values() if "spike" in o.flags]
     assert flagged == [3]
     assert r.at(3).quality == "questionable"  # estimate action, no method configured
-    calm = run("[{rule: spike, tolerance_pct: 500}]", readings)
+    calm = run("[{rule: spike, tolerance_pct: 500}]", readings).close()
     assert not any("spike" in o.flags for o in calm.latest().values())
 
 
@@ -102,14 +103,14 @@ def test_spike_on_interval_data_is_estimated_and_a_later_value_can_release_it() 
     readings = [reading(h, v, kind="interval", interval_s=3600, register="vi")
                 for h, v in enumerate(values, start=1)]
     r = run("[{rule: spike, tolerance_pct: 200}]", readings,
-            estimation="[{method: linear, max_gap: 2h}]")
+            estimation="[{method: linear, max_gap: 2h}]").close()
     spike = r.at(3, "vi")
     assert spike.quality == "estimated"
     assert spike.original_value == Decimal("4.000")
     assert spike.value == Decimal("1.000")  # between 1.1 and 0.9
     # a high third value makes 4.0 ordinary: the spike is released in a new version
     r.feed([reading(5, "3.9", kind="interval", interval_s=3600, register="vi"),
-            reading(6, "3.5", kind="interval", interval_s=3600, register="vi")])
+            reading(6, "3.5", kind="interval", interval_s=3600, register="vi")]).close()
     released = r.at(3, "vi")
     assert released.quality == "validated"
     assert released.value == Decimal("4.000")

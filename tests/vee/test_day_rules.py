@@ -1,0 +1,114 @@
+"""Day rules in the stream (spike): a day is judged on its whole evidence, and a released
+value changes only when that evidence changes materially — no validated ↔ estimated churn."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from schemas.messages import Reading, ValidatedReading
+from tests.vee.conftest import T0, Run, gas_meter, reading, rule_set
+from vee.engine import VeeEngine
+from vee.groups import default_rules_path, load_rule_set
+
+#: T0 + 16 h is local midnight (Asia/Shanghai) of Tuesday 2026-07-07.
+MIDNIGHT = 16
+#: Hourly use (m³) of a residential gas meter over one local day, 00–01 h first: a quiet
+#: night whose rates are a few register digits (noise), a breakfast and a dinner peak.
+ORDINARY_DAY = ("0.030", "0.003", "0.015", "0.029", "0.033", "0.088", "0.207", "0.337",
+                "0.170", "0.156", "0.120", "0.190", "0.260", "0.150", "0.080", "0.075",
+                "0.110", "0.240", "0.390", "0.350", "0.230", "0.150", "0.090", "0.045")
+
+
+def _day(uses: tuple[str, ...] | list[str], start: str = "1000.000") -> list[Reading]:
+    """Register reads at local 00:00 (closing the day before) and at the end of every hour."""
+    total = Decimal(start)
+    out = [reading(MIDNIGHT, str(total))]
+    for h, use in enumerate(uses, start=1):
+        total += Decimal(use)
+        out.append(reading(MIDNIGHT + h, str(total)))
+    return out
+
+
+def _history(r: Run) -> dict[int, list[ValidatedReading]]:
+    """Every version published, by hour after T0."""
+    out: dict[int, list[ValidatedReading]] = {}
+    for o in r.outputs:
+        out.setdefault(int((o.ts - T0).total_seconds() // 3600), []).append(o)
+    return out
+
+
+def _shipped() -> Run:
+    return Run(VeeEngine(load_rule_set(default_rules_path())), gas_meter())
+
+
+def test_an_ordinary_day_read_in_order_publishes_each_value_once() -> None:
+    # Regression: the spike rule re-judged the growing day at every arrival; the night's
+    # noise (max 0.030 vs third 0.003) made 01:00 a spike once three values were in, the
+    # next arrivals released it again (validated -> estimated -> validated, each a new
+    # version and a billing difference), and every morning's first peak was estimated
+    # until the next hour released it.
+    r = _shipped().feed(_day(ORDINARY_DAY))
+    history = _history(r)
+    for hour, versions in history.items():
+        qualities = [o.quality for o in versions]
+        flips = [q for n, q in enumerate(qualities[2:], start=2)
+                 if q == qualities[n - 2] != qualities[n - 1]]
+        assert not flips, (hour, qualities)
+        assert len(versions) == 1, (hour, [(o.quality, o.flags) for o in versions])
+    assert all(o.quality == "validated" for o in r.outputs)
+
+
+def _focused(rules: str = "[missing, {rule: spike, tolerance_pct: 200}]") -> Run:
+    return Run(VeeEngine(rule_set(rules, "[{method: linear, max_gap: 3d}]")), gas_meter())
+
+
+def test_a_spike_is_judged_when_its_day_is_over() -> None:
+    uses = list(ORDINARY_DAY)
+    uses[13] = "3.000"  # 13:00-14:00: far above the day's third highest (0.350 m³/h)
+    readings = _day(uses)
+    r = _focused().feed(readings[:-1])
+    assert all(o.quality == "validated" and o.version == 1 for o in r.outputs)
+    r.feed(readings[-1:])  # local midnight: the day is over
+    history = _history(r)
+    spike = history[MIDNIGHT + 14]
+    assert [(o.version, o.quality) for o in spike] == [(1, "validated"), (2, "estimated")]
+    assert "spike" in spike[-1].flags
+    assert spike[-1].original_value == spike[0].value
+    # the value after it takes the rest of the register advance; nothing else changes
+    assert [o.version for o in history[MIDNIGHT + 15]] == [1, 2]
+    assert {h for h, versions in history.items() if len(versions) > 1} == {
+        MIDNIGHT + 14, MIDNIGHT + 15}
+
+
+def test_a_late_second_stray_value_does_not_release_the_first() -> None:
+    uses = list(ORDINARY_DAY)
+    uses[13] = "3.000"
+    uses[19] = "3.500"  # 19:00-20:00, higher still; its read arrives after the day is over
+    readings = _day(uses)
+    late = readings.pop(20)
+    r = _focused().feed(readings)
+    first = r.at(MIDNIGHT + 14)
+    assert (first.version, first.quality) == (2, "estimated")
+    r.feed([late])
+    assert r.at(MIDNIGHT + 20).quality == "estimated"
+    assert "spike" in r.at(MIDNIGHT + 20).flags
+    # 3.0 is still more than the tolerance above the day's third highest: no new version
+    assert r.at(MIDNIGHT + 14) == first
+
+
+def test_daily_reads_are_judged_on_arrival_against_the_window_before_them() -> None:
+    uses = ["1.0", "1.1", "0.9", "1.0", "1.2", "8.0", "1.0", "0.9", "12.0", "1.1"]
+    total, readings = Decimal("500"), [reading(0, "500")]
+    for d, use in enumerate(uses, start=1):
+        total += Decimal(use)
+        readings.append(reading(24 * d, str(total)))
+    r = _focused().feed(readings)
+    history = _history(r)
+    spikes = {h // 24 for h, versions in history.items() if "spike" in versions[-1].flags}
+    assert spikes == {6, 9}
+    # each was judged once, on arrival (questionable until the next read makes a two-sided
+    # estimate possible): the bigger day 9 does not release day 6
+    for day in (6, 9):
+        versions = history[24 * day]
+        assert all("spike" in o.flags for o in versions), [o.flags for o in versions]
+        assert [o.quality for o in versions] == ["questionable", "estimated"]
