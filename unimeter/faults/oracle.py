@@ -29,11 +29,29 @@ Then two recomputations from the log alone, independent of the stream's output:
   current validated versions;
 * **billing** per account: the stored readings' consumption, turned into one validated
   reading per register advance and priced in time order by :class:`billing.engine.BillingEngine`
-  (the pure engine, with the run's accounts and tariffs), against the sum of the stored
-  charges (consumption charges plus adjustments) — volume and amount.
+  (the pure engine, with the run's accounts and tariffs), against the stored charges
+  (consumption charges plus adjustments) — their volume, and their *value*: the sum over
+  their priced segments of volume × unit price, before rounding. Every stored charge is
+  also checked against the money rule (reference: rounded half-up to 0.01 per priced
+  segment, a charge's amount the sum of its segments).
+
+Why the value and not the rounded amount: billing rounds each charge on its own, and the
+stream charges what it knows when it knows it — an estimate for a gap settled provisionally,
+a span priced before a late reading split it — and posts each correction as an adjustment
+charge of the volume difference, rounded on its own (``billing/engine.py``). So the cents of
+an account depend on the order in which its readings arrived, and a recomputation that prices
+each register advance once cannot equal them: 1 m³ at 2.61 priced as one span (2.61) before
+a late reading split it into 0.5 + 0.5 (1.31 + the adjustment −1.31) is 2.61, priced as two
+advances it is 1.31 + 1.31 = 2.62. The net volume in each tier, at each price, does not
+depend on that order (every move of the cycle position starts where the last one ended, a
+correction taking volume off the top), so the unrounded value of the stored segments equals
+the recomputation's exactly; with the rounding check that proves the money: each charge is
+the documented rounding of a value, and the values add up to the price of what the meters
+used. The rounded amounts are reported beside it (``rounding_difference``: what the
+corrections' own roundings add up to; ``tests/unimeter/faults/test_oracle.py`` has both).
 
 The run passes when nothing is lost, nothing is duplicated, nothing is mismatched or
-unexpected, and both recomputations equal what is stored.
+unexpected, both recomputations equal what is stored and every charge is rounded by the rule.
 
 Strategy: the log is reduced to one entry per natural key (``meter_id, register, ts``; a
 reading stamped on reception has no ``ts`` and is matched on its value instead), keeping the
@@ -53,6 +71,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from billing.engine import BillingEngine, MemoryStore
+from billing.money import round_money
 from billing.settings import BillingSettings
 from billing.tariffs import TariffBook
 from schemas.messages import Dimensions, LedgerAccount, LedgerTariff, ValidatedReading
@@ -64,6 +83,7 @@ __all__ = [
     "StoredCharge",
     "StoredRaw",
     "StoredRows",
+    "StoredSegment",
     "StoredValidated",
     "Verdict",
     "judge",
@@ -96,6 +116,15 @@ class StoredValidated:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredSegment:
+    """One priced segment of a charge (``billing.charge_segments``)."""
+
+    volume: Decimal
+    unit_price: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class StoredCharge:
     charge_id: str
     account_id: str
@@ -107,6 +136,24 @@ class StoredCharge:
     volume: Decimal
     amount: Decimal
     corrects: str | None = None
+    segments: tuple[StoredSegment, ...] = ()
+
+    @property
+    def value(self) -> Decimal:
+        """Volume × unit price over the segments, before rounding."""
+        return sum((s.volume * s.unit_price for s in self.segments), Decimal(0))
+
+    def misrounded(self) -> str | None:
+        """Why the charge breaks the money rule (each segment rounded half-up to 0.01, the
+        amount the sum of the segments), or None."""
+        for seg in self.segments:
+            if seg.amount != round_money(seg.volume * seg.unit_price):
+                return (f"segment {seg.volume} × {seg.unit_price} = {seg.amount}, rounded "
+                        f"{round_money(seg.volume * seg.unit_price)}")
+        total = sum((s.amount for s in self.segments), Decimal(0))
+        if total != self.amount:
+            return f"amount {self.amount}, segments sum to {total}"
+        return None
 
 
 @dataclass
@@ -122,6 +169,8 @@ class StoredRows:
 class BillingTotals:
     volume: Decimal = Decimal(0)
     amount: Decimal = Decimal(0)
+    #: Volume × unit price over the priced segments, before rounding.
+    value: Decimal = Decimal(0)
     charges: int = 0
 
 
@@ -153,7 +202,8 @@ class Verdict:
     @property
     def totals_equal(self) -> bool:
         return bool(self.consumption.get("differing_meters", 0) == 0
-                    and self.billing.get("differing_accounts", 0) == 0)
+                    and self.billing.get("differing_accounts", 0) == 0
+                    and self.billing.get("misrounded_charges", 0) == 0)
 
     @property
     def passed(self) -> bool:
@@ -417,6 +467,7 @@ def recompute_billing(log: LogSummary,
             total = totals[charge.account_id]
             total.volume += charge.volume
             total.amount += charge.amount
+            total.value += sum((s.volume * s.unit_price for s in charge.segments), Decimal(0))
             total.charges += 1
     return dict(totals)
 
@@ -425,39 +476,50 @@ def _compare_billing(verdict: Verdict, expected: Mapping[str, BillingTotals],
                      charges: Iterable[StoredCharge], accounts: set[str]) -> None:
     stored: dict[str, BillingTotals] = defaultdict(BillingTotals)
     per_reading: Counter[tuple[str, str, datetime | None, int | None]] = Counter()
+    misrounded = 0
     for charge in charges:
         if accounts and charge.account_id not in accounts:
             continue
         total = stored[charge.account_id]
         total.volume += charge.volume
         total.amount += charge.amount
+        total.value += charge.value
         total.charges += 1
         if charge.kind in ("consumption", "adjustment"):
             per_reading[(charge.meter_id, charge.register, charge.reading_ts,
                          charge.reading_version)] += 1
+        why = charge.misrounded()
+        if why is not None:
+            misrounded += 1
+            verdict.note("charges.misrounded", f"{charge.charge_id}: {why}")
     doubled = sum(1 for n in per_reading.values() if n > 1)
     for key, n in per_reading.items():
         if n > 1:
             verdict.note("charges.duplicated", f"{key[0]} {key[1]} {key[2]} v{key[3]}: {n} "
                                                "charges")
     differing = 0
-    exp_volume = exp_amount = got_volume = got_amount = Decimal(0)
+    exp = BillingTotals()
+    got_all = BillingTotals()
     for account_id in sorted(set(expected) | set(stored)):
         want = expected.get(account_id, BillingTotals())
         got = stored.get(account_id, BillingTotals())
-        exp_volume += want.volume
-        exp_amount += want.amount
-        got_volume += got.volume
-        got_amount += got.amount
-        if want.volume != got.volume or want.amount != got.amount:
+        for acc, one in ((exp, want), (got_all, got)):
+            acc.volume += one.volume
+            acc.amount += one.amount
+            acc.value += one.value
+        if want.volume != got.volume or want.value != got.value:
             differing += 1
-            verdict.note("billing", f"{account_id}: recomputed {want.volume} m³ "
-                                    f"{want.amount}, stored {got.volume} m³ {got.amount} "
-                                    f"({got.charges} charges)")
+            verdict.note("billing", f"{account_id}: recomputed {want.volume} m³ worth "
+                                    f"{want.value} ({want.amount} in {want.charges} charges), "
+                                    f"stored {got.volume} m³ worth {got.value} ({got.amount} "
+                                    f"in {got.charges} charges)")
     verdict.billing = {"accounts": len(set(expected) | set(stored)),
                        "differing_accounts": differing, "duplicated_charges": doubled,
-                       "expected_volume": str(exp_volume), "stored_volume": str(got_volume),
-                       "expected_amount": str(exp_amount), "stored_amount": str(got_amount),
+                       "misrounded_charges": misrounded,
+                       "expected_volume": str(exp.volume), "stored_volume": str(got_all.volume),
+                       "expected_value": str(exp.value), "stored_value": str(got_all.value),
+                       "expected_amount": str(exp.amount), "stored_amount": str(got_all.amount),
+                       "rounding_difference": str(got_all.amount - exp.amount),
                        "stored_charges": sum(t.charges for t in stored.values())}
     if doubled:
         verdict.classes.setdefault("charges", {c: 0 for c in CLASSES})["duplicated"] = doubled

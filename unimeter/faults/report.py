@@ -28,10 +28,13 @@ def format_verdict(verdict: Verdict) -> str:
                      f", stored {c['stored_total']}, differing {c['differing_meters']}")
     b = verdict.billing
     if b:
-        lines.append(f"billing: {b['accounts']:,} accounts, recomputed {b['expected_volume']} / "
-                     f"{b['expected_amount']}, stored {b['stored_volume']} / "
-                     f"{b['stored_amount']} in {b['stored_charges']:,} charges, differing "
-                     f"{b['differing_accounts']}, doubled charges {b['duplicated_charges']}")
+        lines.append(f"billing: {b['accounts']:,} accounts, recomputed {b['expected_volume']} "
+                     f"worth {b['expected_value']} ({b['expected_amount']} rounded per "
+                     f"advance), stored {b['stored_volume']} worth {b['stored_value']} "
+                     f"({b['stored_amount']} in {b['stored_charges']:,} charges; rounding of "
+                     f"corrections {b['rounding_difference']}), differing "
+                     f"{b['differing_accounts']}, doubled charges {b['duplicated_charges']}, "
+                     f"misrounded {b['misrounded_charges']}")
     for kind, shown in sorted(verdict.examples.items()):
         lines.append(f"  e.g. {kind}: " + "; ".join(shown[:3]))
     lines.append(f"verdict: {'PASS' if verdict.passed else 'FAIL'} — lost {verdict.lost}, "
