@@ -224,9 +224,16 @@ class _SimulatorThread(threading.Thread):
         return int(self.simulator.log.counts.get("reading", 0))
 
 
+#: The source tree this run is imported from: its processes run the same code (they start in
+#: the run directory, where ``python -m unimeter`` would otherwise import whatever checkout
+#: the environment's editable install points at).
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
 def _process_specs(config_file: Path, run_dir: Path, fep_port: int) -> list[ProcessSpec]:
+    path = os.pathsep.join(p for p in (str(SOURCE_ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {"UNIMETER_CONFIG": str(config_file), "UNIMETER_SERVICES_STATE_DIR":
-           str(run_dir / "services")}
+           str(run_dir / "services"), "PYTHONPATH": path}
     python = sys.executable
     common: dict[str, Any] = {"env": env, "restart": "always", "max_restarts": 100,
                               "restart_window_s": 600.0, "ready_timeout_s": 180.0,

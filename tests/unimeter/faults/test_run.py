@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +15,13 @@ from schemas.messages import LedgerMeter
 from schemas.settings import KafkaSettings, load_settings
 from sinks.settings import SinkSettings
 from unimeter.faults.ledger import build_ledger, read_ledger
-from unimeter.faults.run import VEE_RULES, FaultRunSpec, _write_config
+from unimeter.faults.run import (
+    SOURCE_ROOT,
+    VEE_RULES,
+    FaultRunSpec,
+    _process_specs,
+    _write_config,
+)
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -56,3 +64,19 @@ def test_the_short_run_injects_every_fault_kind_of_the_full_one() -> None:
     assert full.readings >= 100_000
     assert full.outage_s == 60
     assert full.copies == short.copies == (1, 5)
+
+
+def test_the_processes_run_the_code_the_run_is_imported_from(tmp_path: Path) -> None:
+    """They start in the run directory: without the source root on their path, ``python -m
+    unimeter`` there imports whatever checkout the editable install points at (another
+    worktree's code under test)."""
+    specs = _process_specs(tmp_path / "unimeter.yaml", tmp_path, 4321)
+    assert {s.name for s in specs} == {"fep", "pipeline", "sink"}
+    for spec in specs:
+        assert spec.cwd == tmp_path
+        found = subprocess.run(
+            [spec.argv[0], "-c", "import unimeter, pipeline; print(unimeter.__file__); "
+                                 "print(pipeline.__file__)"],
+            env={**os.environ, **spec.env}, cwd=spec.cwd, capture_output=True, text=True,
+            check=True).stdout.split()
+        assert [Path(f).resolve().parents[1] for f in found] == [SOURCE_ROOT, SOURCE_ROOT]
