@@ -18,13 +18,28 @@ Decoding yields an ordinary :class:`~decoders.frame.Frame` (``report`` for uploa
 deduplication, command matching and read-back work as for binary frames. Bad JSON, a
 missing address or a value of the wrong type is a :class:`~decoders.errors.DecodeError`
 naming the JSON path. Messages are whole MQTT payloads (or file lines): no framer.
+
+Series (``series:`` in the map): an NB-IoT meter typically wakes once a day or every few
+hours and uploads its frozen interval data in one message — e.g. the 24 hourly cumulative
+register values since its last upload::
+
+    {"imei": "868...", "meterTime": "20261127080512",
+     "data": {"startTime": "20261126090000", "hourly": [1230.1, 1230.4, null, 1231.0, ...]}}
+
+A series names the array (oldest value first), the field whose type, scale and unit the
+values have, the time of the first value and the interval between values. Each non-null
+value becomes one item of that field's name, with its own time in ``attrs["time"]``
+(``start + i × interval``, as the meter states it); report templates stamp the reading
+with that time, not with the upload's clock, so every value has its natural key (meter,
+register, interval time) and a redelivered message is recognised reading by reading.
+A ``null`` is an interval the meter did not record: no item, never a zero.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
@@ -70,6 +85,19 @@ class ClockSpec(_Model):
     format: Literal["epoch_s", "epoch_ms", "iso", "compact"] = "iso"
 
 
+class SeriesSpec(_Model):
+    """Interval values of one field carried by one message (see the module docstring)."""
+
+    path: str                                # JSON path of the array, oldest value first
+    field: str                               # the ``fields`` entry the values are
+    start: ClockSpec                         # time of the first value
+    interval_min: int = Field(gt=0, le=44640)  # minutes between values (at most a month)
+
+
+#: More values than this in one series is not a meter's upload: the message is rejected.
+MAX_SERIES_POINTS = 10_000
+
+
 class CommandSpec(_Model):
     document: dict[str, Any]
     reply: Literal["expected", "none"] = "expected"
@@ -88,6 +116,7 @@ class JsonMapModel(_Model):
     result_ok: list[Any] = Field(default_factory=lambda: [0, "0", "ok", "OK", "success"])
     clock: ClockSpec | None = None
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
+    series: list[SeriesSpec] = Field(default_factory=list)
     commands: dict[str, CommandSpec] = Field(default_factory=dict)
 
 
@@ -121,6 +150,16 @@ def load_json_map(path: Path | str, *, text: str | None = None) -> JsonMap:
                 raise TemplateError(f"scale {spec.scale!r} is not a decimal", file=file,
                                     path=format_path(("fields", name, "scale")),
                                     line=line_of(node, ("fields", name, "scale"))) from None
+    for index, series in enumerate(model.series):
+        where = ("series", index, "field")
+        values_spec = model.fields.get(series.field)
+        problem = (f"no field {series.field!r} in fields (known: {sorted(model.fields)})"
+                   if values_spec is None else
+                   f"field {series.field!r} is {values_spec.type}: a series holds decimal or "
+                   "int values" if values_spec.type not in ("decimal", "int") else None)
+        if problem is not None:
+            raise TemplateError(problem, file=file, path=format_path(where),
+                                line=line_of(node, where))
     return JsonMap(model)
 
 
@@ -245,13 +284,48 @@ class JsonMeter(Protocol):
                 continue  # a field the message does not carry: no item, never a zero
             value = self._value(name, raw, spec.type, data, spec=spec)
             items.append(DataItem(name=name, value=value, unit=spec.unit, id=spec.path))
+        for series in json_map.series:
+            items.extend(self._series(doc, series, json_map.fields[series.field], data))
         return Frame(protocol=self.name, direction="reply" if reply else "report",
                      function=kind_text, address=str(address), abnormal=abnormal,
                      identifier=kind_text, sequence=sequence, header=header,
                      items=tuple(items))
 
+    def _series(self, doc: Any, series: SeriesSpec, spec: FieldSpec,
+                data: bytes) -> list[DataItem]:
+        """One item per recorded value of a series, each with its own time."""
+        values = _get(doc, series.path)
+        if values is _MISSING or values is None:
+            return []  # this message carries no interval data
+        if not isinstance(values, list):
+            raise FieldValueError(f"{series.path} is {type(values).__name__}: a series is a "
+                                  "JSON array", protocol=self.name, data=bytes(data),
+                                  field=series.path, offset=0)
+        if len(values) > MAX_SERIES_POINTS:
+            raise FieldValueError(f"{series.path} holds {len(values)} values (at most "
+                                  f"{MAX_SERIES_POINTS})", protocol=self.name,
+                                  data=bytes(data), field=series.path, offset=0)
+        raw_start = _get(doc, series.start.path)
+        if raw_start is _MISSING or raw_start is None:
+            raise FieldValueError(f"{series.path} has values but no start time at "
+                                  f"'{series.start.path}'", protocol=self.name,
+                                  data=bytes(data), field=series.start.path, offset=0)
+        start = self._value(series.start.path, raw_start, "time", data,
+                            time_format=series.start.format)
+        step = timedelta(minutes=series.interval_min)
+        items = []
+        for index, raw in enumerate(values):
+            if raw is None:
+                continue  # an interval the meter did not record: no value, never a zero
+            path = f"{series.path}.{index}"
+            value = self._value(path, raw, spec.type, data, spec=spec, path=path)
+            items.append(DataItem(name=series.field, value=value, unit=spec.unit, id=path,
+                                  attrs={"time": start + index * step}))
+        return items
+
     def _value(self, name: str, raw: Any, kind: str, data: bytes, *,
-               spec: FieldSpec | None = None, time_format: str = "iso") -> Any:
+               spec: FieldSpec | None = None, time_format: str = "iso",
+               path: str | None = None) -> Any:
         try:
             if kind == "decimal":
                 if isinstance(raw, bool):
@@ -283,7 +357,7 @@ class JsonMeter(Protocol):
                 return _time(raw, spec.time_format if spec is not None else time_format)
             return str(raw)
         except (ValueError, TypeError, InvalidOperation, OverflowError) as exc:
-            path = spec.path if spec is not None else name
+            path = path or (spec.path if spec is not None else name)
             raise FieldValueError(f"{path} = {raw!r} is not a valid {kind}: {exc}",
                                   protocol=self.name, data=bytes(data), field=path,
                                   offset=0) from None

@@ -129,7 +129,9 @@ class DecodersStack:
             report = apply_report(frame, timezone=self.timezone)
             if report is not None:
                 for r in report.readings:
-                    ts = r.meter_clock if self.reading_time == "meter_clock" else None
+                    # an interval value (series, load profile) has its own time stamp
+                    ts = r.ts or (r.meter_clock if self.reading_time == "meter_clock"
+                                  else None)
                     # no meter time (DL/T 645 energy replies carry none), or the service
                     # point ignores it: the FEP stamps the reception time — say so
                     status = r.status if ts is not None else (*r.status, RECEPTION_TIME_TAG)

@@ -11,7 +11,9 @@ Strategy: report templates live in ``decoders/reports/*.yaml`` (format
 ``unimeter-report-template/1``), are validated and compiled once, and are chosen per frame
 by protocol and ``when`` (header fields such as the CJ/T 188 meter type). Units are
 converted exactly with :func:`schemas.registers.convert`; a value the meter marks as not
-available is skipped, never turned into zero.
+available is skipped, never turned into zero. An item that carries its own time
+(``attrs["time"]``: one interval value of a load profile or of an NB-IoT pack) gives its
+reading that time as ``ts``; the frame's clock stays the ``meter_clock``.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ class ReadingDraft(msgspec.Struct, frozen=True, kw_only=True):
     unit: str
     kind: Literal["cumulative", "instantaneous", "state"]
     meter_clock: datetime | None = None
+    #: the value's own time (an interval value of a series), else None: the frame's clock
+    #: (or the reception time) stamps it
+    ts: datetime | None = None
     status: tuple[str, ...] = ()
     identifier: str = ""
     source_item: str = ""
@@ -99,7 +104,8 @@ class ReadingDraft(msgspec.Struct, frozen=True, kw_only=True):
                    frame_id: str | None = None, use_meter_clock: bool = False) -> Reading:
         """The ``readings.raw`` message; ``ts`` is the reception time unless
         ``use_meter_clock`` (for meters whose clocks are kept in sync)."""
-        ts = self.meter_clock if use_meter_clock and self.meter_clock else received_at
+        ts = self.ts or (self.meter_clock if use_meter_clock and self.meter_clock
+                         else received_at)
         return Reading(meter_id=meter_id, register=self.register, ts=ts, value=self.value,
                        unit=self.unit, received_at=received_at, kind=self.kind,
                        meter_clock=self.meter_clock, source=source, device_id=device_id,
@@ -172,7 +178,7 @@ class ReportTemplate:
                 if rule.attrs and any((item.attrs or {}).get(k) != v
                                       for k, v in rule.attrs.items()):
                     continue
-                draft = self._reading(rule, item, clock, status)
+                draft = self._reading(rule, item, clock, status, zone)
                 if draft is not None:
                     readings.append(draft)
         events = []
@@ -191,7 +197,7 @@ class ReportTemplate:
                             meter_clock=clock)
 
     def _reading(self, rule: ReadingRule, item: DataItem, clock: datetime | None,
-                 status: tuple[str, ...]) -> ReadingDraft | None:
+                 status: tuple[str, ...], zone: ZoneInfo) -> ReadingDraft | None:
         value = item.value
         if rule.index is not None:
             if not isinstance(value, list) or rule.index >= len(value):
@@ -209,8 +215,12 @@ class ReportTemplate:
             converted = convert(value, source_unit, register.unit)
         except UnitConversionError:
             return None  # a unit code the register cannot take: not this register
+        at = (item.attrs or {}).get("time")
+        ts = (at.replace(tzinfo=zone) if at.tzinfo is None else at) \
+            if isinstance(at, datetime) else None
         return ReadingDraft(register=register.name, value=converted, unit=register.unit,
-                            kind=rule.kind or register.kind, meter_clock=clock, status=status,
+                            kind=rule.kind or register.kind, meter_clock=clock, ts=ts,
+                            status=status,
                             identifier=item.id, source_item=item.name, source_unit=source_unit)
 
 

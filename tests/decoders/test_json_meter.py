@@ -129,3 +129,55 @@ def test_a_vendor_map_is_a_variant() -> None:
     report = apply_report(frame)
     assert report is not None
     assert [(r.register, r.value) for r in report.readings] == [("volume", Decimal("12.3"))]
+
+
+def test_a_pack_of_hourly_values_gives_one_reading_per_hour_at_its_own_time() -> None:
+    frame = PROTO.decode(_doc(hourlyStart="20261127010000", valve=0,
+                              hourly=[1000100, 1000250, None, 1000900]))
+    series = [i for i in frame.items if i.attrs and "time" in i.attrs]
+    assert [(i.id, i.value) for i in series] == [
+        ("data.hourly.0", Decimal("1000.100")), ("data.hourly.1", Decimal("1000.250")),
+        ("data.hourly.3", Decimal("1000.900"))]  # the null hour: no value, never a zero
+    report = apply_report(frame)
+    assert report is not None
+    volume = [r for r in report.readings if r.register == "volume"]
+    # 01:00, 02:00 and 04:00 Asia/Shanghai: 17:00, 18:00, 20:00 UTC the day before
+    assert [(r.ts, r.value) for r in volume] == [
+        (datetime(2026, 11, 26, 17, tzinfo=UTC), Decimal("1000.100")),
+        (datetime(2026, 11, 26, 18, tzinfo=UTC), Decimal("1000.250")),
+        (datetime(2026, 11, 26, 20, tzinfo=UTC), Decimal("1000.900"))]
+    # the upload's clock stays the meter clock (what clock-drift checks look at)
+    assert {r.meter_clock for r in volume} == {datetime(2026, 11, 27, 0, 30, tzinfo=UTC)}
+    assert all("valve_state:open" in r.status for r in volume)
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    (_doc(hourlyStart="20261127010000", hourly=[1, "lots", 3]), "data.hourly.1"),
+    (_doc(hourlyStart="20261127010000", hourly={"0": 1}), "data.hourly"),
+    (_doc(hourly=[1, 2]), "data.hourlyStart"),
+    (_doc(hourlyStart="yesterday", hourly=[1]), "data.hourlyStart"),
+])
+def test_a_malformed_pack_says_which_path(payload: bytes, field: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        PROTO.decode(payload)
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(("series", "path", "reason"), [
+    ("{path: h, field: volume_typo, start: {path: s}, interval_min: 60}", "series.0.field",
+     "no field 'volume_typo'"),
+    ("{path: h, field: valve, start: {path: s}, interval_min: 60}", "series.0.field",
+     "decimal or int"),
+    ("{path: h, field: volume, start: {path: s}, interval_min: 0}", "series.0.interval_min",
+     "greater than 0"),
+    ("{path: h, field: volume, start: {path: s}, interval_min: 60, every: 60}", "series.0",
+     "every"),
+])
+def test_series_are_validated_at_load(series: str, path: str, reason: str) -> None:
+    text = ("format: unimeter-json-map/1\nmap: packs\ntitle: t\naddress: id\n"
+            "fields:\n  volume: {path: v}\n  valve: {path: x, type: enum, values: {'0': open}}\n"
+            f"series:\n  - {series}\n")
+    with pytest.raises(TemplateError) as caught:
+        load_json_map("packs.yaml", text=text)
+    assert path in str(caught.value)
+    assert reason in str(caught.value)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -180,3 +180,64 @@ async def test_simulated_json_meters_report_and_obey(
     got = {(r.meter_id, r.ts, r.value) for r in readings}
     for rec in sent:  # every upload arrived, at the meter's clock, with its exact value
         assert (rec.meter_id, rec.ts, Decimal(rec.value)) in got
+
+
+async def test_a_pack_of_hourly_values_is_stored_reading_by_reading_and_only_once(
+        kafka_settings: KafkaSettings, mqtt_settings: MqttSettings, tmp_path: Path) -> None:
+    """A daily upload of 24 hourly registers (the map's ``series``) becomes 24 readings at
+    the meter's hours; the same pack delivered again (a QoS 1 redelivery, or the meter
+    repeating an unacknowledged upload) adds none; a pack with a bad value is dead-lettered
+    whole with the value's path."""
+    import aiomqtt
+
+    ledger = LedgerView()
+    ledger.load([LedgerMeter(meter_id="NBJ-P", status="active", medium="gas", updated_at=T0,
+                             address=IMEI, protocol="nbiot-json:nbiot-gas",
+                             service_point="nbj")])
+    hourly = [1_000_000 + 150 * n for n in range(24)]
+    pack = json.dumps({"imei": IMEI, "msgType": "report", "msgId": 3,
+                       "meterTime": "20260401100512",
+                       "data": {"hourlyStart": "20260331110000", "hourly": hourly,
+                                "valve": 0}}).encode()
+    bad = json.dumps({"imei": IMEI, "msgType": "report", "msgId": 4,
+                      "meterTime": "20260401110512",
+                      "data": {"hourlyStart": "20260401110000", "hourly": [1, "x"]}}).encode()
+    root = mqtt_settings.topic_root
+    parts = urlsplit(mqtt_settings.url)
+    point = nbiot_point(protocol="nbiot-json:nbiot-gas", wake_window_s=10.0)
+    async with running_fep(kafka_settings, tmp_path, {"nbj": point}, ledger=ledger,
+                           mqtt=mqtt_settings) as fep, \
+            aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883) as meter:
+        await meter.subscribe(f"{root}/meters/{IMEI}/down", qos=1)
+        for payload in (pack, pack, bad):
+            await meter.publish(f"{root}/meters/{IMEI}/up", payload, qos=1)
+        acks = 0
+        async with asyncio.timeout(15):
+            async for message in meter.messages:
+                acks += json.loads(bytes(message.payload)).get("type") == "ack"
+                if acks == 2:  # the bad pack is kept and PUBACKed, with no downlink ack
+                    break
+        for _ in range(100):
+            if fep.servers["nbj"].stats["malformed"]:
+                break
+            await asyncio.sleep(0.1)
+        stats = dict(fep.servers["nbj"].stats)
+
+    assert stats["duplicates"] == 24  # the second copy: every reading already published
+    assert stats["malformed"] == 1
+
+    def mine(ms: list[Any]) -> list[Reading]:
+        return [m for m in ms if isinstance(m, Reading) and m.fep == fep.instance
+                and m.meter_id == "NBJ-P"]
+
+    readings = mine(await consume_messages(kafka_settings, "readings.raw",
+                                           until=lambda ms: len(mine(ms)) >= 24, settle=1.0))
+    start = datetime(2026, 3, 31, 3, tzinfo=UTC)  # 11:00 Asia/Shanghai
+    assert sorted((r.ts, r.value) for r in readings) == [
+        (start + timedelta(hours=n), Decimal(hourly[n]) / 1000) for n in range(24)]
+    assert {r.register for r in readings} == {"volume"}
+    assert {r.meter_clock for r in readings} == {datetime(2026, 4, 1, 2, 5, 12, tzinfo=UTC)}
+    dead = [m for m in await consume_messages(kafka_settings, "dlq.ingest", count=1)
+            if isinstance(m, DeadLetter) and m.value == bad]
+    assert dead
+    assert "data.hourly.1" in json.dumps(dead[0].reason)
