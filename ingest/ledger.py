@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,6 +55,8 @@ class LedgerView:
         self._unlinked_points: dict[str, int] = defaultdict(int)
         self._by_point: dict[tuple[str, int], str] = {}  # (normalised link, pN) → meter
         self.ready = asyncio.Event()
+        #: bumped by every change: decisions taken on an older generation are stale
+        self.generation = 0
         self.decode_errors = 0
         self._task: asyncio.Task[None] | None = None
         self._consumer: Any = None
@@ -69,6 +70,7 @@ class LedgerView:
             if old.ledger_version > meter.ledger_version:
                 return
             self._unindex(old)
+        self.generation += 1
         self.meters[meter.meter_id] = meter
         if meter.address:
             self._by_address[normalise_address(meter.address)].add(meter.meter_id)
@@ -84,6 +86,7 @@ class LedgerView:
     def remove(self, meter_id: str) -> None:
         old = self.meters.pop(meter_id, None)
         if old is not None:
+            self.generation += 1
             self._unindex(old)
 
     def _unindex(self, meter: LedgerMeter) -> None:
@@ -218,7 +221,7 @@ class Admission:
         self.rejected: dict[str, int] = defaultdict(int)
         self.admitted = 0
         self._auto_seen: set[tuple[str, str, str]] = set()
-        self._cache: dict[tuple[str, str, str, str], tuple[AdmissionDecision, float]] = {}
+        self._cache: dict[tuple[str, str, str, str], tuple[AdmissionDecision, int]] = {}
 
     def admit_link(self, service_point: str, link_id: str) -> AdmissionDecision:
         if self.mode == "auto" or self.ledger.link_known(link_id, service_point):
@@ -229,11 +232,12 @@ class Admission:
 
     def admit_meter(self, service_point: str, link_id: str, address: str,
                     protocol: str = "") -> AdmissionDecision:
-        # A link reports the same meters over and over: remember decisions for a second.
+        # A link reports the same meters over and over: remember decisions until the ledger
+        # changes (any change: a decision depends on the meter, its link and its point).
         key = (service_point, link_id, address, protocol)
         hit = self._cache.get(key)
-        now = time.monotonic()
-        if hit is not None and now - hit[1] < 1.0:
+        generation = self.ledger.generation
+        if hit is not None and hit[1] == generation:
             decision = hit[0]
         else:
             decision = self._decide(service_point, link_id, address, protocol)
@@ -241,7 +245,8 @@ class Admission:
                 self._cache.clear()
             # the first sight is reported once; cached repeats are ordinary admissions
             self._cache[key] = (AdmissionDecision(decision.admitted, decision.meter_id,
-                                                  decision.reason, False, decision.meter), now)
+                                                  decision.reason, False, decision.meter),
+                                generation)
         if decision.admitted:
             self.admitted += 1
         else:

@@ -73,6 +73,7 @@ class DecodersStack:
         self.reading_time = reading_time
         self.timezone = timezone
         self._link_specs = tuple(self.link.frame_specs()) if self.link is not None else ()
+        self._link_spec_ids = frozenset(map(id, self._link_specs))
         self._ack_parts: tuple[bytes, bytes] | tuple[()] | None = None
         #: header fields a command needs that only the meter's own frames tell (the CJ/T 188
         #: meter type), remembered per address from the last frame heard
@@ -97,8 +98,9 @@ class DecodersStack:
     def _link_packet(self, data: bytes) -> bool:
         return any(spec.measure(data, 0) == len(data) for spec in self._link_specs)
 
-    def interpret(self, data: bytes) -> Inbound:
-        if self.link is not None and self._link_packet(data):
+    def interpret(self, data: bytes, *, spec: Any = None) -> Inbound:
+        if self.link is not None and (id(spec) in self._link_spec_ids if spec is not None
+                                      else self._link_packet(data)):
             return self._interpret_link(data)
         frame = self.proto.decode(data)
         if self.forwarded is not None:  # a concentrator: login, heartbeat, forwarding

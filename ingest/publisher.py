@@ -46,7 +46,7 @@ from schemas import codec
 from schemas.messages import Message
 from schemas.settings import KafkaSettings
 
-__all__ = ["Durability", "OutRecord", "Publisher", "PublisherStats", "record_of"]
+__all__ = ["Durability", "OutRecord", "Publisher", "PublisherStats", "UnitCallback", "record_of"]
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,48 @@ def record_of(kafka: KafkaSettings, topic: str, message: Message, *, producer: s
                                   event_time=event_time))
 
 
+#: Told how a unit ended: ``(durability, None)`` or ``(None, error)``; called on the loop.
+UnitCallback = Callable[["Durability | None", "BaseException | None"], None]
+
+
 @dataclass(slots=True)
 class _Unit:
+    """Records made durable together, and who to tell: a future (``submit``) or a plain
+    callback (``submit_callback``, no future and no task wake-up per unit)."""
+
     records: Sequence[OutRecord]
-    future: asyncio.Future[Durability]
+    future: asyncio.Future[Durability] | None = None
+    callback: UnitCallback | None = None
+    settled: bool = False
+
+    def resolve(self, durability: Durability) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        if self.future is not None:
+            if not self.future.done():
+                self.future.set_result(durability)
+        elif self.callback is not None:
+            _call(self.callback, durability, None)
+
+    def reject(self, exc: BaseException) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        if self.future is not None:
+            if not self.future.done():
+                self.future.set_exception(exc)
+        elif self.callback is not None:
+            _call(self.callback, None, exc)
+
+
+def _call(callback: UnitCallback, durability: Durability | None,
+          error: BaseException | None) -> None:
+    """A callback's own failure must not keep the other units of its round unsettled."""
+    try:
+        callback(durability, error)
+    except Exception:
+        log.exception("publisher: a unit's callback failed")
 
 
 @dataclass
@@ -79,6 +117,7 @@ class PublisherStats:
     round_failures: int = 0
     producer_restarts: int = 0
     full_rejections: int = 0
+    loose_failed: int = 0
     last_error: str = ""
     spool_bytes: int = 0
     pending_units: int = 0
@@ -108,6 +147,8 @@ class Publisher:
         self._partition_cache: dict[tuple[str, bytes], int] = {}
         self._queue: list[_Unit] = []
         self._queued_records = 0
+        #: the open unit of loose records (``submit_loose``), until the flusher takes it
+        self._loose: list[OutRecord] | None = None
         self._wakeup = asyncio.Event()
         self._drain_wakeup = asyncio.Event()
         self._inflight = asyncio.Semaphore(max_inflight)
@@ -180,11 +221,48 @@ class Publisher:
         if not records:
             future.set_result("kafka")
             return future
-        self._queue.append(_Unit(records, future))
-        self._queued_records += len(records)
-        self.stats.units += 1
-        self._wakeup.set()
+        self._enqueue(_Unit(records, future))
         return future
+
+    def submit_callback(self, records: Sequence[OutRecord], callback: UnitCallback) -> None:
+        """Queue a unit and call ``callback(durability, error)`` once it is durable or failed.
+
+        The same guarantees as :meth:`submit`, without an asyncio future: under load a
+        future per device frame (and the task wake-ups awaiting it) costs more than
+        publishing the frame's records.
+        """
+        if self._closing:
+            raise PublishError("the publisher is shutting down", hint="retry on another FEP")
+        if not records:
+            callback("kafka", None)
+            return
+        self._enqueue(_Unit(records, callback=callback))
+
+    def submit_loose(self, records: Sequence[OutRecord]) -> None:
+        """Queue records nobody waits for (frames out, events, alerts): they join the next
+        round as one unit with the other loose records of this tick. Durability applies as
+        for every unit (Kafka or the spool); a failure is counted in ``stats.loose_failed``.
+        """
+        if self._closing:
+            raise PublishError("the publisher is shutting down", hint="retry on another FEP")
+        if not records:
+            return
+        if self._loose is None:
+            self._loose = []
+            self._enqueue(_Unit(self._loose, callback=self._loose_done))
+        self._loose.extend(records)
+        self._queued_records += len(records)
+
+    def _loose_done(self, durability: Durability | None, error: BaseException | None) -> None:
+        if error is not None:
+            self.stats.loose_failed += 1
+
+    def _enqueue(self, unit: _Unit) -> None:
+        self._queue.append(unit)
+        self._queued_records += len(unit.records)
+        self.stats.units += 1
+        if not self._wakeup.is_set():
+            self._wakeup.set()
 
     async def publish(self, records: Sequence[OutRecord]) -> Durability:
         """Queue a unit and wait until it is durable."""
@@ -227,6 +305,8 @@ class Publisher:
             taken += 1
         units, self._queue = self._queue[:taken], self._queue[taken:]
         self._queued_records -= count
+        if self._loose is not None and any(u.records is self._loose for u in units):
+            self._loose = None  # taken: later loose records open a new unit
         self.stats.pending_units = len(self._queue)
         return units
 
@@ -246,8 +326,7 @@ class Publisher:
             self.stats.rounds += 1
             self.stats.records_kafka += len(records)
             for unit in units:
-                if not unit.future.done():
-                    unit.future.set_result("kafka")
+                unit.resolve("kafka")
         finally:
             self._inflight.release()
 
@@ -264,15 +343,13 @@ class Publisher:
                 try:
                     await self._io_call(self.spool.append, list(unit.records))
                 except SpoolFullError:
-                    if not unit.future.done():
-                        unit.future.set_exception(exc)
+                    unit.reject(exc)
                     continue
                 except OSError as os_exc:
                     self._fail(unit, os_exc)
                     continue
                 self.stats.records_spooled += len(unit.records)
-                if not unit.future.done():
-                    unit.future.set_result("spool")
+                unit.resolve("spool")
             return
         except OSError as exc:
             for unit in units:
@@ -281,15 +358,12 @@ class Publisher:
         self.stats.records_spooled += len(records)
         self.stats.spool_bytes = self.spool.stats.bytes
         for unit in units:
-            if not unit.future.done():
-                unit.future.set_result("spool")
+            unit.resolve("spool")
 
     @staticmethod
     def _fail(unit: _Unit, exc: OSError) -> None:
-        if not unit.future.done():
-            unit.future.set_exception(PublishError(
-                f"cannot write the spool: {exc.strerror or exc}",
-                hint="check the disk of UNIMETER_FEP_SPOOL_DIR"))
+        unit.reject(PublishError(f"cannot write the spool: {exc.strerror or exc}",
+                                 hint="check the disk of UNIMETER_FEP_SPOOL_DIR"))
 
     # ------------------------------------------------------------------ drainer
 

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ingest.errors import PublishError
-from ingest.publisher import Durability, OutRecord
+from ingest.publisher import OutRecord
 from ingest.registry import SessionEntry
 from ingest.stack import FramerLike, Inbound, LinkStack
 from schemas.errors import UnimeterError
@@ -49,7 +49,9 @@ __all__ = ["LinkSession", "SessionStats"]
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 16 * 1024
-_ACK_QUEUE = 512
+_ACK_QUEUE = 512  # data units of one link waiting for Kafka before the link stops being read
+_WRITE_HIGH_WATER = 256 * 1024  # unsent bytes to a device before its link stops being read
+_WAITING, _DURABLE, _FAILED = 0, 1, 2
 
 
 @dataclass
@@ -92,8 +94,14 @@ class LinkSession:
         self._frame_seq = 0
         self._command_seq = 0
         self._malformed_at: collections.deque[float] = collections.deque()
-        self._acks: asyncio.Queue[tuple[asyncio.Future[Durability] | None, bytes | None, str]] = \
-            asyncio.Queue(_ACK_QUEUE)
+        #: data units in frame order, waiting for durability: [state, ack bytes, frame id]
+        #: (state: _WAITING, _DURABLE or _FAILED); acknowledgements leave from the head
+        self._pending: collections.deque[list[Any]] = collections.deque()
+        self._ack_room = asyncio.Event()  # set when the pending window has room again
+        self._drained = asyncio.Event()  # set when nothing is pending
+        self._drained.set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._last_read = 0.0
         self._write_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ identity
@@ -117,25 +125,30 @@ class LinkSession:
     # ------------------------------------------------------------------ main loop
 
     async def run(self) -> None:
-        writer_task = asyncio.create_task(self._ack_writer(), name=f"acks-{self.session_id}")
+        loop = asyncio.get_running_loop()
         framer = self.stack.new_framer(self.point.max_frame_bytes)
+        reader, transport = self.reader, self.writer.transport
+        self._last_read = loop.time()
+        self._arm_watchdog(loop)
         try:
             while not self.closed.is_set():
-                timeout = (self.point.idle_timeout_s if self.identified
-                           else self.point.identify_timeout_s)
+                if len(self._pending) >= _ACK_QUEUE:  # Kafka is behind: stop reading
+                    self._ack_room.clear()
+                    await self._ack_room.wait()
+                    continue
                 try:
-                    data = await asyncio.wait_for(self.reader.read(_READ_CHUNK), timeout)
-                except TimeoutError:
-                    self.close_reason = "idle timeout" if self.identified else \
-                        "not identified in time"
-                    break
+                    data = await reader.read(_READ_CHUNK)
                 except (ConnectionError, OSError) as exc:
-                    self.close_reason = f"connection error: {exc}"
+                    if not self.closed.is_set():
+                        self.close_reason = f"connection error: {exc}"
                     break
                 if not data:
-                    self.close_reason = "closed by peer"
+                    if not self.closed.is_set():
+                        self.close_reason = "closed by peer"
                     break
-                self.last_heard = datetime.now(UTC)
+                self._last_read = loop.time()
+                # the frames of one read arrived together: one reception time for all
+                self.last_heard = received_at = datetime.now(UTC)
                 view = memoryview(data)
                 while view and not self.closed.is_set():
                     room = framer.max_buffer - framer.buffered
@@ -146,19 +159,43 @@ class LinkSession:
                     else:
                         framer.feed(view[:room])
                         view = view[room:]
-                    await self._drain_framer(framer)
-                await asyncio.sleep(0)  # one chunk at a time: every link gets its turn
+                    await self._drain_framer(framer, received_at)
+                if transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+                    # the device does not read its acks and replies: wait before reading more
+                    with contextlib.suppress(ConnectionError, OSError):
+                        await self.writer.drain()
+                if len(data) == _READ_CHUNK:
+                    await asyncio.sleep(0)  # more is buffered: every link gets its turn
         finally:
             self.closed.set()
-            await self._acks.put((None, None, ""))  # stop marker
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer_task, timeout=self.runtime.ack_timeout_s + 2)
-            writer_task.cancel()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            if self._pending:  # acknowledge what becomes durable while we wait
+                self._ack_room.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._drained.wait(),
+                                           timeout=self.runtime.ack_timeout_s + 2)
             self.writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.writer.wait_closed(), 2)
 
-    async def _drain_framer(self, framer: FramerLike) -> None:
+    def _arm_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
+        timeout = self.point.idle_timeout_s if self.identified else self.point.identify_timeout_s
+        self._watchdog = loop.call_at(self._last_read + timeout, self._check_idle, loop)
+
+    def _check_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The idle / identification deadline: one timer per period and link, re-armed from
+        the last read, instead of a ``wait_for`` (a task and a timer) around every read."""
+        self._watchdog = None
+        if self.closed.is_set():
+            return
+        timeout = self.point.idle_timeout_s if self.identified else self.point.identify_timeout_s
+        if loop.time() >= self._last_read + timeout:
+            self.close("idle timeout" if self.identified else "not identified in time")
+            return
+        self._arm_watchdog(loop)
+
+    async def _drain_framer(self, framer: FramerLike, received_at: datetime) -> None:
         while not self.closed.is_set():
             frame = framer.next_frame()
             garbage = framer.take_garbage()
@@ -167,7 +204,7 @@ class LinkSession:
                                                f"{self.stack.protocol}")
             if not isinstance(frame, bytes | bytearray):
                 return
-            await self._on_frame(bytes(frame))
+            await self._on_frame(bytes(frame), received_at, getattr(framer, "last_spec", None))
 
     def close(self, reason: str) -> None:
         """Ask the session to end (replaced by a newer connection, budget spent, shutdown)."""
@@ -178,11 +215,13 @@ class LinkSession:
 
     # ------------------------------------------------------------------ frames
 
-    async def _on_frame(self, data: bytes) -> None:
+    async def _on_frame(self, data: bytes, received_at: datetime | None = None,
+                        spec: Any = None) -> None:
         self.stats.frames_in += 1
-        received_at = datetime.now(UTC)
+        if received_at is None:
+            received_at = datetime.now(UTC)
         try:
-            inbound = self.stack.interpret(data)
+            inbound = self.stack.interpret(data, spec=spec)
         except UnimeterError as exc:
             await self._malformed(data, str(exc), error=exc)
             return
@@ -258,8 +297,14 @@ class LinkSession:
                 event_id=f"{frame_id}#{number}", meter_id=meter_id,
                 severity=event.severity,  # type: ignore[arg-type]
                 ts=received_at, attributes={**event.attributes, "link_id": self.link_id}))
-        future = runtime.publisher.submit(records)
-        await self._acks.put((future, None if solicited else inbound.ack, frame_id))
+        entry: list[Any] = [_WAITING, None if solicited else inbound.ack, frame_id]
+        self._pending.append(entry)
+        self._drained.clear()
+        try:
+            runtime.publisher.submit_callback(records, lambda durability, error: self._settle(
+                entry, error))
+        except PublishError as exc:  # shutting down: this frame is not acknowledged
+            self._settle(entry, exc)
 
     def _admit(self, address: str, protocol: str, records: list[OutRecord]) -> str | None:
         """The meter id for ``address`` on this link, or None (rejected, alerted)."""
@@ -358,6 +403,9 @@ class LinkSession:
         self.link_address = link_id
         self.link_id = runtime.ledger.canonical_link(link_id)
         runtime.attach_link(self)
+        if self._watchdog is not None:  # from the identification deadline to the idle one
+            self._watchdog.cancel()
+            self._arm_watchdog(asyncio.get_running_loop())
         kind = "login" if inbound.kind in ("registration", "login") else "online"
         records = [self._frame_record(data, received_at, "in"),
                    runtime.messages.event(device_id=link_id, kind="online",
@@ -451,64 +499,47 @@ class LinkSession:
         self.runtime.publish_soon([self._frame_record(data, datetime.now(UTC), "out")])
         return True
 
-    async def _ack_writer(self) -> None:
-        """Acknowledge durable frames in frame order.
-
-        Waits for the oldest unit, then takes every following one that is already settled
-        and writes their acknowledgements with one socket write (and their ``frames.raw``
-        records as one publisher unit): under load many units of a link become durable in
-        the same Kafka round, and one write per round instead of one per frame is most of
-        what an acknowledgement costs.
-        """
-        queue = self._acks
-        held: tuple[asyncio.Future[Durability] | None, bytes | None, str] | None = None
-        while True:
-            item = held if held is not None else await queue.get()
-            held = None
-            future, ack, frame_id = item
-            if future is None:
-                return
-            acks: list[bytes] = []
-            if await self._settled(future, frame_id) and ack is not None:
+    def _settle(self, entry: list[Any], error: BaseException | None) -> None:
+        """A unit became durable (or failed): acknowledge, in frame order, every unit from
+        the oldest on that is settled — with one socket write (and one ``frames.raw``
+        record each, published together): under load many units of a link become durable
+        in the same Kafka round, and one write per round instead of one per frame is most
+        of what an acknowledgement costs."""
+        if error is None:
+            entry[0] = _DURABLE
+        else:
+            entry[0] = _FAILED
+            self.stats.not_acked += 1
+            if isinstance(error, PublishError):
+                self.runtime.stats["not_acked"] += 1
+                log.warning("frame %s not acknowledged: %s", entry[2], error)
+            else:
+                log.error("frame %s: publishing failed: %r", entry[2], error)
+        pending = self._pending
+        if not pending or pending[0][0] == _WAITING:
+            return
+        acks: list[bytes] = []
+        while pending and pending[0][0] != _WAITING:
+            state, ack, _frame_id = pending.popleft()
+            if state == _DURABLE and ack is not None:
                 acks.append(ack)
-            while not queue.empty():
-                nxt = queue.get_nowait()
-                if nxt[0] is None or not nxt[0].done():
-                    held = nxt
-                    break
-                if await self._settled(nxt[0], nxt[2]) and nxt[1] is not None:
-                    acks.append(nxt[1])
-            if acks and not self.writer.is_closing():
-                self.stats.acks += await self._send_acks(acks)
+        if len(pending) < _ACK_QUEUE:
+            self._ack_room.set()
+        if not pending:
+            self._drained.set()
+        if acks:
+            self.stats.acks += self._write_acks(acks)
 
-    async def _settled(self, future: asyncio.Future[Durability], frame_id: str) -> bool:
-        """Whether the unit of ``frame_id`` is durable (a failure is counted, not raised)."""
-        try:
-            await future
-        except PublishError as exc:
-            self.stats.not_acked += 1
-            self.runtime.stats["not_acked"] += 1
-            log.warning("frame %s not acknowledged: %s", frame_id, exc)
-            return False
-        except Exception as exc:
-            self.stats.not_acked += 1
-            log.error("frame %s: publishing failed: %r", frame_id, exc)
-            return False
-        return True
-
-    async def _send_acks(self, acks: list[bytes]) -> int:
-        """Write acknowledgements in one go; each is still its own ``frames.raw`` record."""
-        if len(acks) == 1:
-            return 1 if await self.send(acks[0], "ack") else 0
-        if self.closed.is_set() and self.writer.is_closing():
+    def _write_acks(self, acks: list[bytes]) -> int:
+        """Write acknowledgements in one go; each is still its own ``frames.raw`` record.
+        (No ``drain`` here: the read loop waits for a device that does not read.)"""
+        if self.writer.is_closing():
             return 0
-        async with self._write_lock:
-            try:
-                self.writer.write(b"".join(acks))
-                await self.writer.drain()
-            except (ConnectionError, OSError) as exc:
-                self.close(f"write failed: {exc}")
-                return 0
+        try:
+            self.writer.write(acks[0] if len(acks) == 1 else b"".join(acks))
+        except (ConnectionError, OSError, RuntimeError) as exc:
+            self.close(f"write failed: {exc}")
+            return 0
         self.stats.frames_out += len(acks)
         sent_at = datetime.now(UTC)
         self.runtime.publish_soon([self._frame_record(a, sent_at, "out") for a in acks])

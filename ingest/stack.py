@@ -115,8 +115,11 @@ class LinkStack(Protocol):
 
     def new_framer(self, max_frame_bytes: int) -> FramerLike: ...
 
-    def interpret(self, data: bytes) -> Inbound:
-        """Meaning of one whole frame; raises a ``decoders`` decode error if malformed."""
+    def interpret(self, data: bytes, *, spec: Any = None) -> Inbound:
+        """Meaning of one whole frame; raises a ``decoders`` decode error if malformed.
+
+        ``spec`` is the frame spec the link's framer matched (``framer.last_spec``), when
+        known: it tells a link packet from a meter frame without measuring it again."""
         ...
 
     def encode_command(self, command: str, address: str, params: Mapping[str, Any], *,
