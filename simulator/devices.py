@@ -178,12 +178,21 @@ class Dlt645Meter:
             request.function, ok=False)
 
 
+def _stamp(local: datetime, at: datetime, meter: SimMeter, time_format: str) -> Any:
+    """The meter's clock at ``at`` as a JSON map writes it (``local``: its local display)."""
+    shown = at + timedelta(seconds=meter.clock_drift_s)
+    return {"compact": local.strftime("%Y%m%d%H%M%S"), "iso": local.isoformat(),
+            "epoch_s": int(shown.timestamp()),
+            "epoch_ms": int(shown.timestamp() * 1000)}[time_format]
+
+
 class JsonMeter:
     """NB-IoT meters whose platform speaks JSON (``nbiot-json:<map>``): the documents are
     written and read through the device type's JSON map, so a map change changes both ends.
 
     Uploads carry the fields the map names (current volume, valve, battery, the meter's
-    clock); a downlink is recognised as the map command whose fixed fields it matches, its
+    clock), or (:meth:`pack_frame`) the meter's last hourly registers through the map's
+    series; a downlink is recognised as the map command whose fixed fields it matches, its
     ``"{param}"`` fields are the parameters, and the answer is the map's reply type echoing
     the message id with result 0 (or 1 when the meter cannot do it) and its status fields.
     """
@@ -231,14 +240,8 @@ class JsonMeter:
         if result is not None and model.result:
             self._put(doc, model.result, result)
         if model.clock is not None:
-            local = _local(at, meter)
-            stamp: Any = {"compact": local.strftime("%Y%m%d%H%M%S"),
-                          "iso": local.isoformat(),
-                          "epoch_s": int((at + timedelta(seconds=meter.clock_drift_s))
-                                         .timestamp()),
-                          "epoch_ms": int((at + timedelta(seconds=meter.clock_drift_s))
-                                          .timestamp() * 1000)}[model.clock.format]
-            self._put(doc, model.clock.path, stamp)
+            self._put(doc, model.clock.path,
+                      _stamp(_local(at, meter), at, meter, model.clock.format))
         self._fields(doc, values)
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -250,6 +253,32 @@ class JsonMeter:
                      sequence: int = 0) -> bytes:
         return self._document(meter, "report", sequence, at,
                               {"current_volume": value, **self._status(meter)})
+
+    def pack_series(self) -> Any:
+        """The map's series of the current volume (what a pack upload fills), or None."""
+        return next((x for x in self.map.model.series if x.field == "current_volume"), None)
+
+    def pack_frame(self, meter: SimMeter, at: datetime,
+                   hourly: list[tuple[datetime, Decimal]], *, sequence: int = 0) -> bytes:
+        """An upload of frozen hourly registers (oldest first, consecutive hours) through the
+        map's ``series``, with the status fields and the meter's clock at ``at``."""
+        import json
+
+        series = self.pack_series()
+        if series is None:
+            raise ValueError(f"the JSON map {self.map.name} has no series of current_volume")
+        spec = self.map.model.fields["current_volume"]
+        doc = json.loads(self._document(meter, "report", sequence, at, self._status(meter)))
+        scale = Decimal(spec.scale) if spec.scale else Decimal(1)
+        values: list[Any] = []
+        for _, value in hourly:
+            raw = value / scale
+            values.append(int(raw) if raw == raw.to_integral_value() else str(raw))
+        first = _local(hourly[0][0], meter)
+        self._put(doc, series.path, values)
+        self._put(doc, series.start.path, _stamp(first, hourly[0][0], meter,
+                                                 series.start.format))
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     # ------------------------------------------------------------------ commands
     def command_of(self, doc: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:

@@ -26,7 +26,7 @@ import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["DtuLink", "MqttBridge", "Upload"]
 
 log = logging.getLogger(__name__)
+
+_HOUR = timedelta(hours=1)
 
 
 @dataclass
@@ -705,6 +707,13 @@ class MqttBridge(_JsonCommands, _LinkBase):
     uplinks to MQTT; one client here publishes for all of them (``<root>/meters/<id>/up``)
     and listens on ``<root>/meters/+/down``. A meter listens only for ``wake_window_s``
     after each uplink; a downlink outside that window is lost, as it would be.
+
+    Packs (``nbiot_pack`` N, JSON-map meters): a meter records its register at every full
+    hour and each upload carries its last N hourly registers (the map's ``series``) instead
+    of the current one; every reading is logged with its hour as ``ts``. In burst mode the
+    bridge needs no schedule: meter after meter uploads the next N hours of its backlog
+    since the simulated start (consecutive, never repeated), stamped with the meter's clock
+    now, as fast as the FEP acknowledges (at most ``8 × window`` uploads unacknowledged).
     """
 
     ref_of = staticmethod(_sha_ref)
@@ -720,6 +729,8 @@ class MqttBridge(_JsonCommands, _LinkBase):
         self.client: Any = None
         self.connected = asyncio.Event()
         self._stop = False
+        self._burst_meters = list(self.meters_by_id.values())
+        self._burst_index = 0
 
     async def run(self) -> None:
         from urllib.parse import urlsplit
@@ -779,20 +790,81 @@ class MqttBridge(_JsonCommands, _LinkBase):
             if len(self.pending) >= self.sim.window * 8:
                 await asyncio.sleep(0.05)
                 continue
-            try:
-                due_meter, at = await asyncio.wait_for(self.queue.get(), 0.5)
-            except TimeoutError:
-                continue
-            built = self.build_upload(due_meter, at)
-            if built is None:
-                continue
+            if self.sim.burst:
+                burst = self._next_burst()
+                if burst is None:  # no backlog left (or no pack mode): nothing to send
+                    await asyncio.sleep(0.5)
+                    continue
+                due_meter, built = burst
+            else:
+                try:
+                    due_meter, at = await asyncio.wait_for(self.queue.get(), 0.5)
+                except TimeoutError:
+                    continue
+                maybe = self.build_upload(due_meter, at)
+                if maybe is None:
+                    continue
+                built = maybe
             self.add_pending(built)
             await self._publish(client, due_meter, built)
 
-    def build_upload(self, meter: SimMeter, at: datetime) -> Upload | None:
+    # ------------------------------------------------------------------ packs
+
+    def _hourly(self, meter: SimMeter, at: datetime) -> list[tuple[datetime, Decimal]]:
+        """The meter's frozen hourly registers up to ``at``, the last ``nbiot_pack`` of them:
+        each full hour is recorded once, as the meter's register passes it."""
+        history = meter.extra.get("hourly")
+        if not isinstance(history, collections.deque):
+            history = collections.deque(maxlen=self.sim.nbiot_pack)
+            meter.extra["hourly"] = history
+        hour = self._next_hour(meter)
+        while hour <= at:
+            meter.consumption.advance(hour)
+            history.append((hour, meter.consumption.register_value()))
+            hour += _HOUR
+        meter.extra["hourly_next"] = hour
+        return list(history)
+
+    @staticmethod
+    def _next_hour(meter: SimMeter) -> datetime:
+        """The first full hour the meter has not recorded yet."""
+        hour = meter.extra.get("hourly_next")
+        if isinstance(hour, datetime):
+            return hour
+        since = meter.consumption.at
+        hour = since.replace(minute=0, second=0, microsecond=0)
+        return hour + _HOUR if hour < since else hour
+
+    def _next_burst(self) -> tuple[SimMeter, Upload] | None:
+        """Burst mode (throughput runs), pack uploads only: the next meter in turn uploads
+        the next ``nbiot_pack`` hours of its backlog since the simulated start, stamped with
+        its clock now (wall time); a meter whose backlog has reached now is skipped."""
+        if not self.sim.nbiot_pack or not self._burst_meters:
+            return None
+        from datetime import UTC
+
+        now = datetime.now(UTC)
+        for _ in range(len(self._burst_meters)):
+            meter = self._burst_meters[self._burst_index % len(self._burst_meters)]
+            self._burst_index += 1
+            first = self._next_hour(meter)
+            until = min(first + (self.sim.nbiot_pack - 1) * _HOUR, now)
+            if until < first:
+                continue
+            built = self.build_upload(meter, until, clock_at=now)
+            if built is not None:
+                return meter, built
+        return None
+
+    def build_upload(self, meter: SimMeter, at: datetime, *,
+                     clock_at: datetime | None = None) -> Upload | None:
+        """The meter's upload at ``at``: its current register, or with ``nbiot_pack`` its
+        last hourly registers (``clock_at``: the meter's clock, when not ``at``)."""
         self._frame_seq += 1
         frame_id = f"{meter.link_id}/{self._frame_seq}"
         sim, faults = self.sim, self.sim.faults
+        if sim.nbiot_pack:
+            return self._pack_upload(meter, at, frame_id, clock_at or at)
         meter.consumption.advance(at)
         if faults.should("missing", meter.meter_id):
             sim.log.fault("missing", meter.meter_id, at, meter_id=meter.meter_id,
@@ -803,6 +875,26 @@ class MqttBridge(_JsonCommands, _LinkBase):
                                                           sequence=self._frame_seq)
         upload = Upload(frame_id, data, self.ref_of(data), at, readings=0)
         upload.readings = self.log_readings(upload, meter, at, value, value, None)
+        return upload
+
+    def _pack_upload(self, meter: SimMeter, at: datetime, frame_id: str,
+                     clock_at: datetime) -> Upload | None:
+        hourly = self._hourly(meter, at)
+        meter.consumption.advance(at)
+        if self.sim.faults.should("missing", meter.meter_id):
+            self.sim.log.fault("missing", meter.meter_id, at, meter_id=meter.meter_id,
+                               register=meter.register_name)
+            return None
+        if not hourly:
+            return None  # not a full hour recorded yet
+        data = behaviour_for(meter.protocol).pack_frame(meter, clock_at, hourly,
+                                                        sequence=self._frame_seq)
+        upload = Upload(frame_id, data, self.ref_of(data), clock_at, readings=len(hourly))
+        write = self.sim.log.write
+        for hour, value in hourly:
+            write(ReadingRec(frame=frame_id, meter_id=meter.meter_id,
+                             register=meter.register_name, unit=meter.unit, value=str(value),
+                             sim_at=hour, ts=self.reading_ts(meter, hour)))
         return upload
 
     async def _on_down(self, client: Any, message: Any) -> None:

@@ -5,7 +5,9 @@ meter reports next, meter) and hands due reports to the meter's link, which buil
 at that simulated instant (register integrated up to it) and sends it when its window allows.
 Report intervals are simulated time, so ``speed`` (simulated seconds per real second) turns a
 week into minutes without changing what the meters say. ``burst`` mode ignores the schedule
-and keeps every link's window full (throughput measurement).
+and keeps every link's window full (throughput measurement): DTU links send their meters'
+registers stamped now; with ``nbiot_pack`` the NB-IoT bridge sends pack uploads, each the
+next hours of a meter's backlog since the simulated start (see ``MqttBridge``).
 
 A small line-based control port (``--control-port``) takes ``inject KIND TARGET [COUNT]``,
 ``rate KIND VALUE``, ``stats`` and ``flush`` while running, so a fault test in another process
@@ -102,6 +104,10 @@ class SimulatorSettings(ComponentSettings):
                                                                    "reports of DTU meters.")
     nbiot_report_s: float = Field(default=86400.0, gt=0,
                                   description="NB-IoT meters wake and report this often.")
+    nbiot_pack: int = Field(default=0, ge=0, le=1000,
+                            description="NB-IoT JSON meters upload their last N hourly "
+                                        "registers in each report (the JSON map's series), "
+                                        "not the current register; 0 = off.")
     electricity_report_s: float = Field(default=900.0, gt=0)
     heartbeat_s: float = Field(default=60.0, gt=0, description="DTU heartbeat (real seconds).")
     ack_timeout_s: float = Field(default=10.0, gt=0,
@@ -146,11 +152,23 @@ class Simulator:
         self.ack_timeout_s = settings.ack_timeout_s
         self.heartbeat_s = settings.heartbeat_s
         self.wake_window_s = settings.wake_window_s
+        self.nbiot_pack = settings.nbiot_pack
+        if self.nbiot_pack and self.spec.nbiot_meters:
+            self._check_pack_map()
         self.reconnect_delay_s = settings.reconnect_delay_s
         self.delivery = settings.delivery
         self.delivery_rng = random.Random(seed ^ 0x5EED)
         self._control: asyncio.Server | None = None
         self.started_at = 0.0
+
+    def _check_pack_map(self) -> None:
+        from simulator.devices import behaviour_for
+
+        protocol = self.spec.nbiot_protocol
+        behaviour = behaviour_for(protocol)
+        if getattr(behaviour, "pack_series", lambda: None)() is None:
+            raise ValueError(f"NB-IoT packs need a JSON map with a series of current_volume "
+                             f"(e.g. nbiot-json:nbiot-gas); the NB-IoT meters speak {protocol}")
 
     def _delivery_note(self) -> dict[str, Any]:
         if self.delivery == DeliverySettings():
@@ -203,7 +221,7 @@ class Simulator:
             self._tasks.append(asyncio.create_task(link.run(), name=f"sim-{link.link.link_id}"))
         if self.bridge is not None:
             self._tasks.append(asyncio.create_task(self.bridge.run(), name="sim-mqtt"))
-        if not self.burst:  # in burst mode the DTU links generate their own uploads
+        if not self.burst:  # in burst mode the links generate their own uploads
             self._tasks.append(asyncio.create_task(self._schedule(kinds), name="sim-schedule"))
         self._tasks.append(asyncio.create_task(self._flush_log(), name="sim-log"))
         if control_port is not None:

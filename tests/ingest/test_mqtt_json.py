@@ -241,3 +241,43 @@ async def test_a_pack_of_hourly_values_is_stored_reading_by_reading_and_only_onc
             if isinstance(m, DeadLetter) and m.value == bad]
     assert dead
     assert "data.hourly.1" in json.dumps(dead[0].reason)
+
+
+async def test_simulated_pack_uploads_in_burst_arrive_reading_by_reading(
+        kafka_settings: KafkaSettings, mqtt_settings: MqttSettings, tmp_path: Path) -> None:
+    """The simulator's NB-IoT meters in burst mode with 24-hour packs (the throughput run of
+    ``bench/e2e.py``): every reading of every upload the FEP acknowledged is in
+    ``readings.raw`` once, at the hour the meter stated."""
+    from simulator.log import read_log
+    from simulator.runner import Simulator, SimulatorSettings
+    from tests.ingest._fep import ledger_of, simulator_for, small_fleet
+
+    spec = small_fleet(nbiot_meters=3, nbiot_protocol="nbiot-json:nbiot-gas")
+    point = nbiot_point(protocol="nbiot-json:nbiot-gas", wake_window_s=3.0)
+    probe = Simulator(SimulatorSettings(), spec=spec, log_path=None)
+    async with running_fep(kafka_settings, tmp_path, {"nbiot": point},
+                           ledger=ledger_of(probe), mqtt=mqtt_settings) as fep:
+        sim = simulator_for(fep, spec, tmp_path, speed=1, mqtt=mqtt_settings,
+                            settings={"nbiot_pack": 24, "window": 2}, burst=True)
+        await sim.start(kinds=("nbiot",))
+        try:
+            async with asyncio.timeout(40):
+                while sim.stats["acked_frames"] < 30:  # noqa: ASYNC110 - the FEP's tasks
+                    await asyncio.sleep(0.1)
+        finally:
+            await sim.stop()
+    log = read_log(tmp_path / "sim.jsonl")
+    acked = log.acknowledged()
+    assert len(acked) >= 30 * 24
+    assert len(log.keys(acked)) == len(acked)  # burst packs never repeat an hour
+
+    def mine(ms: list[Any]) -> list[Reading]:
+        return [m for m in ms if isinstance(m, Reading) and m.fep == fep.instance
+                and m.register == "volume"]
+
+    readings = mine(await consume_messages(kafka_settings, "readings.raw",
+                                           until=lambda ms: len(mine(ms)) >= len(acked)))
+    got = {(r.meter_id, r.register, r.ts): r.value for r in readings}
+    assert len(got) == len(readings)  # each reading published once
+    for rec in acked:
+        assert got[(rec.meter_id, rec.register, rec.ts)] == Decimal(rec.value)

@@ -55,12 +55,16 @@ from unimeter.config import load_config
 @click.option("--nbiot-protocol", default="cjt188-2004", show_default=True,
               help="What the NB-IoT meters speak: cjt188-2004, or a JSON map such as "
                    "nbiot-json:nbiot-gas (set the FEP's MQTT service point to the same).")
+@click.option("--nbiot-pack", type=click.IntRange(0, 1000), default=None,
+              help="NB-IoT JSON meters upload their last N hourly registers in each report "
+                   "(the map's series; default simulator.nbiot_pack, 0 = off). With --burst "
+                   "they upload their backlog since --start, N hours a message.")
 @click.option("--seed", type=int, default=20260701, show_default=True)
 def command(meters: int, speed: float | None, days: float | None, duration: float | None,
             start_text: str | None, kinds: str, faults: str, delivery: str, log_path: Path | None,
             log_frames: bool, burst: bool, control_port: int | None, fep_host: str | None,
             dtu_port: int | None, publish_ledger: bool, export_fleet: Path | None,
-            nbiot_protocol: str, seed: int) -> None:
+            nbiot_protocol: str, nbiot_pack: int | None, seed: int) -> None:
     """Run a simulated meter fleet against the FEPs."""
     from schemas.settings import load_settings
     from simulator.clock import SimClock
@@ -75,6 +79,8 @@ def command(meters: int, speed: float | None, days: float | None, duration: floa
         overrides["fep_host"] = fep_host
     if dtu_port:
         overrides["dtu_port"] = dtu_port
+    if nbiot_pack is not None:
+        overrides["nbiot_pack"] = nbiot_pack
     if delivery:
         from simulator.runner import parse_delivery
 
@@ -108,8 +114,11 @@ def command(meters: int, speed: float | None, days: float | None, duration: floa
     clock = SimClock(start, settings.speed)
     if log_path is None:
         log_path = settings.log_dir / f"sim-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.jsonl"
-    sim = Simulator(settings, spec=spec, clock=clock, mqtt=config.mqtt, log_path=log_path,
-                    faults=faults, frames_hex=log_frames, burst=burst, seed=seed)
+    try:
+        sim = Simulator(settings, spec=spec, clock=clock, mqtt=config.mqtt, log_path=log_path,
+                        faults=faults, frames_hex=log_frames, burst=burst, seed=seed)
+    except ValueError as exc:  # e.g. packs, but no JSON map with a series
+        raise click.UsageError(str(exc)) from None
     click.echo(f"simulating {sim.fleet.counts()['meters']:,} meters "
                f"({', '.join(f'{k}={v}' for k, v in sim.fleet.counts().items() if k != 'meters')})"
                f" at {settings.speed:g}× from {start.isoformat()}; log {log_path}")
