@@ -47,7 +47,13 @@ from billing.errors import (
     UnknownAccountError,
 )
 from billing.money import ZERO
-from billing.prepaid import CreditEffects, alarm_state, evaluate_credit, safety_cause
+from billing.prepaid import (
+    CreditEffects,
+    alarm_state,
+    evaluate_credit,
+    may_cross,
+    safety_cause,
+)
 from billing.pricing import Piece, Pricer, PricingResult
 from billing.settings import BillingSettings
 from billing.settlement import Settler
@@ -136,6 +142,9 @@ class BillingEngine:
         self._unbillable = frozenset(self.settings.unbillable_qualities)
         self._command_ttl = timedelta(hours=self.settings.command_ttl_hours)
         self._grace = timedelta(minutes=self.settings.settle_grace_minutes)
+        # The natural-key text of the last UTC timestamp: readings come in runs with one
+        # timestamp (every meter's daily read at local midnight, every hourly interval).
+        self._ts_text: tuple[datetime, str] = (datetime.min.replace(tzinfo=UTC), "")
 
     @property
     def tz(self) -> ZoneInfo:
@@ -201,6 +210,16 @@ class BillingEngine:
                                unit=self._unit(account), command_ttl=self._command_ttl,
                                meter_has_valve=self.meter_has_valve)
 
+    def _iso_utc(self, ts: datetime) -> str:
+        """:func:`iso_utc`, remembering the last UTC timestamp's text."""
+        if ts.tzinfo is not UTC:  # (an equal time in another zone may differ by its fold)
+            return iso_utc(ts)
+        last, text = self._ts_text
+        if ts != last:
+            text = iso_utc(ts)
+            self._ts_text = (ts, text)
+        return text
+
     # ------------------------------------------------------------------ readings
 
     def bill_reading(self, reading: ValidatedReading, now: datetime | None = None) -> Outcome:
@@ -219,7 +238,7 @@ class BillingEngine:
         if not account_id:
             return Outcome(status="skipped", detail=f"meter {reading.meter_id} has no account "
                                                     "in the reading's dimensions")
-        ts_text = iso_utc(reading.ts)
+        ts_text = self._iso_utc(reading.ts)
         key = f"{reading.meter_id}|{reading.register}|{ts_text}"
         record = self.store.readings.get(key)
         if record is not None:
@@ -256,7 +275,7 @@ class BillingEngine:
             raise BillingInputError(
                 f"no tariff for account {account_id}", where=key,
                 hint="give the account a tariff in the ledger (or the meter's dims a tariff_id)")
-        old = record.pieces if record is not None else []
+        old = record.pieces if record is not None else ()
         delta = _delta(old, pieces)
         estimated_new = _estimated(pieces)
         estimated_old = _estimated(old)
@@ -283,14 +302,14 @@ class BillingEngine:
             account_id=account_id, version=reading.version, pieces=pieces,
             volume=(record.volume if record else ZERO) + charge.volume,
             amount=(record.amount if record else ZERO) + charge.amount,
-            charge_ids=[*(record.charge_ids if record else ()), charge.charge_id],
+            charge_ids=(*(record.charge_ids if record else ()), charge.charge_id),
             day_key=day_key, billed_at=now,
             outcome=out if self.settings.store_outcomes else None)
         out.status = "charged" if record is None else "adjusted"
         return out
 
     def _charge(self, reading: ValidatedReading, ts_text: str, account_id: str, tariff_id: str,
-                pieces: list[Piece], priced: PricingResult, record: ReadingRecord | None,
+                pieces: tuple[Piece, ...], priced: PricingResult, record: ReadingRecord | None,
                 now: datetime) -> Charge:
         version = priced.tariff_version
         return Charge(
@@ -303,7 +322,8 @@ class BillingEngine:
             volume=priced.volume, amount=priced.amount,
             currency=version.message.currency if version else self.settings.currency,
             segments=priced.segments, reading_ts=reading.ts, reading_version=reading.version,
-            register=reading.register, provisional=any(p.estimated for p in pieces),
+            register=reading.register, provisional=pieces[0].estimated if len(pieces) == 1 else any(
+                p.estimated for p in pieces),
             tariff_id=tariff_id, cycle_id=priced.cycle_id,
             cycle_volume_after=priced.cycle_volume_after,
             corrects=record.charge_ids[-1] if record and record.charge_ids else None,
@@ -326,7 +346,8 @@ class BillingEngine:
             state.balance -= charge.amount
             after = state.balance
             entry_amount = -charge.amount
-        effects = self._evaluate(state, account, before, after, now)
+        effects = (self._evaluate(state, account, before, after, now)
+                   if may_cross(state, account, before, after) else None)
         if entry_amount or after != before:
             out.balances.append(BalanceChange(
                 entry_id=f"{state.account_id}:{charge.kind}:{charge.charge_id}",
@@ -336,8 +357,9 @@ class BillingEngine:
                 reference=charge.charge_id, alarm_state=alarm_state(state, account, after),
                 volume=(after - before) if state.volume_balance is not None else None,
                 volume_after=state.volume_balance))
-        out.alerts.extend(effects.alerts)
-        out.commands.extend(effects.commands)
+        if effects is not None:
+            out.alerts.extend(effects.alerts)
+            out.commands.extend(effects.commands)
         return state.balance
 
     # ------------------------------------------------------------------ top-ups
@@ -514,13 +536,13 @@ class BillingEngine:
                        settlements=settlements)
 
 
-def _pieces(reading: ValidatedReading, key: str) -> list[Piece] | None:
+def _pieces(reading: ValidatedReading, key: str) -> tuple[Piece, ...] | None:
     """The consumption pieces of a reading: its intervals, else the span since the previous
     register read, else None (a baseline read with no consumption yet)."""
     estimated = reading.quality == "estimated"
     if reading.intervals:
-        pieces = [Piece(i.start, i.end, i.volume, i.estimated or estimated)
-                  for i in reading.intervals]
+        pieces = tuple(Piece(i.start, i.end, i.volume, i.estimated or estimated)
+                       for i in reading.intervals)
         total = sum((p.volume for p in pieces), ZERO)
         if reading.consumption is not None and total != reading.consumption:
             raise BillingInputError(
@@ -533,14 +555,15 @@ def _pieces(reading: ValidatedReading, key: str) -> list[Piece] | None:
             volume = reading.value
         if volume is None:
             return None
-        pieces = [Piece(reading.interval_start or reading.ts, reading.ts, volume, estimated)]
+        pieces = (Piece(reading.interval_start or reading.ts, reading.ts, volume, estimated),)
+        total = volume
     for piece in pieces:
         if piece.end < piece.start:
             raise BillingInputError(f"consumption piece ends {iso_utc(piece.end)} before it "
                                     f"starts {iso_utc(piece.start)}",
                                     where=f"{key} v{reading.version}",
                                     hint="fix the interval bounds in VEE")
-    if sum((p.volume for p in pieces), ZERO) < 0:
+    if total < 0:
         raise BillingInputError(
             "negative consumption", where=f"{key} v{reading.version}",
             hint="a register that went backwards is a rollback or a meter exchange: VEE "
@@ -548,7 +571,7 @@ def _pieces(reading: ValidatedReading, key: str) -> list[Piece] | None:
     return pieces
 
 
-def _estimated(pieces: list[Piece]) -> Decimal:
+def _estimated(pieces: tuple[Piece, ...]) -> Decimal:
     total = ZERO
     for piece in pieces:
         if piece.estimated:
@@ -556,7 +579,7 @@ def _estimated(pieces: list[Piece]) -> Decimal:
     return total
 
 
-def _delta(old: list[Piece], new: list[Piece]) -> list[Piece]:
+def _delta(old: tuple[Piece, ...], new: tuple[Piece, ...]) -> list[Piece]:
     """New pieces minus the charged ones, piece by piece (matched on their bounds)."""
     if not old:
         return list(new)

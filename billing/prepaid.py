@@ -38,6 +38,7 @@ __all__ = [
     "CreditEffects",
     "alarm_state",
     "evaluate_credit",
+    "may_cross",
     "safety_cause",
 ]
 
@@ -122,8 +123,7 @@ def evaluate_credit(state: AccountState, account: LedgerAccount, before: Decimal
                     meter_has_valve: Callable[[str], bool]) -> CreditEffects:
     """Apply the prepayment rules to a movement of the credit from ``before`` to ``after``."""
     effects = CreditEffects()
-    if account.billing_mode == "postpaid" or after == before or not _may_act(
-            state, account, before, after):
+    if not may_cross(state, account, before, after):
         return effects
     ctx = _Context(state, account, now, unit, command_ttl, meter_has_valve)
     if after < before:
@@ -133,9 +133,12 @@ def evaluate_credit(state: AccountState, account: LedgerAccount, before: Decimal
     return effects
 
 
-def _may_act(state: AccountState, account: LedgerAccount, before: Decimal,
+def may_cross(state: AccountState, account: LedgerAccount, before: Decimal,
               after: Decimal) -> bool:
-    """Cheap test whether a movement can cross anything (most charges cross nothing)."""
+    """Whether a movement can cross anything :func:`evaluate_credit` acts on — a cheap test,
+    as most charges cross nothing."""
+    if account.billing_mode == "postpaid" or after == before:
+        return False
     a1, a2 = account.alarm1, account.alarm2
     if after < before:
         return bool((state.alarm1_armed and a1 is not None and after < a1)

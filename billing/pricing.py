@@ -42,7 +42,7 @@ from schemas.messages import ChargeSegment
 __all__ = ["Piece", "Pricer", "PricingResult"]
 
 
-class Piece(msgspec.Struct, array_like=True, frozen=True):
+class Piece(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """Consumption ``volume`` over ``[start, end)`` (``start == end``: at one instant);
     ``estimated`` when VEE estimated it. Stored as is in a :class:`ReadingRecord`."""
 
@@ -92,6 +92,10 @@ class Pricer:
         ordered = list(pieces)
         if len(ordered) > 1:
             ordered.sort(key=lambda p: (p.volume >= 0, p.start, p.end))
+        elif ordered and ordered[0].volume > 0:
+            simple = self._price_simple(tariff_id, ordered[0], positions, override)
+            if simple is not None:
+                return simple
         parts: _Parts = {}
         last_cycle = ""
         last_version: TariffVersion | None = None
@@ -119,6 +123,40 @@ class Pricer:
             cycle_id=last_cycle,
             cycle_volume_after=positions.get(last_cycle) if last_cycle else None,
             tariff_version=last_version)
+
+    def _price_simple(self, tariff_id: str, piece: Piece,
+                      positions: MutableMapping[str, Decimal],
+                      override: dict[str, Decimal] | None) -> PricingResult | None:
+        """The common case — one increase inside one step or flat tariff version and one
+        cycle — priced without splitting or merging: each tier chunk (and each price
+        component) is a segment of its own already. None when the piece needs more."""
+        spans = self.book.spans(tariff_id, piece.start, piece.end)
+        if len(spans) != 1:
+            return None
+        version = spans[0][2]
+        if version.tou is not None or version.realtime is not None:
+            return None
+        cycle = version.cycle.cycle_at(piece.start)
+        if piece.end > cycle.end:
+            return None
+        message = version.message
+        tariff_id, number = message.tariff_id, message.version
+        cycle_id = cycle.cycle_id
+        position = positions.get(cycle_id, ZERO)
+        segments: list[ChargeSegment] = []
+        amount = ZERO
+        for tier, volume in _chunks(version.tiers_for(override), position,
+                                    position + piece.volume):
+            for component, unit in tier.components or (("total", tier.price),):
+                money = round_money(volume * unit)
+                amount += money
+                segments.append(ChargeSegment(
+                    tier=tier.number, volume=volume, unit_price=unit, amount=money,
+                    component=component, tariff_id=tariff_id, tariff_version=number))
+        after = positions[cycle_id] = position + piece.volume
+        return PricingResult(segments=tuple(segments), amount=amount, volume=piece.volume,
+                             cycle_id=cycle_id, cycle_volume_after=after,
+                             tariff_version=version)
 
     def _split(self, tariff_id: str, piece: Piece) -> list[tuple[_Sub, Decimal]]:
         spans = self.book.spans(tariff_id, piece.start, piece.end)

@@ -143,19 +143,11 @@ class Settler:
                      now: datetime) -> list[Settlement]:
         """Close every open period of the account that ends by ``boundary``: days first (each
         rolled into its month and year), then months, then years, each in time order."""
-        if not state.open_periods:
-            return []
-        days: list[PeriodAccumulator] = []
-        others: list[PeriodAccumulator] = []
-        for acc in state.open_periods.values():
-            if acc.end <= boundary:
-                (days if acc.period == "day" else others).append(acc)
-        if len(days) > 1:
-            days.sort(key=_by_end)
-        if len(others) > 1:
-            others.sort(key=_by_period_end)
-        out = []
-        for acc in (*days, *others):
+        ended = [acc for acc in state.open_periods.values() if acc.end <= boundary]
+        if len(ended) > 1:
+            ended.sort(key=_closing_order)
+        out: list[Settlement] = []
+        for acc in ended:
             key = acc.key
             del state.open_periods[key]
             acc.closed = True
@@ -194,12 +186,11 @@ class Settler:
         return self.close_before(state, now - grace, closed, now)
 
 
-def _by_end(acc: PeriodAccumulator) -> datetime:
-    return acc.end
+_RANK = {"day": 0, "month": 1, "year": 2}
 
 
-def _by_period_end(acc: PeriodAccumulator) -> tuple[bool, datetime]:
-    return acc.period == "year", acc.end
+def _closing_order(acc: PeriodAccumulator) -> tuple[int, datetime]:
+    return _RANK[acc.period], acc.end
 
 
 def _add_charge(acc: PeriodAccumulator, charge: Charge, estimated_volume: Decimal,
@@ -210,7 +201,7 @@ def _add_charge(acc: PeriodAccumulator, charge: Charge, estimated_volume: Decima
         acc.estimated_volume += estimated_volume
     acc.charges += 1
     if charge.meter_id and charge.meter_id not in acc.meters:
-        acc.meters.append(charge.meter_id)
+        acc.meters = (*acc.meters, charge.meter_id)
     if charge.tariff_id:
         acc.tariff_id = charge.tariff_id
     if charge.cycle_id:
@@ -219,7 +210,7 @@ def _add_charge(acc: PeriodAccumulator, charge: Charge, estimated_volume: Decima
     if balance_after is not None:
         acc.balance_after = balance_after
     if charge.segments:
-        _add_segments(acc.segments, charge.segments)
+        acc.segments = _add_segments(acc.segments, charge.segments)
 
 
 def _add_totals(acc: PeriodAccumulator, day: PeriodAccumulator) -> None:
@@ -229,19 +220,20 @@ def _add_totals(acc: PeriodAccumulator, day: PeriodAccumulator) -> None:
     acc.charges += day.charges
     for meter_id in day.meters:
         if meter_id not in acc.meters:
-            acc.meters.append(meter_id)
+            acc.meters = (*acc.meters, meter_id)
     if day.tariff_id:
         acc.tariff_id = day.tariff_id
     if day.cycle_id:
         acc.cycle_id, acc.cycle_volume_after = day.cycle_id, day.cycle_volume_after
     if day.balance_after is not None:
         acc.balance_after = day.balance_after
-    _add_segments(acc.segments, day.segments)
+    acc.segments = _add_segments(acc.segments, day.segments)
 
 
-def _add_segments(totals: list[SegmentTotal],
-                  segments: Iterable[ChargeSegment | SegmentTotal]) -> None:
-    """Add segments into running totals in place (the lists hold a handful of keys)."""
+def _add_segments(totals: tuple[SegmentTotal, ...],
+                  segments: Iterable[ChargeSegment | SegmentTotal]) -> tuple[SegmentTotal, ...]:
+    """Add segments into running totals: in place for a key already there, a longer tuple
+    for a new one (a period holds a handful of keys)."""
     for s in segments:
         for t in totals:
             if (t.tier == s.tier and t.unit_price == s.unit_price and t.component == s.component
@@ -251,8 +243,9 @@ def _add_segments(totals: list[SegmentTotal],
                 t.amount += s.amount
                 break
         else:
-            totals.append(SegmentTotal(s.tariff_id, s.tariff_version, s.tier, s.component,
-                                       s.period, s.unit_price, s.volume, s.amount))
+            totals = (*totals, SegmentTotal(s.tariff_id, s.tariff_version, s.tier, s.component,
+                                            s.period, s.unit_price, s.volume, s.amount))
+    return totals
 
 
 def _settlement(acc: PeriodAccumulator, now: datetime) -> Settlement:
@@ -268,6 +261,6 @@ def _settlement(acc: PeriodAccumulator, now: datetime) -> Settlement:
                                      tariff_id=t.tariff_id, tariff_version=t.tariff_version,
                                      period=t.period)
                        for t in acc.segments if t.volume or t.amount),
-        charges=acc.charges, meters=tuple(acc.meters), tariff_id=acc.tariff_id,
+        charges=acc.charges, meters=acc.meters, tariff_id=acc.tariff_id,
         cycle_id=acc.cycle_id, cycle_volume_after=acc.cycle_volume_after,
         balance_after=acc.balance_after, created_at=now)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from billing.errors import BillingInputError, UnknownAccountError
 from billing.state import AccountState, ReadingRecord, decode_state, encode_state
-from tests.billing.helpers import D, account, daily, engine, hourly, local, span, top_up
+from tests.billing.helpers import TZ, D, account, daily, engine, hourly, local, span, top_up
 
 NOW = datetime(2020, 6, 10, tzinfo=UTC)
 
@@ -20,6 +22,17 @@ def test_redelivered_reading_never_charges_twice() -> None:
     assert again.status == "duplicate"
     assert again.messages() == []
     assert e.account_state("ACC-1").balance == D("100") - D("20.88")  # type: ignore[union-attr]
+
+
+def test_a_redelivery_with_its_time_in_another_zone_is_the_same_reading() -> None:
+    e = engine([account(opening_balance=D("100"))])
+    first = daily("M", "2020-06-01", "8")
+    e.bill_reading(first, NOW)
+    e.bill_reading(daily("M", "2020-06-02", "1"), NOW)  # another timestamp in between
+    shanghai = msgspec.structs.replace(first, ts=first.ts.astimezone(TZ))
+    assert e.bill_reading(shanghai, NOW).status == "duplicate"
+    assert e.bill_reading(first, NOW).status == "duplicate"
+    assert e.account_state("ACC-1").balance == D("100") - D("20.88") - D("2.61")  # type: ignore[union-attr]
 
 
 def test_with_stored_outcomes_a_redelivery_resends_the_same_messages() -> None:
@@ -205,6 +218,21 @@ def test_state_round_trips_through_the_table_encoding() -> None:
     assert decode_state(encode_state(state), AccountState) == state
     record = next(iter(e.store.readings.values()))
     assert decode_state(encode_state(record), ReadingRecord) == record
+
+
+def test_state_kept_in_memory_is_left_out_of_the_cyclic_collector() -> None:
+    # A memory store keeps a record per reading and an accumulator per settled day for good;
+    # were they tracked, every full collection would walk all of them (see billing.state).
+    e = engine([account(opening_balance=D("100"))])
+    for day in ("2020-06-01", "2020-06-02", "2020-06-03"):
+        e.bill_reading(daily("M", day, "8"), NOW)
+    gc.collect()
+    kept = [*e.store.readings.values(), *e.store.periods.values(), *e.store.accounts.values()]
+    assert len(kept) == 3 + 2 + 1
+    for item in kept:
+        assert not gc.is_tracked(item)
+        for value in msgspec.structs.astuple(item):
+            assert not gc.is_tracked(value) or isinstance(value, list | dict), value
 
 
 def test_register_read_span_is_one_charge_settled_on_its_last_day() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from billing.errors import NoPriceError, TariffError
-from billing.pricing import Piece, Pricer
+from billing.pricing import Piece, Pricer, PricingResult
 from tests.billing.helpers import D, book, local
 
 
@@ -191,3 +192,32 @@ def test_realtime_fallback_price_fills_missing_intervals() -> None:
     piece = Piece(local("2026-07-11", 0), local("2026-07-11", 2), D("4"))
     _, rows, _ = _price("RT-ELEC", [piece], files=("realtime.yaml",))
     assert [(r[1], r[2]) for r in rows] == [("2.000", "0.33"), ("2.000", "0.50")]
+
+
+class _GeneralOnly(Pricer):
+    """The general splitter alone: the short path declines every piece."""
+
+    def _price_simple(self, tariff_id: str, piece: Piece, positions: MutableMapping[str, Decimal],
+                      override: dict[str, Decimal] | None) -> PricingResult | None:
+        return None
+
+
+@pytest.mark.parametrize("tariff_id", ["BJ-GAS-RES", "BJ-WATER-RES"])
+def test_short_path_prices_exactly_as_the_general_splitter(tariff_id: str) -> None:
+    tariffs = book("beijing_gas.yaml", "beijing_water.yaml")
+    short, general = Pricer(tariffs), _GeneralOnly(tariffs)
+    for day in ("2018-07-09", "2020-05-01", "2020-12-31"):
+        piece_start = local(day)
+        for position in ("0", "179.999", "180", "349.995", "350", "499.5", "620"):
+            for volume in ("0.001", "1.005", "150.5", "400"):
+                for override in (None, {"1": D("200")}):
+                    piece = Piece(piece_start, piece_start + timedelta(days=1), D(volume))
+                    cycle = {str(piece_start.astimezone(book().tz).year): D(position)}
+                    a_positions, b_positions = dict(cycle), dict(cycle)
+                    assert short._price_simple(tariff_id, piece, dict(cycle), override)
+                    a = short.price(tariff_id, [piece], a_positions, override)
+                    b = general.price(tariff_id, [piece], b_positions, override)
+                    assert (a.segments, a.amount, a.volume, a.cycle_id, a.cycle_volume_after,
+                            a.tariff_version) == (b.segments, b.amount, b.volume, b.cycle_id,
+                                                  b.cycle_volume_after, b.tariff_version)
+                    assert a_positions == b_positions
