@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BenchContext", "BenchResult", "cpu_seconds", "machine", "rate", "write_results"]
+__all__ = ["BenchContext", "BenchResult", "cpu_seconds", "machine", "process_cpu_seconds", "rate",
+           "write_results"]
 
 
 @dataclass
@@ -51,6 +52,16 @@ def cpu_seconds() -> float:
     """CPU seconds (user + system) of this process so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, its waited-for children included) of process ``pid`` so
+    far, from ``/proc``; 0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def rate(fn: Callable[[], int], *, repeat: int = 5, min_time: float = 0.2) -> float:

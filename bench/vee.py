@@ -27,7 +27,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from bench._harness import BenchContext, BenchResult, cpu_seconds
+from bench._harness import BenchContext, BenchResult, cpu_seconds, process_cpu_seconds
 from schemas import codec
 from schemas.messages import IntervalConsumption, LedgerMeter, Reading, ValidatedReading
 from vee.engine import VeeEngine
@@ -234,10 +234,11 @@ def bench_agent(ctx: BenchContext) -> list[BenchResult]:
         asyncio.run(_produce(kafka.bootstrap, kafka.topic("readings.raw"), warm))
         asyncio.run(_consume(kafka.bootstrap, kafka.topic("readings.validated"), 1, 180))
         ctx.progress(f"agent: {len(records):,} readings through `unimeter pipeline`")
-        start = time.perf_counter()
+        start, worker_cpu = time.perf_counter(), process_cpu_seconds(worker.pid)
         asyncio.run(_produce(kafka.bootstrap, kafka.topic("readings.raw"), records))
         end = asyncio.run(_consume(kafka.bootstrap, kafka.topic("readings.validated"),
                                    len(records) + 1, 600))
+        worker_cpu = process_cpu_seconds(worker.pid) - worker_cpu
         agent_rate = len(records) / (end - start)
     finally:
         if worker is not None:
@@ -255,13 +256,16 @@ def bench_agent(ctx: BenchContext) -> list[BenchResult]:
             delete_topics(kafka, mine)
         except Exception:  # cleanup is best effort
             delete_topics(kafka, report.created + extra_topics)
+    cpu_us = worker_cpu / len(records) * 1e6
     return [BenchResult(
         "vee", "agent: readings.raw -> readings.validated (1 worker, RocksDB, real broker)",
         agent_rate, "readings/s", "produce + consume the same readings, no processing",
         base_rate, target="(no fixed target)", passed=None,
         notes="wall clock, end to end, one worker process; includes envelope decode/encode, "
-              "ledger enrichment and acknowledged sends",
-        extra={"readings": len(records), "meters": meters})]
+              f"ledger enrichment and acknowledged sends; the worker spent {cpu_us:,.0f} "
+              "CPU-µs per reading",
+        extra={"readings": len(records), "meters": meters, "worker_cpu_s": worker_cpu,
+               "worker_cpu_us_per_reading": cpu_us})]
 
 
 BENCHMARKS = [bench_engine, bench_state_memory, bench_agent]
