@@ -10,10 +10,12 @@ it cannot decode goes to ``dlq.pipeline`` with the reason and the original bytes
 Agents are registered with :meth:`PipelineApp.batch_agent`: the handler gets a batch of
 decoded messages and returns a :class:`BatchResult` — the messages to produce and an
 ``after_send`` step that writes the agent's table state. The app sends the outputs, waits
-until the broker has them, and only then runs ``after_send``; faust commits the input
-offsets after the handler returns. A crash anywhere therefore replays input whose state was
-not yet written, and the agent produces the same messages again (at-least-once, made exact
-by the natural keys downstream). We never use faust's ``exactly_once``. A handler that
+until the broker has them, and only then runs ``after_send``; the tables' writes of the
+batch then go to their changelogs together and, once acknowledged, into the local store
+(:mod:`pipeline._state`); faust commits the input offsets after the handler returns. A
+crash anywhere therefore replays input whose state was not yet written, and the agent
+produces the same messages again (at-least-once, made exact by the natural keys
+downstream). We never use faust's ``exactly_once``. A handler that
 raises on a batch is retried message by message, and the message that still fails is
 dead-lettered with the error: bad input never stops the worker.
 
@@ -39,6 +41,7 @@ import faust
 from faust.streams import _current_event  # faust's current-event context variable
 
 from pipeline._follow import follow_ledger
+from pipeline._state import ChangelogRecord, StateTable
 from pipeline.errors import PipelineError
 from pipeline.ledger import LedgerView, open_ledger_store
 from pipeline.settings import PipelineSettings
@@ -55,6 +58,7 @@ __all__ = [
     "Output",
     "PipelineApp",
     "Sender",
+    "StateTable",
     "create_app",
     "discover_agents",
 ]
@@ -66,11 +70,17 @@ M = TypeVar("M", bound=Message)
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One record to produce: catalog topic (no prefix), key, encoded value."""
+    """One record to produce: catalog topic (no prefix), key, encoded value.
+
+    ``internal`` records (table changelogs) name their full Kafka topic, carry the partition
+    their key lives in, and a ``None`` value to delete the key.
+    """
 
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None
+    partition: int | None = None
+    internal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +111,10 @@ BatchHandler = Callable[[list[Incoming[Any]]], "BatchResult | Awaitable[BatchRes
 
 
 class Sender(Protocol):
-    """Produces outputs and returns once the broker acknowledged every one of them."""
+    """Produces outputs and returns once the broker acknowledged every one of them: the
+    records' metadata in order (with ``offset``), or ``None`` when there is none (tests)."""
 
-    async def send(self, outputs: Sequence[Output]) -> None: ...
+    async def send(self, outputs: Sequence[Output]) -> Sequence[Any] | None: ...
 
 
 class KafkaSender:
@@ -111,17 +122,21 @@ class KafkaSender:
 
     def __init__(self, app: PipelineApp) -> None:
         self.app = app
+        self._names: dict[str, str] = {}
 
-    async def send(self, outputs: Sequence[Output]) -> None:
+    async def send(self, outputs: Sequence[Output]) -> Sequence[Any] | None:
         if not outputs:
-            return
-        producer = self.app.faust.producer
+            return []
+        send = self.app.faust.producer.send
+        names = self._names
         futures = []
         for out in outputs:
-            futures.append(await producer.send(self.app.kafka.topic(out.topic), out.key,
-                                               out.value, partition=None, timestamp=None,
-                                               headers=None))
-        await asyncio.wait_for(asyncio.gather(*futures), self.app.settings.send_timeout_s)
+            name = names.get(out.topic) if not out.internal else out.topic
+            if name is None:
+                name = names[out.topic] = self.app.kafka.topic(out.topic)
+            futures.append(await send(name, out.key, out.value, partition=out.partition,
+                                      timestamp=None, headers=None))
+        return await asyncio.wait_for(asyncio.gather(*futures), self.app.settings.send_timeout_s)
 
 
 def discover_agents() -> list[str]:
@@ -180,6 +195,7 @@ class PipelineApp:
         self.sender: Sender = KafkaSender(self)
         self.ledger_ready = asyncio.Event()
         self._topics: dict[tuple[str, ...], Any] = {}
+        self._state_tables: list[StateTable] = []
         self._pending_rejects: list[Output] = []
         self.counters: dict[str, int] = {}
         #: What agents register for others (and tests) to reach: ``extensions["vee"]``.
@@ -206,13 +222,17 @@ class PipelineApp:
         """``unimeter.readings.raw`` -> ``readings.raw``."""
         return full_name.removeprefix(self.kafka.topic_prefix)
 
-    def table(self, name: str, *, help_text: str = "") -> Any:
+    def table(self, name: str, *, help_text: str = "") -> StateTable:
         """A partitioned table of bytes (per-meter state), co-partitioned with the input:
-        each key lives in the partition of the event that wrote it."""
+        each key lives in the partition of the event that wrote it. Writes reach the
+        changelog and the local store once per batch, after the batch's outputs
+        (:mod:`pipeline._state`); ``.table`` is the faust table."""
         # Raw bytes through the app's raw key/value serializers (faust's Table takes no
         # serializer arguments of its own).
-        return self.faust.Table(name, default=None, key_type=bytes, value_type=bytes,
-                                help=help_text or name)
+        state = StateTable(self.faust.Table(name, default=None, key_type=bytes,
+                                            value_type=bytes, help=help_text or name))
+        self._state_tables.append(state)
+        return state
 
     # ------------------------------------------------------------------ agents
 
@@ -277,8 +297,36 @@ class PipelineApp:
                 step()
             finally:
                 _current_event.reset(token)
+        await self.write_state()
 
-    async def send_until_acknowledged(self, outputs: Sequence[Output]) -> None:
+    async def write_state(self) -> None:
+        """Produce the tables' pending writes to their changelogs (one acknowledgement
+        round trip for all of them) and store what the broker acknowledged locally, moving
+        each store's persisted changelog offset (what a restart recovers from).
+
+        Only after the batch's outputs were acknowledged: a changelog ahead of the outputs
+        would, after a crash, make the replayed batch look like duplicates and its outputs
+        would never be sent. Without the broker's offsets (a test sender) the persisted
+        offset becomes -1, so a restart would re-read the whole changelog.
+        """
+        writes: list[tuple[StateTable, int, bytes, bytes | None]] = []
+        for state in self._state_tables:
+            if state.pending:
+                writes.extend((state, p, k, v) for p, k, v in state.take_pending())
+        if not writes:
+            return
+        acks = await self.send_until_acknowledged(
+            [Output(state.changelog_topic, key, value, partition=partition, internal=True)
+             for state, partition, key, value in writes])
+        records: dict[int, tuple[StateTable, list[ChangelogRecord]]] = {}
+        for i, (state, partition, key, value) in enumerate(writes):
+            offset = acks[i].offset if acks else -1
+            records.setdefault(id(state), (state, []))[1].append(
+                ChangelogRecord.of(state.changelog_topic, partition, offset, key, value))
+        for state, applied in records.values():
+            state.apply(applied)
+
+    async def send_until_acknowledged(self, outputs: Sequence[Output]) -> Sequence[Any] | None:
         """Send ``outputs`` and wait for the broker's acknowledgement, again and again while
         the broker is away.
 
@@ -291,8 +339,7 @@ class PipelineApp:
         delay = 0.5
         while True:
             try:
-                await self.sender.send(outputs)
-                return
+                return await self.sender.send(outputs)
             except Exception as exc:  # timeouts and Kafka errors alike: the broker is away
                 self.counters["send_retries"] = self.counters.get("send_retries", 0) + 1
                 log.warning("%d outputs not acknowledged (%r); sending them again in %.1f s "
