@@ -15,19 +15,12 @@ memory of per-meter state — each against a baseline measured in the same run.
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import os
-import signal
-import subprocess
-import sys
-import time
 import tracemalloc
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from bench._harness import BenchContext, BenchResult, cpu_seconds, process_cpu_seconds
+from bench._harness import BenchContext, BenchResult, cpu_seconds
 from schemas import codec
 from schemas.messages import IntervalConsumption, LedgerMeter, Reading, ValidatedReading
 from vee.engine import VeeEngine
@@ -161,101 +154,23 @@ def bench_state_memory(ctx: BenchContext) -> list[BenchResult]:
 # ---------------------------------------------------------------------- through the broker
 
 
-async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024)
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, value, key=key) for key, value in messages]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
-async def _consume(bootstrap: str, topic: str, count: int, wait_s: float) -> float:
-    """Consume ``count`` records; returns the time the last one arrived."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    seen = 0
-    try:
-        async with asyncio.timeout(wait_s):
-            while seen < count:
-                batch = await consumer.getmany(timeout_ms=500, max_records=10000)
-                seen += sum(len(v) for v in batch.values())
-    finally:
-        await consumer.stop()
-    return time.perf_counter()
-
-
 def bench_agent(ctx: BenchContext) -> list[BenchResult]:
-    from schemas.topics import TOPICS, TopicSpec
-    from unimeter.topics import create_topics, delete_topics
+    from bench._broker import run_agent
 
-    kafka = ctx.config.kafka.model_copy(
-        update={"topic_prefix": f"bench.{uuid.uuid4().hex[:6]}.", "default_partitions": 2})
     meters, hours = (200, 10) if ctx.quick else (500, 40)
     readings = _hourly(meters, hours)
     records = [(r.key(), codec.encode(r, producer="bench")) for _, r in readings]
-    report = create_topics(kafka, TOPICS)
-    extra_topics = [kafka.topic("bench.baseline")]
-    worker = None
-    try:
-        create_topics(kafka, (TopicSpec("bench.baseline", "meter id", "baseline of bench/vee",
-                                        (Reading,)),))
-        ctx.progress(f"broker baseline: {len(records):,} readings produced and consumed")
-        start = time.perf_counter()
-        asyncio.run(_produce(kafka.bootstrap, kafka.topic("bench.baseline"), records))
-        end = asyncio.run(_consume(kafka.bootstrap, kafka.topic("bench.baseline"),
-                                   len(records), 300))
-        base_rate = len(records) / (end - start)
-
-        ledger = [(m.key(), codec.encode(m, producer="bench")) for m in (
-            LedgerMeter(meter_id=f"GM-{i:06d}", status="active", medium="gas", updated_at=T0,
-                        qmax=Decimal("6"), size="G4", account_id=f"A-{i:06d}",
-                        customer_type="residential") for i in range(meters))]
-        asyncio.run(_produce(kafka.bootstrap, kafka.topic("ledger.meters"), ledger))
-        env = {**os.environ, "UNIMETER_KAFKA_BOOTSTRAP": kafka.bootstrap,
-               "UNIMETER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-               "UNIMETER_KAFKA_DEFAULT_PARTITIONS": "2", "UNIMETER_PIPELINE_STORE": "rocksdb://",
-               "UNIMETER_PIPELINE_DATA_DIR": str(ctx.scratch / "pipeline"),
-               "UNIMETER_PIPELINE_AGENTS": '["vee"]', "UNIMETER_PIPELINE_LOG_LEVEL": "warning"}
-        log = (ctx.scratch / "pipeline.log").open("wb")
-        worker = subprocess.Popen([sys.executable, "-m", "unimeter", "pipeline"], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
-        # warm up: the worker joins the group and reads the ledger before the clock starts
-        warm = [(b"WARM-1", codec.encode(Reading(
-            meter_id="WARM-1", register="volume", ts=T0, value=Decimal(1), unit="m3",
-            received_at=T0), producer="bench"))]
-        asyncio.run(_produce(kafka.bootstrap, kafka.topic("readings.raw"), warm))
-        asyncio.run(_consume(kafka.bootstrap, kafka.topic("readings.validated"), 1, 180))
-        ctx.progress(f"agent: {len(records):,} readings through `unimeter pipeline`")
-        start, worker_cpu = time.perf_counter(), process_cpu_seconds(worker.pid)
-        asyncio.run(_produce(kafka.bootstrap, kafka.topic("readings.raw"), records))
-        end = asyncio.run(_consume(kafka.bootstrap, kafka.topic("readings.validated"),
-                                   len(records) + 1, 600))
-        worker_cpu = process_cpu_seconds(worker.pid) - worker_cpu
-        agent_rate = len(records) / (end - start)
-    finally:
-        if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        try:
-            from kafka import KafkaAdminClient
-
-            admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-            mine = [t for t in admin.list_topics() if t.startswith(kafka.topic_prefix)]
-            admin.close()
-            delete_topics(kafka, mine)
-        except Exception:  # cleanup is best effort
-            delete_topics(kafka, report.created + extra_topics)
+    ledger = [(m.key(), codec.encode(m, producer="bench")) for m in (
+        LedgerMeter(meter_id=f"GM-{i:06d}", status="active", medium="gas", updated_at=T0,
+                    qmax=Decimal("6"), size="G4", account_id=f"A-{i:06d}",
+                    customer_type="residential") for i in range(meters))]
+    warm = [(b"WARM-1", codec.encode(Reading(
+        meter_id="WARM-1", register="volume", ts=T0, value=Decimal(1), unit="m3",
+        received_at=T0), producer="bench"))]
+    run = run_agent(ctx, agents=["vee"], ledger={"ledger.meters": ledger}, warm=warm,
+                    records=records, input_topic="readings.raw",
+                    output_topic="readings.validated", outputs=len(records), what="bench/vee")
+    agent_rate, base_rate, worker_cpu = run.rate, run.baseline, run.worker_cpu_s
     cpu_us = worker_cpu / len(records) * 1e6
     return [BenchResult(
         "vee", "agent: readings.raw -> readings.validated (1 worker, RocksDB, real broker)",
