@@ -252,9 +252,13 @@ class PipelineApp:
 
         def decorate(handler: BatchHandler) -> BatchHandler:
             async def agent(stream: Any) -> None:
+                self._drop_unread_monitor()
                 await self.wait_for_ledger()
+                counters = self.counters
                 async for events in stream.take_events(self.settings.batch_max,
                                                        within=self.settings.batch_within_s):
+                    counters[f"batches.{name}"] = counters.get(f"batches.{name}", 0) + 1
+                    counters[f"events.{name}"] = counters.get(f"events.{name}", 0) + len(events)
                     await self.handle_events(events, expected, handler, topic=names[0])
 
             self.faust.agent(self.topic(*names), name=name, concurrency=1)(agent)
@@ -386,6 +390,14 @@ class PipelineApp:
                     single.after_send()
             return BatchResult()
         return BatchResult(outputs=[*rejects, *result.outputs], after_send=result.after_send)
+
+    def _drop_unread_monitor(self) -> None:
+        """Without the web server nobody reads faust's monitor (message and event rates,
+        latencies), yet it is called several times per input record; take it off the
+        sensors (faust adds it while starting, before the agents run)."""
+        monitor = self.faust.monitor
+        if not self.settings.web_port and monitor in self.faust.sensors:
+            self.faust.sensors.remove(monitor)
 
     async def wait_for_ledger(self) -> None:
         """Wait (at most ``ledger_wait_s``) until the ledger view has caught up."""

@@ -21,7 +21,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from pipeline.app import BatchResult, Incoming, Output, PipelineApp
-from schemas.messages import Alert, LedgerVeeGroup, Reading, ReadingEdit
+from schemas.messages import Alert, LedgerMeter, LedgerVeeGroup, Reading, ReadingEdit
 from vee.engine import VeeEngine
 from vee.errors import RuleConfigError, VeeInputError
 from vee.groups import CompiledGroup, RuleSet, default_rules_path, load_rule_set, parse_group
@@ -45,6 +45,8 @@ class VeeRunner:
         self.engine = VeeEngine(base, window_s=app.utility.late_data_days * 86400,
                                 producer=app.producer_name)
         self._group_alerts: list[Alert] = []
+        #: meter id -> (the ledger entry it was built from, the engine's view of it)
+        self._meters: dict[str, tuple[LedgerMeter, MeterInfo]] = {}
         self.counters = {"readings": 0, "edits": 0, "validated": 0, "alerts": 0, "late": 0,
                          "duplicates": 0}
 
@@ -81,7 +83,16 @@ class VeeRunner:
         ledger = self.app.ledger.meter(meter_id)
         if ledger is None:
             return self.engine.ruleset.meter_info(meter_id, MeterInfo.unknown(meter_id))
-        return MeterInfo.from_ledger(ledger)
+        # Built once per ledger entry, not per reading: the view hands out the same decoded
+        # entry until the meter changes (or leaves its cache), so identity tells staleness.
+        cached = self._meters.get(meter_id)
+        if cached is not None and cached[0] is ledger:
+            return cached[1]
+        if len(self._meters) >= max(self.app.settings.ledger_cache_size, 1):
+            self._meters.clear()
+        info = MeterInfo.from_ledger(ledger)
+        self._meters[meter_id] = (ledger, info)
+        return info
 
     def handle(self, batch: list[Incoming[Any]]) -> BatchResult:
         engine = self._rules()

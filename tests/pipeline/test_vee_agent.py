@@ -132,3 +132,19 @@ async def test_ledger_vee_groups_replace_file_groups_and_bad_ones_raise_an_alert
               for o in app.sender.on("alerts")]  # type: ignore[attr-defined]
     assert any(a.code == "vee.group_invalid" and a.object_id == "broken"  # type: ignore[attr-defined]
                for a in alerts)
+
+
+async def test_a_meter_changed_in_the_ledger_enriches_the_next_readings_with_the_change(
+        tmp_path: Path) -> None:
+    """The agent keeps the engine's view of a meter between readings; a ledger change of the
+    meter must reach the next reading, not the cached view."""
+    app = _app(tmp_path)
+    runner = app.extensions["vee"]
+    assert runner.meter("GM-1").dims.region == "north"
+    assert runner.meter("GM-1") is runner.meter("GM-1")
+    app.ledger.put(LedgerMeter(meter_id="GM-1", status="active", medium="gas", updated_at=T0,
+                               ledger_version=2, qmax=Decimal("4"), account_id="A-2",
+                               customer_type="commercial", region="south", has_valve=True))
+    await _feed(app, [(b"GM-1", _reading(0, "100"))])
+    first = _validated(app)[0]
+    assert (first.dims.region, first.dims.account_id) == ("south", "A-2")
