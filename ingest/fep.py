@@ -30,6 +30,7 @@ from ingest.publisher import OutRecord, Publisher
 from ingest.registry import MemoryRegistry, PostgresRegistry, SessionRegistry
 from ingest.settings import FepSettings, ServicePointSettings
 from ingest.spool import Spool
+from ingest.stamps import ReceptionStamps
 from schemas.settings import DatabaseSettings, KafkaSettings, MqttSettings
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class FepRuntime:
         self.points: dict[str, ServicePointSettings] = settings.points_served(
             tuple(service_points))
         self.stats: collections.Counter[str] = collections.Counter()
+        #: whole-second, per meter and register distinct stamps of readings without time
+        self.reception = ReceptionStamps()
         self.messages = MessageFactory(kafka, fep=self.instance,
                                        alert_interval_s=settings.alert_interval_s)
         self.publisher = Publisher(

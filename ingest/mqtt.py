@@ -234,7 +234,7 @@ class MqttIngest:
             meter_id = self._admit(link, draft.address or device, inbound.protocol, records)
             if meter_id is None:
                 continue
-            ts = draft.ts or received_at
+            ts = draft.ts or runtime.reception.stamp(meter_id, draft.register, received_at)
             key = (meter_id, draft.register, ts)
             if key in self._seen:
                 self.stats["duplicates"] += 1

@@ -495,7 +495,8 @@ class ModbusPoll:
         now = datetime.now(UTC)
         for draft in report.readings:
             records.append(runtime.messages.message("readings.raw", Reading(
-                meter_id=meter_id, register=draft.register, ts=now, value=draft.value,
+                meter_id=meter_id, register=draft.register,
+                ts=runtime.reception.stamp(meter_id, draft.register, now), value=draft.value,
                 unit=draft.unit, received_at=now, kind=draft.kind, source="poll",
                 device_id=link_id, fep=runtime.instance, protocol=self.proto.name,
                 status=(*draft.status, RECEPTION_TIME_TAG), frame_id=frame_id),

@@ -277,7 +277,8 @@ class LinkSession:
             if meter_id is None:
                 continue
             records.append(runtime.messages.message("readings.raw", Reading(
-                meter_id=meter_id, register=draft.register, ts=draft.ts or received_at,
+                meter_id=meter_id, register=draft.register,
+                ts=draft.ts or runtime.reception.stamp(meter_id, draft.register, received_at),
                 value=draft.value, unit=draft.unit, received_at=received_at, kind=draft.kind,  # type: ignore[arg-type]
                 interval_s=draft.interval_s, meter_clock=draft.meter_clock, source=source,
                 device_id=self.device_id, fep=runtime.instance, protocol=inbound.protocol,

@@ -88,3 +88,12 @@ class RawDevice:
             self.writer.close()
         if self._task is not None:
             self._task.cancel()
+
+
+def frame_645_energy(address: str, value: str) -> bytes:
+    """A DL/T 645-2007 reply with the forward active energy (00010000): no time in it, so
+    the FEP stamps its readings on reception."""
+    return bytes(get_protocol("dlt645-2007").encode(Frame(
+        protocol="dlt645-2007", direction="reply", function="read_data", address=address,
+        identifier="00010000",
+        items=(DataItem(name="forward_active_energy", value=Decimal(value), unit="kWh"),))))
