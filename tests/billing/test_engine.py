@@ -8,9 +8,22 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
+from billing.engine import BillingEngine, MemoryStore
 from billing.errors import BillingInputError, UnknownAccountError
 from billing.state import AccountState, ReadingRecord, decode_state, encode_state
-from tests.billing.helpers import TZ, D, account, daily, engine, hourly, local, span, top_up
+from schemas.messages import TariffTier
+from tests.billing.helpers import (
+    TZ,
+    D,
+    account,
+    book,
+    daily,
+    engine,
+    hourly,
+    local,
+    span,
+    top_up,
+)
 
 NOW = datetime(2020, 6, 10, tzinfo=UTC)
 
@@ -233,6 +246,35 @@ def test_state_kept_in_memory_is_left_out_of_the_cyclic_collector() -> None:
         assert not gc.is_tracked(item)
         for value in msgspec.structs.astuple(item):
             assert not gc.is_tracked(value) or isinstance(value, list | dict), value
+
+
+def test_a_new_tariff_version_a_changed_tier_override_and_a_new_cycle_apply_at_once() -> None:
+    # What the engine looks up per reading (version in force, tiers with the account's
+    # override, the cycle) must follow the ledger from one reading to the next.
+    ledger = {"ACC-1": account(opening_balance=D("1000"), opening_cycle_volume=D("340"),
+                               opened_at=local("2020-06-01"))}
+    e = BillingEngine(tariffs=book("beijing_gas.yaml"), accounts=ledger, store=MemoryStore())
+
+    def segments(day: str, volume: str) -> list[tuple[str, int, int, str, str]]:
+        charge = e.bill_reading(daily("M", day, volume), NOW).charges[0]
+        return [(charge.cycle_id, s.tariff_version, s.tier, str(s.unit_price), str(s.volume))
+                for s in charge.segments]
+
+    assert segments("2020-06-01", "8") == [("2020", 3, 1, "2.61", "8")]        # 340 → 348
+    current = e.tariffs.versions("BJ-GAS-RES")[-1].message
+    e.tariffs.add(msgspec.structs.replace(current, version=4, effective_from=local("2020-06-03"),
+                                          tiers=(TariffTier(upper=D("350"), price=D("3.00")),
+                                                 TariffTier(upper=D("500"), price=D("3.50")),
+                                                 TariffTier(upper=None, price=D("5.00")))))
+    assert segments("2020-06-02", "1") == [("2020", 3, 1, "2.61", "1")]        # → 349
+    assert segments("2020-06-03", "2") == [("2020", 4, 1, "3.00", "1"),        # → 351
+                                           ("2020", 4, 2, "3.50", "1")]
+    ledger["ACC-1"] = msgspec.structs.replace(ledger["ACC-1"], tier_override={"1": D("400")})
+    assert segments("2020-06-04", "2") == [("2020", 4, 1, "3.00", "2")]        # → 353 < 400
+    ledger["ACC-1"] = msgspec.structs.replace(ledger["ACC-1"], tier_override={})
+    assert segments("2020-06-05", "1") == [("2020", 4, 2, "3.50", "1")]        # → 354 > 350
+    assert segments("2020-12-31", "1") == [("2020", 4, 2, "3.50", "1")]        # → 355
+    assert segments("2021-01-01", "1") == [("2021", 4, 1, "3.00", "1")]        # new cycle: 1
 
 
 def test_register_read_span_is_one_charge_settled_on_its_last_day() -> None:
