@@ -1,12 +1,20 @@
 """End to end: meter frames in at the FEP → rows committed in PostgreSQL, every process here.
 
-What runs, all on this machine, in this run: a topic prefix and a scratch database of its own
-(migrated, dropped afterwards); ``unimeter simulate --burst`` (DTU links keeping a window of
-uploads in flight, retransmitting what is not acknowledged); one ``unimeter fep``; one
-``unimeter pipeline`` worker running the VEE agent (RocksDB state, ledger enrichment); one
-``unimeter sink`` storing every default topic (raw and validated readings, consumption
-intervals, events). Kafka and PostgreSQL are the local servers (shared with other work on
-the machine).
+Two fleets, one after the other, each with a topic prefix and a scratch database of its own
+(migrated, dropped afterwards):
+
+* **e2e** — ``unimeter simulate --burst`` with DTU links (CJ/T 188 and DL/T 645 behind
+  transparent DTUs, 1–2 readings a frame, keeping a window of uploads in flight and
+  retransmitting what is not acknowledged); target 15,000 readings/s.
+* **e2e multi** — multi-reading frames: NB-IoT JSON meters over MQTT (Mosquitto) uploading
+  packs of 24 hourly registers (``--nbiot-pack 24``, the JSON map's ``series``), in burst
+  each meter's backlog since a start 400 days back, 24 hours a message, as fast as the FEP
+  acknowledges; target 50,000 readings/s.
+
+Each runs one ``unimeter fep``, one ``unimeter pipeline`` worker running the VEE agent
+(RocksDB state, ledger enrichment) and one ``unimeter sink`` storing every default topic
+(raw and validated readings, consumption intervals, events). Kafka, PostgreSQL and
+Mosquitto are the local servers (shared with other work on the machine).
 
 What is measured, in one steady-state window after a warm-up:
 
@@ -34,8 +42,9 @@ Baseline, same run, same broker and database: the same number of reading envelop
 raw aiokafka producer (acks=all, idempotent) → a raw consumer → one binary COPY per fetched
 batch into a table shaped like ``data.validated_readings``, committed — the ceiling of any
 platform built from these parts, with no protocol, validation or bookkeeping in between.
-Targets (issue 9): ≥ 15,000 readings/s sustained with zero loss; ≥ 50,000 with multi-reading
-frames (not measured here: the simulator's burst mode drives DTU links only).
+It is measured once and is the baseline of both fleets. Targets (issue 9): ≥ 15,000
+readings/s sustained with zero loss; ≥ 50,000 with multi-reading frames. Memory per 100,000
+meters is reported for the DTU fleet only (the pack fleet's ledger holds idle meters too).
 """
 
 from __future__ import annotations
@@ -50,8 +59,9 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -59,8 +69,13 @@ from typing import Any
 import psycopg
 
 from bench._harness import BenchContext, BenchResult
+from simulator.fleet import FleetSpec
 
 TARGET_READINGS_S = 15_000
+TARGET_MULTI_READINGS_S = 50_000
+PACK_HOURS = 24
+#: how far back the pack fleet starts: its meters upload this backlog, 24 hours a message
+PACK_BACKLOG_DAYS = 400
 _PROBE_METER = "BENCH-PROBE-1"
 CPU_BUDGET = 0.85
 
@@ -334,75 +349,164 @@ async def _raw_path(bootstrap: str, topic: str, db_url: str,
         await producer.stop()
 
 
-# --------------------------------------------------------------------------- the benchmark
+# --------------------------------------------------------------------------- scenarios
 
 
-def bench_end_to_end(ctx: BenchContext) -> list[BenchResult]:
-    from bench.sinks import scratch_database
-    from schemas.topics import TopicSpec
-    from unimeter.topics import create_topics, delete_topics
+@dataclass(frozen=True)
+class _Scenario:
+    """One fleet through the chain: which service points the FEP serves, what the simulator
+    runs (the same fleet arguments publish the ledger and drive the burst), the target."""
 
-    meters = 4000 if ctx.quick else 8000
-    warm_s, measure_s = (10.0, 15.0) if ctx.quick else (15.0, 30.0)
-    kafka = ctx.config.kafka.model_copy(update={
-        "topic_prefix": f"bench.e2e.{uuid.uuid4().hex[:6]}.", "default_partitions": 4})
-    report = create_topics(kafka)
-    baseline_spec = TopicSpec("bench.baseline", "meter id", "raw path baseline of bench/e2e", ())
-    create_topics(kafka, (baseline_spec,))
-    procs: list[_Proc] = []
-    try:
-        with scratch_database(ctx, "postgres") as db:
-            return _run(ctx, kafka, db, meters, warm_s, measure_s, procs,
-                        kafka.topic(baseline_spec.name))
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
-        try:
-            delete_topics(kafka, [*report.created, kafka.topic(baseline_spec.name)])
-        except Exception as exc:  # cleanup only
-            ctx.progress(f"(topics not deleted: {exc})")
+    component: str
+    fleet: str  # how the notes name the fleet
+    target: int
+    meters: int
+    points: dict[str, dict[str, Any]]
+    env: dict[str, str]
+    simulate: tuple[str, ...]  # the fleet: ledger and burst run alike
+    fep_args: tuple[str, ...]
+    ready: Callable[[], bool]  # the FEP serves its points
+    what: str  # the stored-readings result's name
+    memory: bool = True  # report memory per 100,000 meters (the fleet is all active)
 
 
-def _run(ctx: BenchContext, kafka: Any, db: Any, meters: int, warm_s: float, measure_s: float,
-         procs: list[_Proc], baseline_topic: str) -> list[BenchResult]:
+def _dtu_scenario(ctx: BenchContext) -> _Scenario:
+    """DTU links (CJ/T 188 and DL/T 645 behind transparent DTUs): one or two readings a
+    frame, stamped now."""
     port_188, port_645 = _free_port(), _free_port()
-    points = {
-        name: {"transport": "tcp", "protocol": protocol, "link": "dtu", "host": "127.0.0.1",
-               "port": port, "link_protocol": "dtu-text", "max_connections_per_source": 100_000}
-        for name, protocol, port in (("dtu-cjt188", "cjt188-2004", port_188),
-                                     ("dtu-dlt645", "dlt645-2007", port_645))}
-    env = {**os.environ, "UNIMETER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-           "UNIMETER_KAFKA_BOOTSTRAP": kafka.bootstrap,
-           "UNIMETER_KAFKA_DEFAULT_PARTITIONS": str(kafka.default_partitions),
-           "UNIMETER_DATABASE_URL": db.url, "UNIMETER_DATABASE_TIMESCALE": db.timescale,
-           "UNIMETER_FEP_INSTANCE": "bench-e2e", "UNIMETER_FEP_REGISTRY": "memory",
-           "UNIMETER_FEP_SERVICE_POINTS": json.dumps(points),
-           "UNIMETER_FEP_SPOOL_DIR": str(ctx.scratch / "e2e-spool"),
-           "UNIMETER_PIPELINE_STORE": "rocksdb://", "UNIMETER_PIPELINE_AGENTS": '["vee"]',
-           "UNIMETER_PIPELINE_DATA_DIR": str(ctx.scratch / "e2e-pipeline"),
-           "UNIMETER_PIPELINE_LOG_LEVEL": "warning",
-           "UNIMETER_SINK_GROUP_ID": f"bench-e2e-{uuid.uuid4().hex[:6]}",
-           "UNIMETER_SIMULATOR_DTU_PORT": str(port_188),
-           "UNIMETER_SIMULATOR_DTU645_PORT": str(port_645),
-           "UNIMETER_SIMULATOR_WINDOW": "16", "UNIMETER_SIMULATOR_ACK_TIMEOUT_S": "30"}
-    db_url = db.url
-    sim_log = ctx.scratch / "e2e-sim.jsonl"
-    ctx.progress(f"publishing a {meters:,}-meter fleet to the ledger")
-    subprocess.run([sys.executable, "-m", "unimeter", "simulate", "--meters", str(meters),
-                    "--kinds", "dtu", "--publish-ledger", "--duration", "0",
-                    "--log", str(ctx.scratch / "e2e-ledger.jsonl")],
-                   env=env, check=True, capture_output=True)
-    ctx.progress("starting the sink, the pipeline worker (VEE) and the FEP")
-    procs.append(_start("sink", ["sink", "--quiet"], env, ctx.scratch))
-    procs.append(_start("pipeline", ["pipeline"], env, ctx.scratch))
-    procs.append(_start("fep", ["fep", "--status-every", "0"], env, ctx.scratch))
-    sink, pipeline, fep = procs
 
     def listening() -> bool:
         with socket.socket() as probe:
             return probe.connect_ex(("127.0.0.1", port_645)) == 0
 
-    _wait_for("the FEP's service points", listening, 120, procs)
+    points = {
+        name: {"transport": "tcp", "protocol": protocol, "link": "dtu", "host": "127.0.0.1",
+               "port": port, "link_protocol": "dtu-text", "max_connections_per_source": 100_000}
+        for name, protocol, port in (("dtu-cjt188", "cjt188-2004", port_188),
+                                     ("dtu-dlt645", "dlt645-2007", port_645))}
+    meters = 4000 if ctx.quick else 8000
+    return _Scenario(
+        component="e2e", fleet=f"{meters:,}-meter DTU fleet (burst, window 16)",
+        target=TARGET_READINGS_S, meters=meters, points=points,
+        env={"UNIMETER_SIMULATOR_DTU_PORT": str(port_188),
+             "UNIMETER_SIMULATOR_DTU645_PORT": str(port_645)},
+        simulate=("--meters", str(meters), "--kinds", "dtu"), fep_args=("--status-every", "0"),
+        ready=listening, what="readings/s stored (simulator → FEP → VEE → sink → PostgreSQL)")
+
+
+def _pack_scenario(ctx: BenchContext) -> _Scenario:
+    """NB-IoT JSON meters over MQTT uploading packs of 24 hourly registers (the map's
+    series): the meters' backlog since a start 400 days back, 24 hours an upload."""
+    meters = 7000 if ctx.quick else 14000  # NB-IoT are 14 % of the mix: ~1,000 / ~2,000
+    heartbeat = ctx.scratch / f"e2e-fep-{uuid.uuid4().hex[:6]}.json"
+    start = (datetime.now(UTC) - timedelta(days=PACK_BACKLOG_DAYS)).replace(
+        minute=0, second=0, microsecond=0)
+    protocol = "nbiot-json:nbiot-gas"
+    points = {"nbiot-mqtt": {"transport": "mqtt", "protocol": protocol, "link": "direct",
+                             "wake_window_s": 20.0, "mqtt_shared_group": None}}
+    nbiot = FleetSpec().scaled(meters).nbiot_meters
+    return _Scenario(
+        component="e2e multi",
+        fleet=f"{nbiot:,} NB-IoT JSON meters over MQTT (burst, {PACK_HOURS}-hour packs, "
+              "128 uploads in flight)",
+        target=TARGET_MULTI_READINGS_S, meters=meters, points=points,
+        env={"UNIMETER_MQTT_URL": ctx.config.mqtt.url,
+             "UNIMETER_MQTT_TOPIC_ROOT": f"bench-e2e-{uuid.uuid4().hex[:6]}"},
+        simulate=("--meters", str(meters), "--kinds", "nbiot", "--nbiot-protocol", protocol,
+                  "--nbiot-pack", str(PACK_HOURS), "--start", start.isoformat()),
+        fep_args=("--status-every", "1", "--heartbeat-file", str(heartbeat)),
+        ready=heartbeat.exists,
+        what="readings/s stored, multi-reading frames (NB-IoT packs → MQTT → FEP → VEE → "
+             "sink → PostgreSQL)", memory=False)
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def bench_end_to_end(ctx: BenchContext) -> list[BenchResult]:
+    """Both fleets through the chain, one after the other, each with its own topics and
+    database; then the raw-path baseline once, for both."""
+    from bench.sinks import scratch_database
+    from schemas.topics import TopicSpec
+    from unimeter.topics import create_topics, delete_topics
+
+    warm_s, measure_s = (10.0, 15.0) if ctx.quick else (15.0, 30.0)
+    runs: list[tuple[_Scenario, dict[str, Any]]] = []
+    for make in (_dtu_scenario, _pack_scenario):
+        scenario = make(ctx)
+        ctx.progress(f"— {scenario.component}: {scenario.fleet}")
+        kafka = ctx.config.kafka.model_copy(update={
+            "topic_prefix": f"bench.e2e.{uuid.uuid4().hex[:6]}.", "default_partitions": 4})
+        report = create_topics(kafka)
+        procs: list[_Proc] = []
+        try:
+            with scratch_database(ctx, "postgres") as db:
+                runs.append((scenario, _measure(ctx, scenario, kafka, db, warm_s, measure_s,
+                                                procs)))
+        finally:
+            for proc in reversed(procs):
+                proc.stop()
+            try:
+                delete_topics(kafka, report.created)
+            except Exception as exc:  # cleanup only
+                ctx.progress(f"(topics not deleted: {exc})")
+
+    ctx.progress("baseline: raw producer → consumer → COPY of the same number of readings")
+    kafka = ctx.config.kafka.model_copy(update={
+        "topic_prefix": f"bench.e2e.{uuid.uuid4().hex[:6]}.", "default_partitions": 4})
+    baseline_spec = TopicSpec("bench.baseline", "meter id", "raw path baseline of bench/e2e", ())
+    create_topics(kafka, (baseline_spec,))
+    try:
+        with scratch_database(ctx, "postgres") as db:
+            with psycopg.connect(db.url, autocommit=True) as conn:
+                conn.execute("CREATE TABLE bench_baseline "
+                             "(LIKE data.validated_readings INCLUDING ALL)")
+            n_base = 100_000 if ctx.quick else 300_000
+            baseline = asyncio.run(_raw_path(kafka.bootstrap, kafka.topic(baseline_spec.name),
+                                             db.url, _baseline_readings(n_base)))
+    finally:
+        try:
+            delete_topics(kafka, [kafka.topic(baseline_spec.name)])
+        except Exception as exc:  # cleanup only
+            ctx.progress(f"(topics not deleted: {exc})")
+    return [result for scenario, figures in runs
+            for result in _results(scenario, figures, baseline)]
+
+
+def _measure(ctx: BenchContext, scenario: _Scenario, kafka: Any, db: Any, warm_s: float,
+             measure_s: float, procs: list[_Proc]) -> dict[str, Any]:
+    """Run the chain with the scenario's fleet in burst; the figures of one steady window
+    and of the whole run (see the module docstring)."""
+    tag = uuid.uuid4().hex[:6]
+    scratch = ctx.scratch / f"e2e-{tag}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "UNIMETER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+           "UNIMETER_KAFKA_BOOTSTRAP": kafka.bootstrap,
+           "UNIMETER_KAFKA_DEFAULT_PARTITIONS": str(kafka.default_partitions),
+           "UNIMETER_DATABASE_URL": db.url, "UNIMETER_DATABASE_TIMESCALE": db.timescale,
+           "UNIMETER_FEP_INSTANCE": f"bench-e2e-{tag}", "UNIMETER_FEP_REGISTRY": "memory",
+           "UNIMETER_FEP_SERVICE_POINTS": json.dumps(scenario.points),
+           "UNIMETER_FEP_SPOOL_DIR": str(scratch / "spool"),
+           "UNIMETER_PIPELINE_STORE": "rocksdb://", "UNIMETER_PIPELINE_AGENTS": '["vee"]',
+           "UNIMETER_PIPELINE_DATA_DIR": str(scratch / "pipeline"),
+           "UNIMETER_PIPELINE_LOG_LEVEL": "warning",
+           "UNIMETER_SINK_GROUP_ID": f"bench-e2e-{tag}",
+           "UNIMETER_SIMULATOR_WINDOW": "16", "UNIMETER_SIMULATOR_ACK_TIMEOUT_S": "30",
+           **scenario.env}
+    db_url = db.url
+    meters = scenario.meters
+    sim_log = scratch / "sim.jsonl"
+    ctx.progress(f"publishing a {meters:,}-meter fleet to the ledger")
+    subprocess.run([sys.executable, "-m", "unimeter", "simulate", *scenario.simulate,
+                    "--publish-ledger", "--duration", "0", "--log", str(scratch / "ledger.jsonl")],
+                   env=env, check=True, capture_output=True)
+    ctx.progress("starting the sink, the pipeline worker (VEE) and the FEP")
+    procs.append(_start("sink", ["sink", "--quiet"], env, scratch))
+    procs.append(_start("pipeline", ["pipeline"], env, scratch))
+    procs.append(_start("fep", ["fep", *scenario.fep_args], env, scratch))
+    sink, pipeline, fep = procs
+
+    _wait_for("the FEP's service points", scenario.ready, 120, procs)
     sink_restarts = 0
     ctx.progress("probing the chain: one reading through the pipeline and the sink")
     asyncio.run(_probe(kafka))
@@ -419,7 +523,7 @@ def _run(ctx: BenchContext, kafka: Any, db: Any, meters: int, warm_s: float, mea
             # restart it; so do we, and say so in the notes.
             ctx.progress("the sink has not stored the probe in 120 s: restarting it")
             sink.stop()
-            restarted = _start("sink", ["sink", "--quiet"], env, ctx.scratch,
+            restarted = _start("sink", ["sink", "--quiet"], env, scratch,
                                attempt=attempt + 2)
             procs[procs.index(sink)] = restarted
             sink = restarted
@@ -438,8 +542,8 @@ def _run(ctx: BenchContext, kafka: Any, db: Any, meters: int, warm_s: float, mea
     stored_idle = _count(db_url)
     run_t0 = time.monotonic()
     ctx.progress("starting the simulator (burst) and waiting for the first stored rows")
-    sim = _start("simulator", ["simulate", "--meters", str(meters), "--kinds", "dtu", "--burst",
-                               "--speed", "60", "--log", str(sim_log)], env, ctx.scratch)
+    sim = _start("simulator", ["simulate", *scenario.simulate, "--burst", "--speed", "60",
+                               "--log", str(sim_log)], env, scratch)
     procs.append(sim)
     _wait_for("the first validated rows of the fleet", lambda: _count(db_url) > stored_idle,
               300, procs)
@@ -502,76 +606,78 @@ def _run(ctx: BenchContext, kafka: Any, db: Any, meters: int, warm_s: float, mea
     for proc in (fep, pipeline, sink):
         proc.stop()
 
-    ctx.progress("baseline: raw producer → consumer → COPY of the same number of readings")
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE bench_baseline (LIKE data.validated_readings INCLUDING ALL)")
-    n_base = 100_000 if ctx.quick else 300_000
-    baseline = asyncio.run(_raw_path(kafka.bootstrap, baseline_topic, db_url,
-                                     _baseline_readings(n_base)))
+    return {"meters": meters, "window_s": elapsed, "stored_readings_s": stored_s,
+            "acked_readings_s": loss["acknowledged_in_window"] / elapsed,
+            "readings_per_frame": readings_per_frame, "cpu_cores": cpu,
+            "run_cpu_s": run_cpu, "busy_cpu_s": busy_cpu, "run_stored": run_stored,
+            "idle_cores": idle_cores, "run_s": run_s, "machine_cpu_fraction": machine_cpu,
+            "load_average": os.getloadavg()[0], "rss_bytes": rss, "rss_idle_bytes": rss_idle,
+            "latency_p50_ms": p50, "latency_p99_ms": p99, "latency_rows": sampled,
+            "sink_restarts": sink_restarts, "cores": cores, **loss}
 
+
+def _results(scenario: _Scenario, f: dict[str, Any], baseline: float) -> list[BenchResult]:
+    component, meters, target = scenario.component, scenario.meters, scenario.target
+    run_stored, run_cpu, rss, rss_idle = f["run_stored"], f["run_cpu_s"], f["rss_bytes"], \
+        f["rss_idle_bytes"]
     cpu_per_reading = sum(run_cpu.values()) / max(run_stored, 1)
-    cpu_per_million = cpu_per_reading * 1e6
-    capacity_85 = CPU_BUDGET * cores / max(cpu_per_reading, 1e-12)
-    mem_per_100k = (rss["fep"] + rss["pipeline"]) * 100_000 / meters
-    state_per_100k = (max(0, rss["fep"] - rss_idle["fep"]) +
-                      max(0, rss["pipeline"] - rss_idle["pipeline"])) * 100_000 / meters
-    zero_loss = loss["lost"] == 0
-    acked_readings_s = loss["acknowledged_in_window"] / elapsed
-    load = os.getloadavg()[0]
-    keeping_up = stored_s >= 0.95 * acked_readings_s
-    notes = (f"{meters:,}-meter DTU fleet (burst, window 16), {readings_per_frame:.1f} readings/"
-             f"frame; FEP acknowledged {acked_readings_s:,.0f} readings/s"
+    capacity_85 = CPU_BUDGET * f["cores"] / max(cpu_per_reading, 1e-12)
+    zero_loss = f["lost"] == 0
+    keeping_up = f["stored_readings_s"] >= 0.95 * f["acked_readings_s"]
+    cpu = f["cpu_cores"]
+    notes = (f"{scenario.fleet}, {f['readings_per_frame']:.1f} readings/frame; FEP "
+             f"acknowledged {f['acked_readings_s']:,.0f} readings/s"
              f"{'' if keeping_up else ' (the chain fell behind: backlog grew)'}; CPU cores: FEP "
              f"{cpu['fep']:.2f}, pipeline {cpu['pipeline']:.2f}, sink {cpu['sink']:.2f}, "
-             f"simulator {cpu['simulator']:.2f}; machine {machine_cpu:.0%} busy (other work "
-             f"included), load average {load:.1f}; loss: {loss['lost']} of "
-             f"{loss['acknowledged']:,} acknowledged readings"
-             + (f"; the sink was restarted {sink_restarts}x before the run (stuck consumer "
-                "group)" if sink_restarts else ""))
-    ctx.progress(notes)
-    extra = {"meters": meters, "window_s": elapsed, "stored_readings_s": stored_s,
-             "acked_readings_s": acked_readings_s, "keeping_up": keeping_up,
-             "readings_per_frame": readings_per_frame, "cpu_cores": cpu,
-             "run_cpu_s": run_cpu, "run_stored": run_stored, "idle_cores": idle_cores,
-             "run_s": run_s,
-             "machine_cpu_fraction": machine_cpu, "load_average": load, "rss_bytes": rss,
-             "rss_idle_bytes": rss_idle, "latency_rows": sampled, "sink_restarts": sink_restarts,
-             **loss}
-    return [
-        BenchResult("e2e", "readings/s stored (simulator → FEP → VEE → sink → PostgreSQL)",
-                    stored_s, "readings/s", "raw producer → consumer → COPY", baseline,
-                    target=f">= {TARGET_READINGS_S:,}/s, zero loss",
-                    passed=zero_loss and stored_s >= TARGET_READINGS_S, notes=notes, extra=extra),
-        BenchResult("e2e", "readings/s the platform carries at 85 % CPU (from CPU-s/reading)",
-                    capacity_85, "readings/s", target=f">= {TARGET_READINGS_S:,}/s",
-                    passed=capacity_85 >= TARGET_READINGS_S,
-                    notes=f"{CPU_BUDGET:.0%} of {cores} cores ÷ CPU-s per reading of FEP + "
+             f"simulator {cpu['simulator']:.2f}; machine {f['machine_cpu_fraction']:.0%} busy "
+             f"(other work included), load average {f['load_average']:.1f}; loss: {f['lost']} "
+             f"of {f['acknowledged']:,} acknowledged readings"
+             + (f"; the sink was restarted {f['sink_restarts']}x before the run (stuck "
+                "consumer group)" if f["sink_restarts"] else ""))
+    results = [
+        BenchResult(component, scenario.what, f["stored_readings_s"], "readings/s",
+                    "raw producer → consumer → COPY", baseline,
+                    target=f">= {target:,}/s, zero loss",
+                    passed=zero_loss and f["stored_readings_s"] >= target, notes=notes,
+                    extra={**f, "keeping_up": keeping_up}),
+        BenchResult(component, "readings/s the platform carries at 85 % CPU (from CPU-s/reading)",
+                    capacity_85, "readings/s", target=f">= {target:,}/s",
+                    passed=capacity_85 >= target,
+                    notes=f"{CPU_BUDGET:.0%} of {f['cores']} cores ÷ CPU-s per reading of FEP + "
                           "pipeline + sink (Kafka and PostgreSQL not counted)"),
-        BenchResult("e2e", "acknowledged readings not stored (loss)", loss["lost"],
+        BenchResult(component, "readings per frame", f["readings_per_frame"], "readings",
+                    notes=f"{f['sent']:,} readings sent in {f['frames']:,} frames"),
+        BenchResult(component, "acknowledged readings not stored (loss)", f["lost"],
                     "readings", target="0", passed=zero_loss,
-                    notes=f"{loss['acknowledged']:,} acknowledged, {loss['stored']:,} stored"
-                          + (f"; missing: {'; '.join(loss['lost_examples'])}"
-                             if loss["lost_examples"] else "")),
-        BenchResult("e2e", "latency p50, frame received → row stored", p50, "ms",
-                    notes=f"{sampled:,} rows received in the window; stored_at is the sink "
-                          "transaction's start"),
-        BenchResult("e2e", "latency p99, frame received → row stored", p99, "ms"),
-        BenchResult("e2e", "CPU-seconds per million readings (FEP + pipeline + sink)",
-                    cpu_per_million, "CPU-s",
+                    notes=f"{f['acknowledged']:,} acknowledged, {f['stored']:,} stored"
+                          + (f"; missing: {'; '.join(f['lost_examples'])}"
+                             if f["lost_examples"] else "")),
+        BenchResult(component, "latency p50, frame received → row stored", f["latency_p50_ms"],
+                    "ms", notes=f"{f['latency_rows']:,} rows received in the window; stored_at "
+                                "is the sink transaction's start"),
+        BenchResult(component, "latency p99, frame received → row stored", f["latency_p99_ms"],
+                    "ms"),
+        BenchResult(component, "CPU-seconds per million readings (FEP + pipeline + sink)",
+                    cpu_per_reading * 1e6, "CPU-s",
                     notes=", ".join(f"{name} {v / max(run_stored, 1) * 1e6:,.0f}"
                                     for name, v in run_cpu.items())
                     + f"; {run_stored:,} readings from the first frame to drained; without "
                       "the idle processes' own load (polling, timers): "
                     + ", ".join(f"{name} {v / max(run_stored, 1) * 1e6:,.0f}"
-                                for name, v in busy_cpu.items())),
-        BenchResult("e2e", "memory per 100,000 meters (RSS of FEP + pipeline, scaled)",
-                    mem_per_100k / 2**20, "MiB",
-                    notes=f"FEP {rss['fep'] / 2**20:.0f} MiB, pipeline "
-                          f"{rss['pipeline'] / 2**20:.0f} MiB, sink {rss['sink'] / 2**20:.0f} "
-                          f"MiB for {meters:,} meters; fixed interpreter overhead included; "
-                          f"growth once the meters spoke: {state_per_100k / 2**20:,.0f} MiB "
-                          "per 100,000 meters"),
+                                for name, v in f["busy_cpu_s"].items())),
     ]
+    if scenario.memory:
+        mem_per_100k = (rss["fep"] + rss["pipeline"]) * 100_000 / meters
+        state_per_100k = (max(0, rss["fep"] - rss_idle["fep"]) +
+                          max(0, rss["pipeline"] - rss_idle["pipeline"])) * 100_000 / meters
+        results.append(BenchResult(
+            component, "memory per 100,000 meters (RSS of FEP + pipeline, scaled)",
+            mem_per_100k / 2**20, "MiB",
+            notes=f"FEP {rss['fep'] / 2**20:.0f} MiB, pipeline {rss['pipeline'] / 2**20:.0f} "
+                  f"MiB, sink {rss['sink'] / 2**20:.0f} MiB for {meters:,} meters; fixed "
+                  f"interpreter overhead included; growth once the meters spoke: "
+                  f"{state_per_100k / 2**20:,.0f} MiB per 100,000 meters"))
+    return results
 
 
 BENCHMARKS = [bench_end_to_end]

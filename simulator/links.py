@@ -731,6 +731,7 @@ class MqttBridge(_JsonCommands, _LinkBase):
         self._stop = False
         self._burst_meters = list(self.meters_by_id.values())
         self._burst_index = 0
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         from urllib.parse import urlsplit
@@ -806,7 +807,20 @@ class MqttBridge(_JsonCommands, _LinkBase):
                     continue
                 built = maybe
             self.add_pending(built)
-            await self._publish(client, due_meter, built)
+            if self.sim.burst:
+                # many uploads on their way at once (the window bounds them): waiting for
+                # each PUBACK in turn would make the broker's round trip the limit
+                task = asyncio.create_task(self._publish(client, due_meter, built))
+                self._publishing.add(task)
+                task.add_done_callback(self._published)
+            else:
+                await self._publish(client, due_meter, built)
+
+    def _published(self, task: asyncio.Task[None]) -> None:
+        self._publishing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # not on the broker: the upload stays pending and goes again after ack_timeout_s
+            self.sim.stats["publish_errors"] += 1
 
     # ------------------------------------------------------------------ packs
 
