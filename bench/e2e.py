@@ -441,8 +441,12 @@ def bench_end_to_end(ctx: BenchContext) -> list[BenchResult]:
         procs: list[_Proc] = []
         try:
             with scratch_database(ctx, "postgres") as db:
-                runs.append((scenario, _measure(ctx, scenario, kafka, db, warm_s, measure_s,
-                                                procs)))
+                figures = _measure(ctx, scenario, kafka, db, warm_s, measure_s, procs)
+            runs.append((scenario, figures))
+            ctx.progress(f"{scenario.component}: {figures['stored_readings_s']:,.0f} readings/s "
+                         f"stored, {figures['readings_per_frame']:.1f} readings/frame, "
+                         f"{figures['lost']} of {figures['acknowledged']:,} acknowledged "
+                         "readings lost")
         finally:
             for proc in reversed(procs):
                 proc.stop()
