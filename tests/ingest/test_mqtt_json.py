@@ -6,8 +6,10 @@ meter's wake window and confirmed by its JSON reply."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -34,21 +36,32 @@ def _uplink(volume_litres: int, *, msg_id: int, balance: str = "88.20") -> bytes
                                 "batteryLow": True, "rsrp": -97}}).encode()
 
 
-async def test_json_uplinks_and_commands_over_mqtt(
-        kafka_settings: KafkaSettings, mqtt_settings: MqttSettings, tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def _json_meter_at_fep(kafka_settings: KafkaSettings, mqtt_settings: MqttSettings,
+                             tmp_path: Path, meter_id: str) -> AsyncIterator[tuple[Any, Any]]:
+    """An FEP whose MQTT point "nbj" speaks the nbiot-gas map, the ledger knowing meter
+    ``meter_id`` at IMEI, and an MQTT client as that meter, listening on its downlink."""
     import aiomqtt
 
     ledger = LedgerView()
-    ledger.load([LedgerMeter(meter_id="NBJ-1", status="active", medium="gas", updated_at=T0,
+    ledger.load([LedgerMeter(meter_id=meter_id, status="active", medium="gas", updated_at=T0,
                              address=IMEI, protocol="nbiot-json:nbiot-gas",
                              service_point="nbj")])
-    root = mqtt_settings.topic_root
     parts = urlsplit(mqtt_settings.url)
     point = nbiot_point(protocol="nbiot-json:nbiot-gas", wake_window_s=10.0)
     async with running_fep(kafka_settings, tmp_path, {"nbj": point}, ledger=ledger,
                            mqtt=mqtt_settings) as fep, \
             aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883) as meter:
-        await meter.subscribe(f"{root}/meters/{IMEI}/down", qos=1)
+        await meter.subscribe(f"{mqtt_settings.topic_root}/meters/{IMEI}/down", qos=1)
+        yield fep, meter
+
+
+async def test_json_uplinks_and_commands_over_mqtt(
+        kafka_settings: KafkaSettings, mqtt_settings: MqttSettings, tmp_path: Path) -> None:
+
+    root = mqtt_settings.topic_root
+    async with _json_meter_at_fep(kafka_settings, mqtt_settings, tmp_path, "NBJ-1") as \
+            (fep, meter):
         await meter.publish(f"{root}/meters/{IMEI}/up", _uplink(1234567, msg_id=1), qos=1)
         await meter.publish(f"{root}/meters/{IMEI}/up", b'{"imei": 5', qos=1)
         await meter.publish(f"{root}/meters/{IMEI}/up",
@@ -188,12 +201,7 @@ async def test_a_pack_of_hourly_values_is_stored_reading_by_reading_and_only_onc
     the meter's hours; the same pack delivered again (a QoS 1 redelivery, or the meter
     repeating an unacknowledged upload) adds none; a pack with a bad value is dead-lettered
     whole with the value's path."""
-    import aiomqtt
 
-    ledger = LedgerView()
-    ledger.load([LedgerMeter(meter_id="NBJ-P", status="active", medium="gas", updated_at=T0,
-                             address=IMEI, protocol="nbiot-json:nbiot-gas",
-                             service_point="nbj")])
     hourly = [1_000_000 + 150 * n for n in range(24)]
     pack = json.dumps({"imei": IMEI, "msgType": "report", "msgId": 3,
                        "meterTime": "20260401100512",
@@ -203,12 +211,8 @@ async def test_a_pack_of_hourly_values_is_stored_reading_by_reading_and_only_onc
                       "meterTime": "20260401110512",
                       "data": {"hourlyStart": "20260401110000", "hourly": [1, "x"]}}).encode()
     root = mqtt_settings.topic_root
-    parts = urlsplit(mqtt_settings.url)
-    point = nbiot_point(protocol="nbiot-json:nbiot-gas", wake_window_s=10.0)
-    async with running_fep(kafka_settings, tmp_path, {"nbj": point}, ledger=ledger,
-                           mqtt=mqtt_settings) as fep, \
-            aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883) as meter:
-        await meter.subscribe(f"{root}/meters/{IMEI}/down", qos=1)
+    async with _json_meter_at_fep(kafka_settings, mqtt_settings, tmp_path, "NBJ-P") as \
+            (fep, meter):
         for payload in (pack, pack, bad):
             await meter.publish(f"{root}/meters/{IMEI}/up", payload, qos=1)
         acks = 0
