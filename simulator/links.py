@@ -226,6 +226,8 @@ class DtuLink(_LinkBase):
         #: extra copies of sent uploads not yet written (delivery mode: they go out later,
         #: between other frames, so the FEP sees them out of order)
         self._echoes: list[Upload] = []
+        #: uploads held back (delivery mode ``late``) and how many later uploads go first
+        self._late: list[tuple[Upload, int]] = []
 
     def _packet(self, kind: str) -> bytes:
         from decoders import Frame
@@ -353,6 +355,30 @@ class DtuLink(_LinkBase):
             sim.stats["frames_redelivered"] += 1
         self._echoes = keep
 
+    def _hold_back(self, upload: Upload) -> bool:
+        """Delivery mode ``late``: hold a share of uploads back (still pending, so a dropped
+        link sends them at once) until ``late_after`` later uploads of the link went."""
+        sim = self.sim
+        late = sim.delivery.late
+        if not late or upload.copies or sim.delivery_rng.random() >= late:
+            return False
+        self._late.append((upload, sim.delivery.late_after))
+        sim.stats["frames_late"] += 1
+        return True
+
+    def _late_due(self) -> list[Upload]:
+        """Held uploads whose turn came (one more upload went), unless already sent (a
+        reconnection sends everything pending)."""
+        due: list[Upload] = []
+        keep: list[tuple[Upload, int]] = []
+        for upload, left in self._late:
+            if left <= 1:
+                due.append(upload)
+            else:
+                keep.append((upload, left - 1))
+        self._late = keep
+        return [u for u in due if not u.copies and u.frame_id in self.pending]
+
     async def _reordered(self, first: Upload) -> list[Upload]:
         """Delivery mode: hold uploads for up to ``reorder_hold_s`` (at most ``reorder`` of
         them, within the window) and return them shuffled."""
@@ -410,7 +436,11 @@ class DtuLink(_LinkBase):
             batch = ([built] if sim.burst or sim.delivery.reorder < 2
                      else await self._reordered(built))
             for upload in batch:
+                if self._hold_back(upload):
+                    continue
                 await self._send(writer, upload)
+                for late in self._late_due():
+                    await self._send(writer, late)
             if sim.burst:
                 await asyncio.sleep(0)  # every link (and the control port) gets its turn
 

@@ -45,8 +45,11 @@ log = logging.getLogger(__name__)
 
 class DeliverySettings(BaseModel):
     """Delivery of DTU uploads: each sent ``copies_min``–``copies_max`` times (extra copies
-    go out later, between other frames) and up to ``reorder`` uploads held for
-    ``reorder_hold_s`` and sent shuffled. The default is one copy, in order."""
+    go out later, between other frames), up to ``reorder`` uploads held for
+    ``reorder_hold_s`` and sent shuffled, and a share ``late`` of uploads held back until
+    ``late_after`` later uploads of the link went first — past the same meter's next reports,
+    so the platform gets a meter's readings out of time order (what shuffling a burst of
+    different meters' uploads never does). The default is one copy, in order."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -55,6 +58,10 @@ class DeliverySettings(BaseModel):
     reorder: int = Field(default=0, ge=0, le=1000,
                          description="Uploads shuffled together (0 or 1 = in order).")
     reorder_hold_s: float = Field(default=0.5, ge=0, le=60)
+    late: float = Field(default=0.0, ge=0, le=0.5,
+                        description="Share of uploads whose first delivery is held back.")
+    late_after: int = Field(default=12, ge=1, le=1000,
+                            description="Later uploads of the link sent before a held one.")
 
     @model_validator(mode="after")
     def _range(self) -> DeliverySettings:
@@ -65,7 +72,8 @@ class DeliverySettings(BaseModel):
 
 
 def parse_delivery(text: str) -> DeliverySettings:
-    """``"copies=1-5,reorder=8,hold=0.5"`` → :class:`DeliverySettings` (ValueError if bad)."""
+    """``"copies=1-5,reorder=8,hold=0.5,late=0.02,late_after=12"`` → :class:`DeliverySettings`
+    (ValueError if bad)."""
     values: dict[str, object] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, value = part.partition("=")
@@ -76,8 +84,13 @@ def parse_delivery(text: str) -> DeliverySettings:
             values["reorder"] = int(value)
         elif name == "hold":
             values["reorder_hold_s"] = float(value)
+        elif name == "late":
+            values["late"] = float(value)
+        elif name == "late_after":
+            values["late_after"] = int(value)
         else:
-            raise ValueError(f"unknown delivery option '{name}' (known: copies, reorder, hold)")
+            raise ValueError(f"unknown delivery option '{name}' (known: copies, reorder, hold, "
+                             "late, late_after)")
     return DeliverySettings(**values)
 
 

@@ -12,7 +12,9 @@ services other engineers use. The run
    :class:`~unimeter.supervisor.Supervisor` (restart always) with a configuration file that
    points them at the private services;
 3. runs the simulator in this process (its own thread and event loop): DTU links with
-   CJ/T 188 gas and water meters, every upload delivered 1–5 times and out of order;
+   CJ/T 188 gas and water meters, every upload delivered 1–5 times and out of order — shuffled
+   with the link's other uploads, and a share held back past the same meter's next reports,
+   so VEE re-validates and billing re-prices with adjustments;
 4. after a warm-up, injects the faults of the :class:`FaultRunSpec` in a seeded random order
    at random moments — ``kill -9`` of each process kind and of the broker and the database
    (each restarted), the broker stopped for ``outage_s`` and the database stopped for
@@ -73,6 +75,8 @@ class FaultRunSpec:
     copies: tuple[int, int] = (1, 5)  # every upload delivered this many times
     reorder: int = 8                 # uploads of a link shuffled together
     reorder_hold_s: float = 0.3
+    late: float = 0.02               # share of uploads held back behind later ones ...
+    late_after: int = 12             # ... until this many later uploads of the link went
     kills: tuple[str, ...] = (*PROCESS_KINDS, *SERVICE_KINDS)
     outages: tuple[str, ...] = SERVICE_KINDS
     outage_s: float = 60.0
@@ -87,7 +91,7 @@ class FaultRunSpec:
     def short(cls) -> FaultRunSpec:
         """The CI version: a small fleet, one kill of each kind, outages of a few seconds."""
         return cls(readings=1_000, gas_meters=32, water_meters=16, meters_per_dtu=4,
-                   speed=360.0, outage_s=6.0, warmup_s=6.0, gap_s=(1.0, 3.0),
+                   speed=360.0, late=0.05, outage_s=6.0, warmup_s=6.0, gap_s=(1.0, 3.0),
                    drain_timeout_s=120.0, settle_s=6.0, partitions=2)
 
 
@@ -317,7 +321,8 @@ def run_faults(config: Config, spec: FaultRunSpec, out_dir: Path, *,
                                meters_per_dtu=spec.meters_per_dtu)
         fep_port = _free_port()
         delivery = DeliverySettings(copies_min=spec.copies[0], copies_max=spec.copies[1],
-                                    reorder=spec.reorder, reorder_hold_s=spec.reorder_hold_s)
+                                    reorder=spec.reorder, reorder_hold_s=spec.reorder_hold_s,
+                                    late=spec.late, late_after=spec.late_after)
         sim_settings = SimulatorSettings(dtu_port=fep_port, speed=spec.speed,
                                          ack_timeout_s=10.0, heartbeat_s=30.0,
                                          reconnect_delay_s=0.5, delivery=delivery)

@@ -80,3 +80,9 @@ def test_the_processes_run_the_code_the_run_is_imported_from(tmp_path: Path) -> 
             env={**os.environ, **spec.env}, cwd=spec.cwd, capture_output=True, text=True,
             check=True).stdout.split()
         assert [Path(f).resolve().parents[1] for f in found] == [SOURCE_ROOT, SOURCE_ROOT]
+
+
+def test_both_runs_deliver_a_share_of_uploads_past_the_same_meters_next_report() -> None:
+    for spec in (FaultRunSpec(), FaultRunSpec.short()):
+        assert spec.late > 0
+        assert spec.late_after > spec.meters_per_dtu  # a DTU's meters report together
