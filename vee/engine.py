@@ -70,6 +70,8 @@ __all__ = ["StepResult", "VeeEngine"]
 
 _CONSUMING = ("cumulative", "interval")
 _POW10 = tuple(10 ** n for n in range(7))
+#: Meters whose groups and dimensions the engine keeps at hand (then it starts over).
+_METER_CACHE = 65536
 _HISTORY_SOURCES = ("history", "meter_history", "read_history")
 _COMMAND_NS = uuid.UUID("6f1c3a52-5d0e-4c33-9a56-0e1f3f7c2b10")
 _SEVERITY_BY_RULE = {
@@ -107,6 +109,7 @@ class VeeEngine:
         self.raise_alerts = alerts
         self._uses_history_classes = ruleset.uses_history_classes
         self._ctx: PointContext | None = None
+        self._by_meter: dict[str, tuple[MeterInfo, Dimensions, GroupSet, Dimensions]] = {}
 
     def _context(self, meter: MeterInfo, state: MeterState, ch: Channel) -> PointContext:
         ctx = self._ctx
@@ -127,6 +130,25 @@ class VeeEngine:
                     history_class = self.ruleset.history_class(sum(values) / len(values))
                     break
         return self.ruleset.resolve(meter, history_class)
+
+    def _groups_and_dims(self, meter: MeterInfo, state: MeterState,
+                         dims: Dimensions | None) -> tuple[GroupSet, Dimensions]:
+        """The meter's groups and its dimensions with the validation group applied, cached
+        per meter while the same ``MeterInfo`` (and dimensions) come back."""
+        base = dims or meter.dims
+        if self._uses_history_classes:
+            groups = self.groups_for(meter, state)
+            return groups, _with_group(base, groups.validation.id)
+        cache = self._by_meter
+        held = cache.get(meter.meter_id)
+        if held is not None and held[0] is meter and held[1] is base:
+            return held[2], held[3]
+        groups = self.ruleset.resolve(meter, None)
+        out = _with_group(base, groups.validation.id)
+        if len(cache) >= _METER_CACHE:
+            cache.clear()
+        cache[meter.meter_id] = (meter, base, groups, out)
+        return groups, out
 
     # ------------------------------------------------------------------ readings
 
@@ -159,8 +181,7 @@ class VeeEngine:
             elif any(t.lower() in ("valve_state:open", "valve:open", "valve_open")
                      for t in reading.status):
                 state.valve = "open"
-        groups = self.groups_for(meter, state)
-        dims = _with_group(dims or meter.dims, groups.validation.id)
+        groups, dims = self._groups_and_dims(meter, state, dims)
         points = ch.points
         if ts <= ch.horizon:
             result.dropped = "late"
@@ -184,13 +205,17 @@ class VeeEngine:
             point = Point(ts=ts, value=raw, raw=raw, quality=Q_ACTUAL, method=0, version=0,
                           received=received, events=events, source=reading.source)
             points.insert(j, point)
-            if j > 0 and (not ch.interval_s or abs(ts - points[j - 1].ts - ch.interval_s)
-                          * 10 > ch.interval_s) and ch.kind in _CONSUMING:
-                self._learn_interval(ch, groups.validation)
-            if ch.kind in _CONSUMING:
-                markers = self._insert_markers(ch, j, groups.validation, received, meter,
-                                               result)
-                first, j = j, j + markers
+            if j > 0 and ch.kind in _CONSUMING:
+                step = ch.interval_s
+                gap = ts - points[j - 1].ts
+                if not step or abs(gap - step) * 10 > step:
+                    self._learn_interval(ch, groups.validation)
+                    step = ch.interval_s
+                tolerance = groups.validation.gap_tolerance_pct
+                if tolerance is not None and step and gap * 100 > step * (100 + tolerance):
+                    markers = self._insert_markers(ch, j, groups.validation, received, meter,
+                                                   result)
+                    first, j = j, j + markers
         first_ever = ch.horizon == 0 and points[0] is point
         group = groups.initial_load if (initial_load or first_ever) else groups.validation
         if group is groups.initial_load and not group.rules:
@@ -199,24 +224,24 @@ class VeeEngine:
         ctx.reading = reading
         ctx.point = point
         ctx.i = j
-        added = [f for f in self._input_flags(ctx, group, bool(point.events))
-                 if f not in point.events]
-        if added:
-            point.events = (*point.events, *added)
+        flags = self._input_flags(ctx, group, bool(point.events))
+        if flags:
+            added = [f for f in flags if f not in point.events]
+            if added:
+                point.events = (*point.events, *added)
         ctx.reading = None
         if reading.interval_s and ch.kind == "interval" and reading.interval_s != ch.interval_s:
             ch.interval_s = reading.interval_s  # flagged once by interval_unit, then followed
         if not (forced is None and first == j and j == len(points) - 1 and j > 0
                 and not point.events and group is groups.validation
-                and self._append(ctx, groups, point, received, meter, dims or meter.dims,
+                and self._append(ctx, groups, point, received, meter, dims,
                                  reading.frame_id, result)):
-            self._revalidate(ctx, groups, first, received, meter, dims or meter.dims, result,
+            self._revalidate(ctx, groups, first, received, meter, dims, result,
                              frame_id=(point.ts, reading.frame_id),
                              initial_load=initial_load, forced=forced)
         if len(state.channels) > 1 and ch.kind in _CONSUMING and any(
                 m.id == "scaled_to_register" for m in groups.estimation.methods):
-            self._rescale_intervals(state, ch, ts, groups, received, meter,
-                                    dims or meter.dims, result)
+            self._rescale_intervals(state, ch, ts, groups, received, meter, dims, result)
         return result
 
     def _rescale_intervals(self, state: MeterState, ch: Channel, ts: int, groups: GroupSet,
@@ -257,12 +282,12 @@ class VeeEngine:
             return False
         points = ch.points
         prev = points[-2]
-        if not _is_anchor(prev):
-            return False
-        raw = point.raw
         anchor_value = prev.value
+        if anchor_value is None or (prev.quality != Q_EDITED and prev.quality != Q_FINAL and (
+                prev.raw is None or prev.rejected or prev.quality == Q_ESTIMATED)):
+            return False  # not an anchor (see _is_anchor)
+        raw = point.raw
         assert raw is not None
-        assert anchor_value is not None
         if kind == "cumulative":
             consumption = raw - anchor_value
             if consumption < 0:
@@ -283,9 +308,7 @@ class VeeEngine:
         rank = 0
         fired: list[str] = []
         group = groups.validation
-        for rule in group.point_subsets[False, False, True]:
-            if kind not in rule.kinds:
-                continue
+        for rule in group.append_rules[kind]:
             outcome = rule.check(ctx)
             if outcome:
                 if rule.rank == 2:
@@ -298,8 +321,17 @@ class VeeEngine:
         point.quality = Q_QUESTIONABLE if rank else Q_VALIDATED
         point.consumption = consumption
         point.start = start
-        if group.day_rules and not self._day_verdicts_hold(ctx, group):
-            return False
+        if group.day_rules:
+            fixed = self.calendar._fixed
+            if fixed is None or ch.interval_s >= 6 * 3600 or "window" in group.day_scopes:
+                if not self._day_verdicts_hold(ctx, group):
+                    return False
+            else:
+                # inline for the common case: does the previous value's day close now?
+                prev_ts = prev.ts
+                prev_end = ((prev_ts - 1 + fixed) // 86400 + 1) * 86400 - fixed
+                if prev_ts < prev_end <= point.ts and not self._day_verdicts_hold(ctx, group):
+                    return False
         point.version = 1
         result.outputs.append(self._output(point, ch, meter, dims, trigger, frame_id))
         if fired and self.raise_alerts:
@@ -309,50 +341,43 @@ class VeeEngine:
 
     def _day_verdicts_hold(self, ctx: PointContext, group: CompiledGroup) -> bool:
         """True when appending the newest value changes no day rule's verdict: it closes no
-        day (or the closed day's verdict is what its values carry), and on a window scope
-        the new value is no spike of its window."""
+        day (or the day it closes keeps the verdicts its values carry), and on a window
+        scope the new value is no spike of the window before it."""
         ch = ctx.channel
         points = ch.points
         n = len(points)
         if n < 3:
             return True
         cal = self.calendar
-        newest = points[-1]
+        new_ts = points[-1].ts
+        prev_ts = points[-2].ts
+        prev_day = day_of(cal, prev_ts)
+        prev_end = day_end(cal, prev_day)
+        # the day of the previous value closes now (a new value alone in a later day, even
+        # at its end, has nothing to be compared with)
+        closes = prev_ts < prev_end <= new_ts
+        if not closes and ch.interval_s < 6 * 3600 and "window" not in group.day_scopes:
+            return True  # the common case: nothing closes, no window scope
         day_ids, flag_ranks = group.day_ids, group.flag_ranks
         allow_rollover = group.rule("rollover") is not None
-        new_day = prev_day = first = -1
+        first = -1
         for rule in group.day_rules:
             if scope_of(rule, ch) == "window":
                 if n - 1 in judge(rule, ctx, points, max(0, n - WINDOW), n, day_ids,
                                   flag_ranks, allow_rollover):
                     return False
                 continue
-            if new_day < 0:
-                new_day = day_of(cal, newest.ts)
-                prev_ts = points[-2].ts
-                prev_day = day_of(cal, prev_ts)
-                if prev_day == new_day or prev_ts >= day_end(cal, prev_day):
-                    prev_day = -1  # the previous value closed no day it had left open
-                if newest.ts < day_end(cal, new_day):
-                    new_day = -1  # the new value's day goes on
-                first = n - 1 if prev_day < 0 else n - 2
-                if prev_day >= 0:
-                    while first > 0 and day_of(cal, points[first - 1].ts) == prev_day:
-                        first -= 1
+            if not closes:
+                continue
+            end = n if new_ts == prev_end else n - 1
+            if first < 0:
+                first = end - 1
+                while first > 0 and day_of(cal, points[first - 1].ts) == prev_day:
+                    first -= 1
             rule_id = rule.id
-            if prev_day >= 0:
-                fired = judge(rule, ctx, points, first, n - 1, day_ids, flag_ranks,
-                              allow_rollover)
-                if fired != {k for k in range(first, n - 1) if rule_id in points[k].flags}:
-                    return False
-            if new_day >= 0:
-                start = n - 1
-                while start > 0 and day_of(cal, points[start - 1].ts) == new_day:
-                    start -= 1
-                fired = judge(rule, ctx, points, start, n, day_ids, flag_ranks,
-                              allow_rollover)
-                if fired != {k for k in range(start, n) if rule_id in points[k].flags}:
-                    return False
+            fired = judge(rule, ctx, points, first, end, day_ids, flag_ranks, allow_rollover)
+            if fired != {k for k in range(first, end) if rule_id in points[k].flags}:
+                return False
         return True
 
     def _merge(self, point: Point, raw: int, received: int, events: tuple[str, ...],
@@ -903,19 +928,39 @@ class VeeEngine:
 
     def _evict(self, ch: Channel) -> None:
         points = ch.points
-        if not points:
+        if len(points) <= 2:
             return
-        newest = points[-1].ts
-        while len(points) > 2 and (len(points) > self.window_points
-                                   or points[0].ts < newest - self.window_s):
+        oldest_kept = points[-1].ts - self.window_s
+        window_points = self.window_points
+        fixed = self.calendar._fixed
+        while len(points) > 2 and (len(points) > window_points or points[0].ts < oldest_kept):
             old = points.pop(0)
             ch.horizon = old.ts
             estimated = old.quality in (Q_ESTIMATED, Q_MISSING)
             ch.estimated_run = ch.estimated_run + 1 if estimated else 0
-            if old.consumption is not None and old.start is not None and self.history_days:
-                bad = estimated or "power_fail" in old.events
-                for day, amount in self._by_day(old.start, old.ts, old.consumption):
+            start, amount = old.start, old.consumption
+            if amount is None or start is None or not self.history_days:
+                continue
+            bad = estimated or "power_fail" in old.events
+            if fixed is not None:
+                day = (start + fixed) // 86400
+                day_end_ = (day + 1) * 86400 - fixed
+            else:
+                day = self.calendar.day(start)
+                day_end_ = self.calendar.day_start(day + 1)
+            if start < old.ts <= day_end_:
+                # the common case: the value's interval lies in one local day
+                days = ch.days
+                if days and day == ch.last_day:
+                    total = days[-1]
+                    days[-1] = (total if total > 0 else 0) + amount
+                    if bad:
+                        ch.bad_days |= 1 << (len(days) - 1)
+                else:
                     self._add_day(ch, day, amount, bad)
+                continue
+            for day, share in self._by_day(start, old.ts, amount):
+                self._add_day(ch, day, share, bad)
 
     def _by_day(self, start: int, end: int, amount: int) -> list[tuple[int, int]]:
         cal = self.calendar
@@ -969,40 +1014,72 @@ class VeeEngine:
     def _output(self, p: Point, ch: Channel, meter: MeterInfo, dims: Dimensions, trigger: int,
                 frame_id: str | None) -> ValidatedReading:
         places = ch.places
-        quality = QUALITY_NAMES[p.quality]
+        factor = _POW10[6 - places]
+        ts = p.ts
+        start = p.start
+        consumption = p.consumption
         intervals: tuple[IntervalConsumption, ...] = ()
-        if p.consumption is not None and p.start is not None:
-            estimated = p.quality == Q_ESTIMATED
-            intervals = tuple(
-                IntervalConsumption(start=dt(a), end=dt(b), volume=dec(v, 6),
-                                    estimated=estimated)
-                for a, b, v in prorate_hours(p.start, p.ts, p.consumption))
+        consumption_dec = None
+        if consumption is not None:
+            consumption_dec = (Decimal(consumption // factor).scaleb(-places)
+                               if consumption % factor == 0 else dec(consumption, 6))
+            if start is not None:
+                estimated = p.quality == Q_ESTIMATED
+                if start < ts <= (start // 3600 + 1) * 3600:  # within one UTC hour
+                    intervals = (IntervalConsumption(start=dt(start), end=dt(ts),
+                                                     volume=dec(consumption, 6),
+                                                     estimated=estimated),)
+                else:
+                    intervals = tuple(
+                        IntervalConsumption(start=dt(a), end=dt(b), volume=dec(v, 6),
+                                            estimated=estimated)
+                        for a, b, v in prorate_hours(start, ts, consumption))
+        value = p.value
+        value_dec = None
+        if value is not None:
+            value_dec = (Decimal(value // factor).scaleb(-places) if value % factor == 0
+                         else dec(value, 6))
+        # only what differs from the message's defaults is passed: a ValidatedReading with
+        # every field given costs several times as much to build
+        extra: dict[str, Any] = {}
         flags = p.flags
         if p.events:
             flags = (*flags, *(e for e in p.events if e not in flags))
         if p.forward and "forward" not in flags:
             flags = (*flags, "forward")
-        original = None
-        if p.raw is not None and p.raw != p.value:
-            original = _exact(p.raw, places)
-        edit = None
+        if flags:
+            extra["flags"] = flags
+        if p.method:
+            extra["method"] = METHOD_NAMES[p.method]
+        if ch.kind != "cumulative":
+            extra["kind"] = ch.kind if ch.kind in _CONSUMING else "instantaneous"
+        if p.raw is not None and p.raw != value:
+            extra["original_value"] = _exact(p.raw, places)
         if p.edit is not None:
             e = p.edit
-            edit = EditInfo(user=e.user, at=dt(e.at), reason_code=e.reason_code,
-                            previous_value=None if e.previous_value is None
-                            else dec(e.previous_value, places),
-                            previous_version=e.previous_version, note=e.note)
+            extra["edit"] = EditInfo(user=e.user, at=dt(e.at), reason_code=e.reason_code,
+                                     previous_value=None if e.previous_value is None
+                                     else dec(e.previous_value, places),
+                                     previous_version=e.previous_version, note=e.note)
+        if frame_id is not None:
+            extra["frame_id"] = frame_id
+        if extra:
+            return ValidatedReading(
+                meter_id=meter.meter_id, register=ch.register, ts=dt(ts), value=value_dec,
+                unit=ch.unit, version=p.version,
+                quality=QUALITY_NAMES[p.quality],  # type: ignore[arg-type]
+                consumption=consumption_dec,
+                interval_start=None if start is None else dt(start), intervals=intervals,
+                received_at=dt(p.received), validated_at=dt(trigger), dims=dims,
+                source=p.source or "vee", **extra)
         return ValidatedReading(
-            meter_id=meter.meter_id, register=ch.register, ts=dt(p.ts),
-            value=_exact(p.value, places), unit=ch.unit,
-            version=p.version, quality=quality,  # type: ignore[arg-type]
-            method=METHOD_NAMES[p.method],  # type: ignore[arg-type]
-            flags=flags,
-            kind=ch.kind if ch.kind in _CONSUMING else "instantaneous",  # type: ignore[arg-type]
-            consumption=_exact(p.consumption, places),
-            interval_start=None if p.start is None else dt(p.start), intervals=intervals,
-            original_value=original, received_at=dt(p.received), validated_at=dt(trigger),
-            dims=dims, edit=edit, source=p.source or "vee", frame_id=frame_id)
+            meter_id=meter.meter_id, register=ch.register, ts=dt(ts), value=value_dec,
+            unit=ch.unit, version=p.version,
+            quality=QUALITY_NAMES[p.quality],  # type: ignore[arg-type]
+            consumption=consumption_dec,
+            interval_start=None if start is None else dt(start), intervals=intervals,
+            received_at=dt(p.received), validated_at=dt(trigger), dims=dims,
+            source=p.source or "vee")
 
     def _alerts_for(self, p: Point, old_flags: tuple[str, ...], ch: Channel, meter: MeterInfo,
                     groups: GroupSet, trigger: int, result: StepResult) -> None:

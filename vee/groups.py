@@ -99,6 +99,8 @@ class CompiledGroup:
             r for r in self.rules if not r.input_only and r.scope == "point"))
         object.__setattr__(self, "day_rules", tuple(r for r in self.rules if r.scope == "day"))
         object.__setattr__(self, "day_ids", frozenset(r.id for r in self.day_rules))
+        object.__setattr__(self, "day_scopes", frozenset(
+            getattr(r.params, "scope", "day") for r in self.day_rules))
         point = self.point_rules
         # the subsets the engine's hot path iterates (value kind x has events x consumption)
         subsets = {}
@@ -111,6 +113,14 @@ class CompiledGroup:
                         and (events or not r.needs_events)
                         and (consumption or not r.needs_consumption))
         object.__setattr__(self, "point_subsets", subsets)
+        # what the fast path runs on an in-order value without events, per channel kind
+        object.__setattr__(self, "append_rules", {
+            kind: tuple(r for r in subsets[False, False, True]
+                        if kind in r.kinds and kind not in r.quiet_in_order)
+            for kind in ("cumulative", "interval")})
+        missing = next((r for r in self.rules if r.id == "missing"), None)
+        object.__setattr__(self, "gap_tolerance_pct", None if missing is None
+                           else getattr(missing.params, "tolerance_pct", 0))
         object.__setattr__(self, "input_plain", tuple(
             r for r in self.input_rules if not r.needs_events))
         object.__setattr__(self, "input_events", self.input_rules)
@@ -127,10 +137,16 @@ class CompiledGroup:
     point_rules: tuple[ValidationRule, ...] = field(init=False, default=())
     day_rules: tuple[ValidationRule, ...] = field(init=False, default=())
     day_ids: frozenset[str] = field(init=False, default=frozenset())
+    #: The scopes the day rules were given (``day``, ``window``, ``auto``).
+    day_scopes: frozenset[str] = field(init=False, default=frozenset())
     flag_ranks: dict[str, int] = field(init=False, default_factory=dict)
     by_id: dict[str, ValidationRule] = field(init=False, default_factory=dict)
     point_subsets: dict[tuple[bool, bool, bool], tuple[ValidationRule, ...]] = field(
         init=False, default_factory=dict)
+    append_rules: dict[str, tuple[ValidationRule, ...]] = field(init=False,
+                                                                 default_factory=dict)
+    #: The missing rule's tolerance on the interval (None: no missing rule, no markers).
+    gap_tolerance_pct: float | None = field(init=False, default=None)
     input_plain: tuple[ValidationRule, ...] = field(init=False, default=())
     input_events: tuple[ValidationRule, ...] = field(init=False, default=())
     uses_history_class: bool = field(init=False, default=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -81,11 +82,17 @@ class MeterInfo:
     def qmax_micro(self) -> int | None:
         """Maximum flow in micro-units per hour (from the ledger, else the G-size table)."""
         qmax = self.qmax if self.qmax is not None else GAS_SIZE_QMAX.get(self.size or "")
-        return to_micro(qmax) if qmax is not None else None
+        return _micro(qmax) if qmax is not None else None
 
     def register_range_micro(self) -> int:
         """Where the register wraps: 10^digits units (99999.999 + 0.001 for 5+3 digits)."""
         return int(10 ** self.register_digits) * 1_000_000
+
+
+@lru_cache(maxsize=1024)
+def _micro(value: Decimal) -> int:
+    """``to_micro`` of the few distinct Qmax values, cached (checked for every reading)."""
+    return to_micro(value)
 
 
 class EditNote(msgspec.Struct, array_like=True, frozen=True, gc=False):

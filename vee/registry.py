@@ -106,6 +106,10 @@ class ValidationRule:
     needs_events: ClassVar[bool] = False
     #: Can only fire when the value has a consumption: skipped for the first value.
     needs_consumption: ClassVar[bool] = False
+    #: Channel kinds on which the rule cannot fire for the engine's common case — an actual
+    #: value after the last one, that no rule rejects, whose register did not go back — so
+    #: the engine's fast path skips it there.
+    quiet_in_order: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, params: RuleParams) -> None:
         self.params = params

@@ -40,6 +40,8 @@ class Missing(ValidationRule):
     on_markers = True
     params: MissingParams
 
+    quiet_in_order = frozenset({"cumulative", "interval"})  # fires on markers only
+
     def check(self, ctx: PointContext) -> bool:
         return ctx.point is not None and ctx.point.raw is None
 
@@ -141,6 +143,9 @@ class ProlongedEstimation(ValidationRule):
     default_action: ClassVar[Action] = "flag"
     on_markers = True
     params: ProlongedParams
+
+    # fires on markers and rejected values only
+    quiet_in_order = frozenset({"cumulative", "interval"})
 
     def check(self, ctx: PointContext) -> bool:
         point = ctx.point

@@ -39,6 +39,8 @@ class Rollover(ValidationRule):
     kinds = frozenset({"cumulative"})
     params: RolloverParams
 
+    quiet_in_order = frozenset({"cumulative"})  # a register that went back only
+
     def check(self, ctx: PointContext) -> bool:
         return ctx.rollover
 
@@ -52,6 +54,8 @@ class NegativeConsumption(ValidationRule):
     needs_consumption = True
     aliases = ("rollback",)
     default_action: ClassVar[Action] = "estimate"
+
+    quiet_in_order = frozenset({"cumulative"})  # a register that went back only
 
     def check(self, ctx: PointContext) -> bool:
         return ctx.consumption is not None and ctx.consumption < 0
