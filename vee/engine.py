@@ -942,6 +942,11 @@ class VeeEngine:
             if amount is None or start is None or not self.history_days:
                 continue
             bad = estimated or "power_fail" in old.events
+            if amount < 0:
+                # a register that went back and stayed (questionable, nothing could estimate
+                # it) used nothing, and its day is never a like day; a negative total would
+                # also read as "no data" once encoded
+                amount, bad = 0, True
             if fixed is not None:
                 day = (start + fixed) // 86400
                 day_end_ = (day + 1) * 86400 - fixed

@@ -136,6 +136,21 @@ def test_day_totals_are_kept_compact_after_eviction() -> None:
     assert len(encode_state(r.state)) < 700
 
 
+def test_a_register_that_went_back_leaves_no_negative_day_total() -> None:
+    # Regression (hypothesis, test_state_survives_encoding): a decrease nothing could
+    # estimate stays questionable with its negative consumption; folded into its day's
+    # total once evicted, the negative total read back as "no data" after encoding.
+    values = ["10", "11", "10.2", "10.5", "10.8", "11.1", "11.4", "11.7", "12.0"]
+    r = run("[negative_consumption]", [reading(h, v) for h, v in enumerate(values)],
+            window_points=4)
+    assert r.at(2).quality == "questionable"
+    ch = r.state.channels["volume"]
+    assert ch.days
+    assert min(ch.days) >= 0
+    assert ch.bad_days & 1 << (len(ch.days) - 1)  # never a like day
+    assert decode_state(encode_state(r.state)) == r.state
+
+
 def test_unknown_meters_are_validated_with_defaults() -> None:
     engine = VeeEngine(load_rule_set(default_rules_path()))
     meter = MeterInfo.unknown("NOPE-1")
