@@ -121,6 +121,16 @@ class BatchingSink(ABC):
             batch = self._batches[record.tp] = SinkBatch(record.tp)
         batch.records.append(record)
 
+    def add_many(self, tp: TopicPartition, records: list[SinkRecord]) -> None:
+        """Queue records of partition ``tp``, in offset order (what one poll returned)."""
+        if not records:
+            return
+        batch = self._batches.get(tp)
+        if batch is None:
+            self._batches[tp] = SinkBatch(tp, records)
+        else:
+            batch.records.extend(records)
+
     def pending(self) -> list[TopicPartition]:
         """Partitions with records waiting to be written."""
         return [tp for tp, batch in self._batches.items() if batch.records]

@@ -35,8 +35,9 @@ from kafka.errors import CommitFailedError
 
 from schemas import codec
 from schemas.errors import UnimeterError
-from schemas.messages import DeadLetter
+from schemas.messages import DeadLetter, Message
 from schemas.settings import KafkaSettings
+from schemas.topics import topic_spec
 from sinks.base import BatchingSink, Rejected, SinkRecord, TopicPartition
 from sinks.errors import SinkBackpressureError, SinkError
 from sinks.metrics import SinkMetrics
@@ -97,6 +98,7 @@ class SinkRunner:
         self._joined = False
         self._last_checkpoint = time.monotonic()
         self._last_report = time.monotonic()
+        self._decoders: dict[str, Callable[[bytes], Message]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -140,11 +142,11 @@ class SinkRunner:
                 if not self._joined:
                     # Still joining the group (slow on a busy broker): not idle yet.
                     last_record_at = time.monotonic()
-                for records in polled.values():
+                for kafka_tp, records in polled.items():
                     if records:
                         last_record_at = time.monotonic()
-                    for rec in records:
-                        self._accept(rec)
+                        self._accept(TopicPartition(kafka_tp.topic, kafka_tp.partition),
+                                     records)
                 now = time.monotonic()
                 due = (now - self._last_checkpoint) * 1000 >= self.settings.commit_interval_ms
                 if self.sink.full() or (due and self._has_work()):
@@ -181,24 +183,42 @@ class SinkRunner:
 
     # ------------------------------------------------------------------ records
 
-    def _accept(self, rec: Any) -> None:
-        tp = TopicPartition(rec.topic, rec.partition)
-        self.metrics.records_in += 1
-        self._restart.setdefault(tp, rec.offset)
-        self._position[tp] = rec.offset + 1
+    def _accept(self, tp: TopicPartition, records: list[Any]) -> None:
+        """Decode the records of one partition (in offset order) into its batch; those that
+        do not decode wait for the checkpoint in ``_dead``."""
+        self.metrics.records_in += len(records)
+        self._restart.setdefault(tp, records[0].offset)
+        self._position[tp] = records[-1].offset + 1
         self._uncommitted.add(tp)
-        value: bytes = rec.value if rec.value is not None else b""
-        try:
-            _envelope, message = codec.decode(value)
-        except UnimeterError as exc:
-            self.metrics.dead_lettered += 1
-            placeholder = SinkRecord(rec.topic, rec.partition, rec.offset, rec.key, value,
-                                     DeadLetter(stage="sink", reason={}, ts=_now(),
-                                                value=b""))
-            self._dead.setdefault(tp, []).append(Rejected(placeholder, exc.to_dict()))
-            return
-        self.sink.add(SinkRecord(rec.topic, rec.partition, rec.offset, rec.key, value,
-                                 message))
+        decode = self._decoder(tp.topic)
+        topic, partition = tp
+        accepted = []
+        for rec in records:
+            value: bytes = rec.value if rec.value is not None else b""
+            try:
+                message = decode(value)
+            except UnimeterError as exc:
+                self.metrics.dead_lettered += 1
+                placeholder = SinkRecord(topic, partition, rec.offset, rec.key, value,
+                                         DeadLetter(stage="sink", reason={}, ts=_now(),
+                                                    value=b""))
+                self._dead.setdefault(tp, []).append(Rejected(placeholder, exc.to_dict()))
+                continue
+            accepted.append(SinkRecord(topic, partition, rec.offset, rec.key, value, message))
+        self.sink.add_many(tp, accepted)
+
+    def _decoder(self, topic: str) -> Callable[[bytes], Message]:
+        """The envelope decoder of a topic: one pass for a topic of one message type."""
+        decoder = self._decoders.get(topic)
+        if decoder is None:
+            types: tuple[type[Message], ...] = ()
+            name = topic.removeprefix(self.kafka.topic_prefix)
+            with contextlib.suppress(KeyError):
+                types = topic_spec(name).payloads
+            decoder = (codec.decoder_for(types[0]) if len(types) == 1
+                       else _generic_decode)
+            self._decoders[topic] = decoder
+        return decoder
 
     def _has_work(self) -> bool:
         return bool(self._uncommitted or self.sink.pending())
@@ -381,6 +401,10 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: list[Any]) -> None:
         self.runner._assigned(assigned)
+
+
+def _generic_decode(data: bytes) -> Message:
+    return codec.decode(data)[1]
 
 
 def _now() -> datetime:
