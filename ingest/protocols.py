@@ -123,7 +123,8 @@ class DecodersStack:
         readings: list[ReadingDraft] = []
         events: list[EventDraft] = []
         meter_type = frame.header.get("meter_type")
-        if meter_type is not None and frame.address:
+        if meter_type is not None and frame.address and \
+                self._known.get(frame.address, {}).get("meter_type") != meter_type:
             if len(self._known) > 1_000_000:
                 self._known.clear()
             self._known[frame.address] = {"meter_type": meter_type}

@@ -272,8 +272,8 @@ class LinkSession:
             if draft.address in admitted:
                 meter_id = admitted[draft.address]
             else:
-                meter_id = admitted[draft.address] = self._admit(draft.address,
-                                                                 inbound.protocol, records)
+                meter_id = admitted[draft.address] = self._admit(
+                    draft.address, inbound.protocol, records, received_at)
             if meter_id is None:
                 continue
             records.append(runtime.messages.message("readings.raw", Reading(
@@ -287,7 +287,7 @@ class LinkSession:
         for number, event in enumerate(inbound.events):
             meter_id = self.meters.get(event.address) if event.address else None
             if event.address and meter_id is None:
-                meter_id = self._admit(event.address, inbound.protocol, records)
+                meter_id = self._admit(event.address, inbound.protocol, records, received_at)
                 if meter_id is None:
                     continue
             if not runtime.event_changed(meter_id or self.device_id, event.kind,
@@ -307,7 +307,8 @@ class LinkSession:
         except PublishError as exc:  # shutting down: this frame is not acknowledged
             self._settle(entry, exc)
 
-    def _admit(self, address: str, protocol: str, records: list[OutRecord]) -> str | None:
+    def _admit(self, address: str, protocol: str, records: list[OutRecord],
+               received_at: datetime) -> str | None:
         """The meter id for ``address`` on this link, or None (rejected, alerted)."""
         known = self.meters.get(address)
         runtime = self.runtime
@@ -329,7 +330,7 @@ class LinkSession:
                     attributes={"address": address, "reason": decision.reason}))
             return None
         meter_id = decision.meter_id or address
-        now = datetime.now(UTC)
+        now = received_at
         if decision.auto_registered:
             runtime.audit_auto_registration(self.point_name, self.link_id or "", address,
                                             protocol, meter_id, self.peer)

@@ -47,7 +47,7 @@ class FramerLike(Protocol):
     def take_garbage(self) -> bytes: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs ~3 µs, made per frame
 class ReadingDraft:
     """A canonical reading as a report template produced it, before admission."""
 
@@ -62,7 +62,7 @@ class ReadingDraft:
     status: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs ~3 µs, made per frame
 class EventDraft:
     """A device event a report template found in a frame (valve state, battery, alarm)."""
 
@@ -72,7 +72,7 @@ class EventDraft:
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs ~3 µs, made per frame
 class Inbound:
     """One frame, interpreted for the link."""
 
