@@ -14,9 +14,9 @@ ok            stored under its natural key with the value sent
 lost          acknowledged to the device, not stored — the one thing that must never happen
 duplicated    stored more than once where once is right: two raw rows of one reading sent
               without a time stamp (stamped on reception), or a validated version that says
-              the same as the version before it (same value, quality and consumption) — a
-              re-delivery stored again; a later version returning to an earlier result
-              (A, B, A) is a revision and counted apart as a *flip-flop*
+              the same as the version before it (same value, quality, consumption and the
+              span it covers) — a re-delivery stored again; a later version returning to an
+              earlier result (A, B, A) is a revision and counted apart as a *flip-flop*
 mismatched    stored under its key with a value the meter never sent
 unconfirmed   sent, never acknowledged and not stored (allowed: the device sends it again)
 unexpected    stored, but no meter of the run ever sent it (validated: neither an estimate)
@@ -113,6 +113,9 @@ class StoredValidated:
     quality: str
     consumption: Decimal | None
     account_id: str | None = None
+    #: Start of the span ``consumption`` covers (the previous reading's time): a late reading
+    #: splits it, so a new version may say the same value and consumption over a new span.
+    interval_start: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +328,8 @@ def _classify_raw(verdict: Verdict, stamped: Mapping[tuple[str, str, datetime], 
 
 
 def _says(row: StoredValidated) -> tuple[Any, ...]:
-    return (row.value, row.quality, row.consumption)
+    return (row.value, row.quality, row.consumption,
+            None if row.interval_start is None else _utc(row.interval_start))
 
 
 def _classify_validated(verdict: Verdict, stamped: Mapping[tuple[str, str, datetime], _Sent],
@@ -361,7 +365,8 @@ def _classify_validated(verdict: Verdict, stamped: Mapping[tuple[str, str, datet
             revised += 1
         if duplicate:
             counts["duplicated"] += 1
-            said_all = [(r.version, str(r.value), r.quality, str(r.consumption)) for r in rows]
+            said_all = [(r.version, str(r.value), r.quality, str(r.consumption),
+                         r.interval_start and _utc(r.interval_start).isoformat()) for r in rows]
             verdict.note("validated.duplicated",
                          f"{key[0]} {key[1]} {key[2].isoformat()} versions {said_all}")
             continue

@@ -22,8 +22,8 @@ from unimeter.faults.oracle import (
 __all__ = ["read_stored_rows"]
 
 _RAW = "SELECT meter_id, register, ts, value FROM data.raw_readings WHERE meter_id = ANY(%s)"
-_VALIDATED = ("SELECT meter_id, register, ts, version, value, quality, consumption, account_id "
-              "FROM data.validated_readings WHERE meter_id = ANY(%s)")
+_VALIDATED = ("SELECT meter_id, register, ts, version, value, quality, consumption, account_id, "
+              "interval_start FROM data.validated_readings WHERE meter_id = ANY(%s)")
 _CHARGES = ("SELECT charge_id, account_id, meter_id, register, kind, reading_ts, "
             "reading_version, volume, amount, corrects FROM billing.charges "
             "WHERE meter_id = ANY(%s)")

@@ -182,6 +182,27 @@ def test_a_new_version_that_changes_the_consumption_is_not_a_duplicate(tmp_path:
     assert verdict.consumption["differing_meters"] == 0
 
 
+def test_a_new_version_over_a_new_span_is_a_revision_not_a_duplicate(tmp_path: Path) -> None:
+    """Regression (full fault run, late delivery): 02:00 came after 03:00 and used nothing,
+    so 03:00's second version says the same value and consumption as its first — over
+    02:00-03:00 instead of 01:00-03:00. A real revision (billing re-prices its pieces), not a
+    re-delivery stored again; the same span again still is."""
+    readings = _series("G1", ["100.000", "100.500", "100.500", "101.000"])
+    rows = _stored(readings)
+    three = next(r for r in rows.validated if r.ts == T0 + 3 * HOUR)
+    rows.validated.remove(three)
+    first, second = (StoredValidated("G1", "volume", three.ts, n, three.value, "actual",
+                                     three.consumption, interval_start=T0 + since * HOUR)
+                     for n, since in ((1, 1), (2, 2)))
+    rows.validated += [first, second]
+    verdict = _judge(tmp_path, readings, rows)
+    assert verdict.classes["validated"]["duplicated"] == 0, verdict.examples
+    assert verdict.consumption["differing_meters"] == 0
+    rows.validated.append(StoredValidated("G1", "volume", three.ts, 3, three.value, "actual",
+                                          three.consumption, interval_start=T0 + 2 * HOUR))
+    assert _judge(tmp_path, readings, rows).classes["validated"]["duplicated"] == 1
+
+
 def test_a_reading_without_time_stamp_stored_twice_is_duplicated(tmp_path: Path) -> None:
     readings = [("G1", None, "100.000", True)]
     rows = StoredRows(raw=[StoredRaw("G1", "volume", T0, D("100.000")),
@@ -352,7 +373,7 @@ def test_the_engines_fed_out_of_order_equal_the_recomputation(tmp_path: Path) ->
         for out in step.outputs:
             rows.validated.append(StoredValidated(
                 out.meter_id, out.register, out.ts, out.version, out.value, out.quality,
-                out.consumption, out.dims.account_id))
+                out.consumption, out.dims.account_id, out.interval_start))
             rows.charges += _billed(billing, out)
     verdict = _judge(tmp_path, readings, rows)
     assert any(c.kind == "adjustment" for c in rows.charges)
