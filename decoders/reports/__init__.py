@@ -157,8 +157,11 @@ class ReportTemplate:
     def applies_to(self, frame: Frame) -> bool:
         if frame.protocol != self.protocol:
             return False
-        return all(frame.header.get(key) in allowed
-                   for key, allowed in self.model.when.items())
+        header = frame.header  # a plain loop: this runs for every frame an FEP receives
+        for key, allowed in self.model.when.items():  # noqa: SIM110 (no generator per frame)
+            if header.get(key) not in allowed:
+                return False
+        return True
 
     def apply(self, frame: Frame, timezone: str = "Asia/Shanghai") -> ReportResult:
         zone = ZoneInfo(timezone)
@@ -268,6 +271,7 @@ def load_report(path: Path | str, *, text: str | None = None) -> ReportTemplate:
 
 
 _REPORTS: list[ReportTemplate] | None = None
+_BY_PROTOCOL: dict[str, tuple[ReportTemplate, ...]] = {}
 
 
 def reports() -> list[ReportTemplate]:
@@ -278,10 +282,19 @@ def reports() -> list[ReportTemplate]:
     return _REPORTS
 
 
+def _built_in_for(protocol: str) -> tuple[ReportTemplate, ...]:
+    """The built-in templates of ``protocol``, in :func:`reports` order (kept per protocol:
+    the FEP looks them up for every frame)."""
+    found = _BY_PROTOCOL.get(protocol)
+    if found is None:
+        found = _BY_PROTOCOL[protocol] = tuple(t for t in reports() if t.protocol == protocol)
+    return found
+
+
 def apply_report(frame: Frame, *, timezone: str = "Asia/Shanghai",
                  templates: Sequence[ReportTemplate] | None = None) -> ReportResult | None:
     """Apply the first report template that fits the frame (``None`` if none does)."""
-    for template in templates if templates is not None else reports():
+    for template in templates if templates is not None else _built_in_for(frame.protocol):
         if template.applies_to(frame):
             return template.apply(frame, timezone)
     return None
