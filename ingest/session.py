@@ -102,6 +102,7 @@ class LinkSession:
         self._drained.set()
         self._watchdog: asyncio.TimerHandle | None = None
         self._last_read = 0.0
+        self._held = False  # reading paused while the link's units wait for Kafka
         self._write_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ identity
@@ -134,7 +135,12 @@ class LinkSession:
             while not self.closed.is_set():
                 if len(self._pending) >= _ACK_QUEUE:  # Kafka is behind: stop reading
                     self._ack_room.clear()
-                    await self._ack_room.wait()
+                    self._held = True  # we hold the link back: not idle
+                    try:
+                        await self._ack_room.wait()
+                    finally:
+                        self._held = False
+                        self._last_read = loop.time()
                     continue
                 try:
                     data = await reader.read(_READ_CHUNK)
@@ -190,7 +196,11 @@ class LinkSession:
         if self.closed.is_set():
             return
         timeout = self.point.idle_timeout_s if self.identified else self.point.identify_timeout_s
-        if loop.time() >= self._last_read + timeout:
+        now = loop.time()
+        if self._held:  # paused by us, not idle: look again a period from now
+            self._watchdog = loop.call_at(now + timeout, self._check_idle, loop)
+            return
+        if now >= self._last_read + timeout:
             self.close("idle timeout" if self.identified else "not identified in time")
             return
         self._arm_watchdog(loop)

@@ -178,3 +178,29 @@ async def test_pipelined_frames_are_acknowledged_in_order_each_recorded(
         if isinstance(m, RawFrame) and m.fep == fep.instance and m.direction == "out"
         and m.data.startswith(b"ACK:")]
     assert sorted(bytes(m.data) for m in acks_out) == sorted(ack_for(f) for f in frames)
+
+
+async def test_idle_links_close_but_not_while_we_hold_them_back(kafka_settings: KafkaSettings,
+                                                                 tmp_path: Path) -> None:
+    """The idle deadline counts from the link's last read; a link whose reading is paused by
+    the FEP (its acknowledgement window full while Kafka is behind) is not idle."""
+    point = dtu_point(idle_timeout_s=0.5, admission="auto")
+    async with running_fep(kafka_settings, tmp_path, {"dtu": point}) as fep:
+        port = fep.servers["dtu"].port
+        held = await RawDevice("127.0.0.1", port).connect()
+        idle = await RawDevice("127.0.0.1", port).connect()
+        await held.send(registration("DTU-H1"))
+        await idle.send(registration("DTU-I1"))
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if len(fep.links) == 2:
+                break
+        session = fep.links["DTU-H1"]
+        session._held = True  # as while its 512 units wait for Kafka
+        await asyncio.wait_for(idle.eof.wait(), 5)  # silent for 0.5 s: closed
+        await asyncio.sleep(1.2)
+        assert not session.closed.is_set()
+        session._held = False
+        await asyncio.wait_for(held.eof.wait(), 5)
+        assert session.close_reason == "idle timeout"
+        assert fep.stats["closed: idle timeout"] == 2
