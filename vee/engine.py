@@ -650,7 +650,7 @@ class VeeEngine:
             while k < n and _needs_estimate(points[k], ranks.get(k)):
                 k += 1
             targets = points[first:k]
-            left = points[first - 1] if first > 0 else None
+            left = points[first - 1] if first > 0 else _base_point(ch)
             right = points[k] if k < n else None
             self._fill(ctx, groups, left, targets, right)
 
@@ -770,26 +770,29 @@ class VeeEngine:
                 p.consumption = p.start = None
             return
         allow_rollover = group.rule("rollover") is not None
-        prev = None
+        # the value before: in the window, else the newest that left it (re-deriving from
+        # the window's start must not drop the oldest value's consumption)
+        prev_ts, prev_value = ch.base_ts, ch.base_value
         for k in range(lo - 1, -1, -1):
             if points[k].value is not None:
-                prev = points[k]
+                prev_ts, prev_value = points[k].ts, points[k].value
                 break
         meter = ctx.meter
         for p in points[lo:]:
-            if p.value is None:
+            value = p.value
+            if value is None:
                 p.consumption = p.start = None
                 continue
-            if prev is None or prev.value is None:
+            if prev_value is None:
                 p.consumption = p.start = None
             else:
-                delta = p.value - prev.value
+                delta = value - prev_value
                 if delta < 0:
-                    delta, _ = register_delta(prev.value, p.value, meter, p.ts - prev.ts,
+                    delta, _ = register_delta(prev_value, value, meter, p.ts - prev_ts,
                                               allow_rollover=allow_rollover)
                 p.consumption = delta
-                p.start = prev.ts
-            prev = p
+                p.start = prev_ts
+            prev_ts, prev_value = p.ts, value
         ctx._daily = None
 
     def _day_pass(self, ctx: PointContext, groups: GroupSet, day_rules: tuple[Any, ...],
@@ -936,6 +939,8 @@ class VeeEngine:
         while len(points) > 2 and (len(points) > window_points or points[0].ts < oldest_kept):
             old = points.pop(0)
             ch.horizon = old.ts
+            if old.value is not None:
+                ch.base_ts, ch.base_value = old.ts, old.value
             estimated = old.quality in (Q_ESTIMATED, Q_MISSING)
             ch.estimated_run = ch.estimated_run + 1 if estimated else 0
             start, amount = old.start, old.consumption
@@ -1155,6 +1160,15 @@ def _region_start(points: list[Point], start: int) -> int:
     while lo > 0 and not _is_anchor(points[lo - 1]):
         lo -= 1
     return max(lo - 1, 0)
+
+
+def _base_point(ch: Channel) -> Point | None:
+    """The newest value that left the window, as the left end of a hole at the window's
+    start: it no longer changes, so estimates after it continue from it."""
+    if ch.base_value is None:
+        return None
+    return Point(ts=ch.base_ts, value=ch.base_value, raw=ch.base_value, quality=Q_VALIDATED,
+                 method=0, version=0, received=ch.base_ts)
 
 
 def _is_anchor(p: Point) -> bool:

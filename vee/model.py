@@ -154,6 +154,11 @@ class Channel(msgspec.Struct, array_like=True, gc=False):
     horizon: int = 0
     #: Consecutive estimated values at the end of the channel.
     estimated_run: int = 0
+    #: The newest value that left the window (None: none yet) and its time. It no longer
+    #: changes, so the oldest value's consumption and a hole at the window's start are
+    #: measured from it when the engine re-derives from the start of the window.
+    base_value: int | None = None
+    base_ts: int = 0
 
 
 class MeterState(msgspec.Struct, array_like=True, gc=False):
@@ -166,7 +171,9 @@ class MeterState(msgspec.Struct, array_like=True, gc=False):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
-_STATE_FORMAT = 1
+_STATE_FORMAT = 2
+#: Formats this code still reads (1: without the channel's base value).
+_READS = (1, 2)
 
 
 def encode_state(state: MeterState) -> bytes:
@@ -176,20 +183,24 @@ def encode_state(state: MeterState) -> bytes:
     stored as differences — time since the previous point, value change, the raw value only
     when it differs from the validated one, consumption and interval start only when they
     are not simply "since the previous value" — and quality, method and the two booleans
-    share one small integer. A daily gas meter's state is about 300 bytes.
+    share one small integer. The first point is a difference from the channel's base value
+    (the newest that left the window) when there is one. A daily gas meter's state is about
+    300 bytes.
     """
     channels = []
     for ch in state.channels.values():
         packed: list[list[Any]] = []
-        prev_ts = 0
-        prev_value: int | None = None
+        based = ch.base_value is not None
+        prev_ts = ch.base_ts if based else 0
+        prev_value: int | None = ch.base_value
         prev_source = ""
         for p in ch.points:
             value = p.value
             value_enc = None if value is None else value - (prev_value or 0)
             raw = p.raw
             raw_enc: Any = False if raw is None else (True if raw == value else raw - (value or 0))
-            derived = _expected_consumption(ch, p, prev_ts if packed else None, prev_value)
+            derived = _expected_consumption(ch, p, prev_ts if packed or based else None,
+                                            prev_value)
             consumption_enc: Any = True if derived == (p.consumption, p.start) else [
                 p.consumption, p.start]
             bits = p.quality | p.method << 3 | p.forward << 7 | p.rejected << 8
@@ -205,25 +216,30 @@ def encode_state(state: MeterState) -> bytes:
             prev_source = p.source
         channels.append([ch.register, ch.unit, ch.kind, ch.interval_s, ch.places, ch.horizon,
                          ch.estimated_run, ch.last_day, ch.bad_days,
-                         [None if d < 0 else d for d in ch.days], packed])
+                         [None if d < 0 else d for d in ch.days], packed,
+                         [ch.horizon - ch.base_ts, ch.base_value] if based else None])
     return _encoder.encode([_STATE_FORMAT, state.valve, channels])
 
 
 def decode_state(data: bytes) -> MeterState:
     """The inverse of :func:`encode_state`."""
     fmt, valve, channels = _decoder.decode(data)
-    if fmt != _STATE_FORMAT:
+    if fmt not in _READS:
         raise ValueError(f"VEE state format {fmt} is not known (this code reads "
-                         f"{_STATE_FORMAT})")
+                         f"{', '.join(map(str, _READS))})")
     state = MeterState(valve=valve)
     for (register, unit, kind, interval_s, places, horizon, estimated_run, last_day, bad_days,
-         days, packed) in channels:
+         days, packed, *rest) in channels:
+        base = rest[0] if rest else None
         ch = Channel(register=register, unit=unit, kind=kind, interval_s=interval_s,
                      places=places, horizon=horizon, estimated_run=estimated_run,
                      last_day=last_day, bad_days=bad_days,
                      days=[-1 if d is None else d for d in days])
-        prev_ts = 0
-        prev_value: int | None = None
+        based = base is not None
+        if base is not None:
+            ch.base_ts, ch.base_value = horizon - base[0], base[1]
+        prev_ts = ch.base_ts if based else 0
+        prev_value: int | None = ch.base_value
         source = ""
         for n, (dts, value_enc, raw_enc, bits, version, late, flags, events, consumption_enc,
                 src, edit) in enumerate(packed):
@@ -244,13 +260,19 @@ def decode_state(data: bytes) -> MeterState:
                           edit=None if edit is None else EditNote(*edit))
             if consumption_enc is True:
                 point.consumption, point.start = _expected_consumption(
-                    ch, point, prev_ts if n else None, prev_value)
+                    ch, point, prev_ts if n or based else None, prev_value)
             else:
                 point.consumption, point.start = consumption_enc
             ch.points.append(point)
             prev_ts = ts
             if value is not None:
                 prev_value = value
+        first = ch.points[0] if ch.points and horizon and not based else None
+        if first is not None and first.value is not None and first.consumption is not None \
+                and first.start is not None and kind == "cumulative" \
+                and first.value - first.consumption >= 0:
+            # format 1 kept no base: the oldest value's consumption tells it (no rollover)
+            ch.base_ts, ch.base_value = first.start, first.value - first.consumption
         state.channels[register] = ch
     return state
 

@@ -136,6 +136,55 @@ def test_day_totals_are_kept_compact_after_eviction() -> None:
     assert len(encode_state(r.state)) < 700
 
 
+def test_the_oldest_value_keeps_its_consumption_when_the_window_is_re_derived() -> None:
+    # Regression (issue 6 follow-up): a late value for the marker at the window's start made
+    # the engine re-derive from there; the oldest value lost its consumption (published
+    # without one) and added nothing to its day when it left the window.
+    hours = [*range(10), 11, 12, 13, 10, *range(14, 30)]
+    r = run("[missing]", [reading(h, f"{1000 + h / 2:.3f}") for h in hours],
+            estimation="[{method: linear, max_gap: 6h}]", window_points=4, history_days=30)
+    ch = r.state.channels["volume"]
+    assert r.at(10).consumption == Decimal("0.5")
+    assert r.at(11).consumption == Decimal("0.5")
+    horizon_hours = (ch.horizon - int(T0.timestamp())) // 3600
+    assert sum(ch.days) == (horizon_hours / 2) * 1_000_000  # the advance since hour 0
+    assert decode_state(encode_state(r.state)) == r.state
+
+
+def test_a_hole_at_the_window_start_is_estimated_from_the_value_that_left_it() -> None:
+    # a late value re-estimates the hole after it; the hole's start has left the window
+    r = run("[missing]", [reading(h, f"{1000 + h:.3f}") for h in (0, 1, 2, 6, 7)],
+            estimation="[{method: linear, max_gap: 6h}]", window_points=4)
+    assert r.at(3).quality == "estimated"
+    assert r.state.channels["volume"].points[0].quality != 0  # a marker leads the window
+    r.feed([reading(5, "1005.000")])  # late actual in the hole
+    assert r.at(4).quality == "estimated"
+    assert r.at(4).value == Decimal("1004.000")
+    assert r.at(4).consumption == Decimal("1.000")
+
+
+def test_state_of_the_previous_format_still_decodes() -> None:
+    # format 1 (before the channel kept its base value): what a running table may hold
+    import msgspec
+
+    r = run("[missing]", [reading(h, f"{1000 + h:.3f}") for h in range(3)])
+    fmt, valve, channels = msgspec.msgpack.decode(encode_state(r.state))
+    assert fmt == 2
+    assert all(c[-1] is None for c in channels)  # nothing left the window yet
+    old = msgspec.msgpack.encode([1, valve, [c[:-1] for c in channels]])
+    assert decode_state(old) == r.state
+    # after values left the window, format 1 held no base: the oldest value's consumption
+    # gives it back
+    r.feed([reading(h, f"{1000 + h:.3f}") for h in range(3, 25)])
+    ch = r.state.channels["volume"]
+    assert ch.base_value is not None
+    unbased = msgspec.structs.replace(r.state, channels={"volume": msgspec.structs.replace(
+        ch, base_value=None, base_ts=0)})
+    fmt, valve, channels = msgspec.msgpack.decode(encode_state(unbased))
+    old = msgspec.msgpack.encode([1, valve, [c[:-1] for c in channels]])
+    assert decode_state(old) == r.state
+
+
 def test_a_register_that_went_back_leaves_no_negative_day_total() -> None:
     # Regression (hypothesis, test_state_survives_encoding): a decrease nothing could
     # estimate stays questionable with its negative consumption; folded into its day's
