@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import faust
+from faust.sensors import Monitor
 from faust.streams import _current_event  # faust's current-event context variable
 
 from pipeline._follow import follow_ledger
@@ -188,6 +189,8 @@ class PipelineApp:
             web_port=settings.web_port or 6066,
             broker_client_id=f"{kafka.client_id}-{self.producer_name}",
             autodiscover=False,
+            # Without the web server nobody reads the per-record rates and latencies.
+            monitor=None if settings.web_port else _PerRecordQuietMonitor(),
         )
         self.ledger = LedgerView(
             open_ledger_store(settings.store, self.data_dir / "ledger"),
@@ -252,7 +255,6 @@ class PipelineApp:
 
         def decorate(handler: BatchHandler) -> BatchHandler:
             async def agent(stream: Any) -> None:
-                self._drop_unread_monitor()
                 await self.wait_for_ledger()
                 counters = self.counters
                 async for events in stream.take_events(self.settings.batch_max,
@@ -391,14 +393,6 @@ class PipelineApp:
             return BatchResult()
         return BatchResult(outputs=[*rejects, *result.outputs], after_send=result.after_send)
 
-    def _drop_unread_monitor(self) -> None:
-        """Without the web server nobody reads faust's monitor (message and event rates,
-        latencies), yet it is called several times per input record; take it off the
-        sensors (faust adds it while starting, before the agents run)."""
-        monitor = self.faust.monitor
-        if not self.settings.web_port and monitor in self.faust.sensors:
-            self.faust.sensors.remove(monitor)
-
     async def wait_for_ledger(self) -> None:
         """Wait (at most ``ledger_wait_s``) until the ledger view has caught up."""
         if self.ledger_ready.is_set() or self.settings.ledger_wait_s == 0:
@@ -482,6 +476,31 @@ class PipelineApp:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(f"{time.time():.0f}\n")
+
+
+class _PerRecordQuietMonitor(Monitor):
+    """faust's monitor without its per-record hooks (counters and clock reads several times
+    per input record that only the web server's statistics read); everything else —
+    commits, assignments, rebalances — it records as faust's does.
+
+    Given to the app when it is built: swapping sensors while the worker runs broke faust's
+    rebalance bookkeeping (a rebalance that started with the old sensor ended looking up
+    the new one, and the consumer never resumed).
+    """
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any,
+                           event: Any) -> dict[str, Any] | None:
+        return None
+
+    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any,
+                            state: dict[str, Any] | None = None) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
 
 
 async def _maybe_await(value: Any) -> BatchResult:
