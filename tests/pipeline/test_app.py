@@ -159,3 +159,28 @@ async def test_outputs_are_sent_again_while_the_broker_is_away(recording_app,
     assert len(app.sender.on("alerts")) == 2, "every output reached the broker in the end"
     assert sum(int(o.split()[1]) for o in order if o.startswith("state")) == 2
     assert order[0].startswith("sent")
+
+
+def test_without_web_server_the_monitor_skips_only_its_per_record_counters(tmp_path) -> None:
+    """faust's rebalance bookkeeping needs its sensors unchanged while the worker runs (a
+    monitor swapped at agent start left a rebalance's end looking up a sensor its start
+    never saw, and the consumer never resumed); the monitor is built quiet instead: the
+    per-record counters, which nobody reads without the web server, are skipped."""
+    from faust.sensors import Monitor
+    from faust.types import TP
+
+    from tests.pipeline.conftest import make_app
+
+    app = make_app(tmp_path)
+    app.faust.on_init_dependencies()  # what the worker does when it starts
+    monitor = app.faust.monitor
+    assert monitor in list(app.faust.sensors)
+    tp = TP("unit.readings.raw", 0)
+    app.faust.sensors.on_message_in(tp, 7, object())  # type: ignore[arg-type]
+    state = app.faust.sensors.on_stream_event_in(tp, 7, object(), object())  # type: ignore[arg-type]
+    app.faust.sensors.on_stream_event_out(tp, 7, object(), object(), state)  # type: ignore[arg-type]
+    assert (monitor.messages_received_total, monitor.events_total) == (0, 0)
+    # the rebalance hooks still record (faust warns on every rebalance without them)
+    assert app.faust.sensors.on_rebalance_start(app.faust)[monitor]
+    with_web = make_app(tmp_path / "web", web_port=6099)
+    assert type(with_web.faust.monitor) is Monitor
