@@ -9,6 +9,14 @@ view; :func:`vee.batch.next_versions` keeps what changed, as the next version of
 never touching a manually edited or final value. They are produced to
 ``readings.validated`` (acks=all, waited for), where the sink stores them like any other
 version — re-running the same revalidation publishes nothing new.
+
+:func:`close_open_days` is the scheduled counterpart for meters that stopped reporting: the
+stream judges a day's day rules (the spike check) once the day is over, i.e. when a value at
+or after its end arrives, so the last day of a silent meter stays unjudged (a spike in it
+stays validated) until the meter speaks again. The job finds those days in stored data once
+they ended more than a grace period ago, and re-validates just them (their batch run ends
+with :meth:`vee.engine.VeeEngine.close`, which judges the open day): only the values whose
+verdict changes get a new version.
 """
 
 from __future__ import annotations
@@ -16,9 +24,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.rows import dict_row
@@ -30,7 +39,8 @@ from vee.batch import StoredVersion, next_versions, run_batch
 from vee.groups import RuleSet
 from vee.model import MeterInfo
 
-__all__ = ["RevalidationReport", "load_meters", "revalidate"]
+__all__ = ["ClosingReport", "RevalidationReport", "close_open_days", "load_meters",
+           "open_days", "revalidate"]
 
 _METER_COLUMNS = ("meter_id, status, medium, device_type, size, qmax, register_digits, "
                   "register_decimals, has_valve, account_id, customer_type, region, org_unit, "
@@ -168,4 +178,86 @@ def revalidate(database: DatabaseSettings, kafka: KafkaSettings, ruleset: RuleSe
                 report.published += asyncio.run(_publish(kafka, changed, "vee-revalidate"))
             progress(f"meters {n + 1}-{n + len(part)}: {len(raw)} raw readings, "
                      f"{len(changed)} new versions")
+    return report
+
+
+#: A day with fewer values than this has no day-rule verdict to give (the spike check
+#: compares the highest rates with the third highest), and daily reads are judged on arrival.
+_MIN_DAY_VALUES = 3
+
+
+@dataclass
+class ClosingReport:
+    #: Meters whose last local day is over (by more than the grace) and still open.
+    meters: int = 0
+    #: New versions published (or, with ``dry_run``, that would be).
+    new_versions: int = 0
+    published: int = 0
+    #: The days judged: (start, end) -> meters.
+    days: dict[tuple[datetime, datetime], list[str]] | None = None
+
+
+def open_days(conn: psycopg.Connection[Any], *, now: datetime, grace: timedelta,
+              lookback: timedelta, timezone: str,
+              min_values: int = _MIN_DAY_VALUES) -> dict[str, tuple[datetime, datetime]]:
+    """Meters that stopped reporting while their last local day was still open in the
+    stream, with that day's ``[start, end)``: their newest raw reading is before the end of
+    its day (a read at local midnight is its day's last, which closes it), the day ended
+    between ``now - grace - lookback`` and ``now - grace``, and it holds at least
+    ``min_values`` values (a value at ``ts`` belongs to the day of ``ts - 1 s``)."""
+    zone = ZoneInfo(timezone)
+    cutoff = now - grace
+    candidates: dict[str, tuple[datetime, datetime]] = {}
+    with conn.cursor() as cur:
+        rows = cur.execute(
+            "SELECT meter_id, max(ts) FROM data.raw_readings WHERE ts >= %s "
+            "GROUP BY meter_id HAVING max(ts) < %s",
+            (cutoff - lookback - timedelta(days=1), cutoff)).fetchall()
+        for meter_id, last in rows:
+            local_day = (last - timedelta(seconds=1)).astimezone(zone).date()
+            start = datetime.combine(local_day, time(), zone)
+            end = datetime.combine(local_day + timedelta(days=1), time(), zone)
+            if last == end or not cutoff - lookback < end <= cutoff:
+                continue
+            candidates[meter_id] = (start, end)
+        if not candidates:
+            return {}
+        ids = sorted(candidates)
+        full = cur.execute(
+            "SELECT c.meter_id FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) "
+            "AS c(meter_id, lo, hi) JOIN data.raw_readings r ON r.meter_id = c.meter_id "
+            "AND r.ts > c.lo AND r.ts <= c.hi GROUP BY c.meter_id HAVING count(*) >= %s",
+            (ids, [candidates[m][0] for m in ids], [candidates[m][1] for m in ids],
+             min_values)).fetchall()
+    return {m: candidates[m] for (m,) in full}
+
+
+def close_open_days(database: DatabaseSettings, kafka: KafkaSettings, ruleset: RuleSet, *,
+                    now: datetime, grace: timedelta = timedelta(hours=6),
+                    lookback: timedelta = timedelta(days=2), context_days: int = 7,
+                    dry_run: bool = False,
+                    progress: Callable[[str], None] = lambda _m: None) -> ClosingReport:
+    """Judge the last day of each meter that stopped reporting once the day ended more than
+    ``grace`` ago (days that ended up to ``lookback`` before that are still found, so a
+    stopped scheduler catches up; a day judged before publishes nothing new again).
+    Versions carry ``validated_at = now``."""
+    report = ClosingReport(days={})
+    with psycopg.connect(database.conninfo("pipeline"), autocommit=True) as conn:
+        found = open_days(conn, now=now, grace=grace, lookback=lookback,
+                          timezone=ruleset.calendar.timezone)
+        if found:
+            meters = load_meters(conn, sorted(found))
+            found = {m: day for m, day in found.items()
+                     if m in meters and ruleset.resolve(meters[m]).validation.day_rules}
+    report.meters = len(found)
+    by_day: dict[tuple[datetime, datetime], list[str]] = {}
+    for meter_id, day in sorted(found.items()):
+        by_day.setdefault(day, []).append(meter_id)
+    report.days = by_day
+    for (start, end), ids in sorted(by_day.items()):
+        part = revalidate(database, kafka, ruleset, start=start, end=end, meter_ids=ids,
+                          context_days=context_days, dry_run=dry_run, now=now)
+        report.new_versions += part.new_versions
+        report.published += part.published
+        progress(f"{start.date()}: {len(ids)} meter(s), {part.new_versions} new version(s)")
     return report

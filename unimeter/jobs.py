@@ -16,7 +16,8 @@ import psycopg
 
 from unimeter.config import Config
 
-__all__ = ["apply_retention", "publish_ledger", "quality_report", "refresh_aggregates"]
+__all__ = ["apply_retention", "close_vee_days", "publish_ledger", "quality_report",
+           "refresh_aggregates"]
 
 
 def refresh_aggregates(config: Config, *, on_timescale: bool = False) -> str:
@@ -82,3 +83,28 @@ def publish_ledger(config: Config, *, timeout_s: float = 120.0) -> str:
         return f"{total.messages} message(s) from {total.rows} change(s)"
 
     return asyncio.run(main())
+
+
+def close_vee_days(config: Config, *, grace_h: float = 6.0, lookback_h: float = 48.0,
+                   dry_run: bool = False, now: datetime | None = None) -> str:
+    """Judge the day rules (spike) of the last day of meters that stopped reporting, once
+    that day ended more than ``grace_h`` hours ago; publishes new versions of what changes
+    (:func:`pipeline.revalidate.close_open_days`)."""
+    from datetime import UTC
+
+    from pipeline.revalidate import close_open_days
+    from pipeline.settings import PipelineSettings
+    from schemas.settings import load_settings
+    from vee.groups import default_rules_path, load_rule_set
+
+    settings = load_settings(PipelineSettings)
+    ruleset = load_rule_set(settings.vee_rules or default_rules_path(),
+                            timezone=config.utility.timezone)
+    report = close_open_days(config.database, config.kafka, ruleset,
+                             now=now or datetime.now(UTC), grace=timedelta(hours=grace_h),
+                             lookback=timedelta(hours=lookback_h),
+                             context_days=config.utility.late_data_days, dry_run=dry_run)
+    verb = "would publish" if dry_run else "published"
+    return (f"{report.meters} meter(s) with an open last day, {len(report.days or {})} "
+            f"day(s); {verb} {report.new_versions if dry_run else report.published} "
+            "new version(s)")

@@ -92,6 +92,22 @@ class SchedulerSettings(ComponentSettings):
         default=0.0, ge=0,
         description="Publish queued ledger changes to the ledger.* topics (0 = off; run "
                     "`unimeter ledger publish` as its own process instead).")
+    vee_close_days_cron: str = Field(
+        default="20 * * * *",
+        description="Judge the day rules (spike) of the last day of meters that stopped "
+                    "reporting: the stream judges a day when a value at or after its end "
+                    "arrives, so a silent meter's last day stays open until this job "
+                    "re-validates it from stored data (new versions only where the verdict "
+                    "changes).")
+    vee_close_days_grace_h: float = Field(
+        default=6.0, ge=0, le=24 * 14,
+        description="Hours after the end of a local day before a silent meter's day is "
+                    "judged (late values may still come).")
+    vee_close_days_lookback_h: float = Field(
+        default=48.0, gt=0, le=24 * 60,
+        description="How far back (hours, before the grace) days are still found, so runs "
+                    "the scheduler missed are caught up; a day judged already publishes "
+                    "nothing again.")
     jitter_s: int = Field(default=0, ge=0, le=3600,
                           description="Random delay added to interval jobs.")
 
@@ -114,6 +130,11 @@ def default_jobs(settings: SchedulerSettings) -> list[JobSpec]:
             kwargs["out_dir"] = str(settings.quality_report_dir)
         jobs.append(JobSpec("quality-report", "unimeter.jobs:quality_report",
                             cron=settings.quality_report_cron, kwargs=kwargs))
+    if settings.vee_close_days_cron:
+        jobs.append(JobSpec("vee-close-days", "unimeter.jobs:close_vee_days",
+                            cron=settings.vee_close_days_cron,
+                            kwargs={"grace_h": settings.vee_close_days_grace_h,
+                                    "lookback_h": settings.vee_close_days_lookback_h}))
     return jobs
 
 

@@ -4,18 +4,23 @@ nothing new on a second run (integration: PostgreSQL and Kafka)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 
 from pipeline.revalidate import load_meters, revalidate
 from schemas import codec
-from schemas.messages import ValidatedReading
+from schemas.messages import Reading, ValidatedReading
 from schemas.settings import KafkaSettings
+from tests.vee.conftest import Run
+from unimeter.jobs import close_vee_days
+from vee.engine import VeeEngine
 from vee.groups import default_rules_path, load_rule_set
 
 pytestmark = pytest.mark.integration
@@ -94,3 +99,69 @@ def test_revalidation_publishes_new_versions_of_what_changed(database, kafka_set
     other_group = revalidate(database.settings, kafka_settings, ruleset, start=T0,
                              end=T0 + timedelta(hours=12), group="water", dry_run=True)
     assert other_group.meters == 0
+
+
+def _store(db, messages) -> None:  # type: ignore[no-untyped-def]
+    """What the sink does with the versions (the columns revalidation compares)."""
+    with db.admin() as conn:
+        for m in messages:
+            conn.execute("INSERT INTO data.validated_readings (meter_id, register, ts, version, "
+                         "value, unit, quality, method, flags, consumption, interval_start) "
+                         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                         (m.meter_id, m.register, m.ts, m.version, m.value, m.unit, m.quality,
+                          m.method, list(m.flags), m.consumption, m.interval_start))
+
+
+def test_the_last_day_of_a_meter_that_stopped_is_judged_after_the_grace(  # type: ignore[no-untyped-def]
+        database, kafka_settings, config) -> None:
+    # The stream judges a day once a value at or after its end arrives: M1 stops at 20:00
+    # with a spike at 14:00 that the stream published as validated. M2 stopped with a read
+    # at local midnight, which closed its day in the stream: nothing to judge.
+    zone = ZoneInfo("Asia/Shanghai")
+    day = datetime(2032, 1, 1, tzinfo=zone) + timedelta(days=uuid.uuid4().int % 3000)
+    # half a cubic metre an hour, 4.5 in the hour to 14:00 (a spike, below the meter's Qmax)
+    values = {h: Decimal(1000) + Decimal(h + 2) / 2 + (4 if h >= 14 else 0)
+              for h in range(-2, 25)}
+    raw = {meter: [Reading(meter_id=meter, register="volume", ts=day + timedelta(hours=h),
+                           value=values[h], unit="m3",
+                           received_at=day + timedelta(hours=h, minutes=1))
+                   for h in range(-2, last + 1)]
+           for meter, last in (("M1", 20), ("M2", 24))}
+    with database.admin() as conn:
+        conn.execute(SEED.read_text())
+        for r in (*raw["M1"], *raw["M2"]):
+            conn.execute("INSERT INTO data.raw_readings (meter_id, register, ts, value, "
+                         "unit, received_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                         (r.meter_id, r.register, r.ts, r.value, r.unit, r.received_at))
+    ruleset = load_rule_set(default_rules_path(), timezone="Asia/Shanghai")
+    with database.connect("pipeline") as conn:
+        meters = load_meters(conn, ["M1", "M2"])
+    # what the stream published (M1's last day never closed there)
+    for meter in ("M1", "M2"):
+        stream = Run(VeeEngine(ruleset), meters[meter]).feed(raw[meter])
+        latest = stream.latest()
+        judged = "spike" in latest[day + timedelta(hours=14)].flags
+        assert judged == (meter == "M2")
+        _store(database, latest.values())
+
+    cfg = dataclasses.replace(config, database=database.settings, kafka=kafka_settings)
+    end = day + timedelta(days=1)
+    assert close_vee_days(cfg, grace_h=6, now=end + timedelta(hours=5)).startswith(
+        "0 meter(s)")  # within the grace: late values may still come
+    now = end + timedelta(hours=7)
+    summary = close_vee_days(cfg, grace_h=6, now=now)
+    assert summary.startswith("1 meter(s) with an open last day, 1 day(s); published 2 ")
+    published = asyncio.run(_published(kafka_settings, now))
+    assert {m.meter_id for m in published} == {"M1"}
+    by_hour = {int((m.ts - day).total_seconds() // 3600): m for m in published}
+    assert sorted(by_hour) == [14, 15]  # the spike and the value after it, nothing else
+    spike = by_hour[14]
+    assert (spike.version, spike.quality) == (2, "estimated")
+    assert spike.original_value == values[14]
+    assert "spike" in spike.flags
+    assert by_hour[15].version == 2
+    assert by_hour[15].consumption == by_hour[15].value - spike.value  # type: ignore[operator]
+    # stored by the sink, the next runs change nothing
+    _store(database, published)
+    later = close_vee_days(cfg, grace_h=6, now=now + timedelta(hours=1), dry_run=True)
+    assert later.endswith("would publish 0 new version(s)")

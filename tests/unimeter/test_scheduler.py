@@ -69,10 +69,10 @@ def test_default_jobs_follow_the_settings() -> None:
     from unimeter.scheduler import SchedulerSettings, default_jobs
 
     names = [j.name for j in default_jobs(SchedulerSettings())]
-    assert names == ["aggregates", "retention", "quality-report"]
+    assert names == ["aggregates", "retention", "quality-report", "vee-close-days"]
     jobs = default_jobs(SchedulerSettings(aggregates_every_s=0, ledger_publish_every_s=10,
                                           retention_cron="", quality_report_cron="0 2 * * *",
-                                          quality_report_dir="/tmp/dq"))
+                                          quality_report_dir="/tmp/dq", vee_close_days_cron=""))
     assert [(j.name, j.every_s, j.cron) for j in jobs] == [
         ("ledger-publish", 10, None), ("quality-report", None, "0 2 * * *")]
     assert jobs[1].kwargs == {"out_dir": "/tmp/dq"}
