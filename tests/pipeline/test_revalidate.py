@@ -161,6 +161,18 @@ def test_the_last_day_of_a_meter_that_stopped_is_judged_after_the_grace(  # type
     assert "spike" in spike.flags
     assert by_hour[15].version == 2
     assert by_hour[15].consumption == by_hour[15].value - spike.value  # type: ignore[operator]
+    # when M1 speaks again the stream closes the day itself, with the same versions (the
+    # sink absorbs them as re-deliveries)
+    stream = Run(VeeEngine(ruleset), meters["M1"]).feed(raw["M1"])
+    stream.feed([Reading(meter_id="M1", register="volume", ts=end + timedelta(hours=10),
+                         value=values[20] + 7, unit="m3",
+                         received_at=end + timedelta(hours=10, minutes=1))])
+    for h, m in by_hour.items():
+        mine = stream.latest()[day + timedelta(hours=h)]
+        assert (mine.version, mine.value, mine.quality, mine.method, mine.flags,
+                mine.consumption, mine.interval_start) == (
+            m.version, m.value, m.quality, m.method, m.flags, m.consumption,
+            m.interval_start)
     # stored by the sink, the next runs change nothing
     _store(database, published)
     later = close_vee_days(cfg, grace_h=6, now=now + timedelta(hours=1), dry_run=True)
