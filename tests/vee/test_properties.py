@@ -141,6 +141,7 @@ def test_daily_history_holds_the_consumption_of_what_left_the_window(series, win
     kept = {ch.last_day - n: total for n, total in enumerate(reversed(ch.days)) if total >= 0}
     assert sum(kept.values()) == sum(expected.values()), series
     # a value spanning midnight is split by day in history and by UTC hour when published:
-    # the two roundings may differ by a micro-unit per value at a day boundary
+    # the two roundings differ by at most a micro-unit per hour piece, far less than the
+    # register's last digit (1,000 micro-units), the least a lost value would take away
     for day in {*expected, *kept}:
-        assert abs(kept.get(day, 0) - expected.get(day, 0)) <= len(series), (day, series)
+        assert abs(kept.get(day, 0) - expected.get(day, 0)) < 1000, (day, series)
