@@ -19,6 +19,12 @@ re-validation changes the day's rates so that the value's relation to the day's 
 highest rate crosses the tolerance. Another value becoming the day's highest does not
 release a spike that is still more than the tolerance above the third highest.
 
+So that no value goes unjudged, the window keeps a day that is still open whole (with the
+value before it) beyond ``window_points`` while a day-scope rule applies to the channel, up
+to :meth:`vee.engine.VeeEngine.open_day_cap`; beyond the cap the oldest values of the open
+day are judged once, on the day so far, just before they leave. A day's first value whose
+predecessor has left is rated against the channel's base when that was what the meter sent.
+
 A batch run (``unimeter vee run``, ``vee revalidate``) has all its data at once: it closes
 the days still open at its end with :meth:`vee.engine.VeeEngine.close`.
 """
@@ -92,7 +98,10 @@ def _rates(ctx: PointContext, points: Sequence[Point], first: int, end: int,
             if v is not None:
                 out.append((float(v), k - first))
         return out
-    prev_ts, prev_value = 0, None
+    # the value before: in the window, else the newest that left it (the channel's base)
+    # when that was what the meter sent (not an estimate: estimated_run counts those)
+    ch = ctx.channel
+    prev_ts, prev_value = (ch.base_ts, ch.base_value) if not ch.estimated_run else (0, None)
     k = first - 1
     while k >= 0:
         v = _counts(points[k], day_ids, flag_ranks)

@@ -66,12 +66,16 @@ from vee.model import Channel, EditNote, MeterInfo, MeterState, Point
 from vee.quality import METHOD_CODES, METHOD_NAMES, QUALITY_NAMES, event_flags_from_status
 from vee.rules.estimation import scale_to_total
 
-__all__ = ["StepResult", "VeeEngine"]
+__all__ = ["OPEN_DAY_LIMIT", "StepResult", "VeeEngine"]
 
 _CONSUMING = ("cumulative", "interval")
 _POW10 = tuple(10 ** n for n in range(7))
 #: Meters whose groups and dimensions the engine keeps at hand (then it starts over).
 _METER_CACHE = 65536
+#: The most values of one channel the engine holds while their day is still open (a
+#: day-scope rule has not judged them): one day of 5-minute values fits. Beyond the cap
+#: (:meth:`VeeEngine.open_day_cap`) the oldest are judged on the day so far, then leave.
+OPEN_DAY_LIMIT = 400
 _HISTORY_SOURCES = ("history", "meter_history", "read_history")
 _COMMAND_NS = uuid.UUID("6f1c3a52-5d0e-4c33-9a56-0e1f3f7c2b10")
 _SEVERITY_BY_RULE = {
@@ -99,7 +103,8 @@ class VeeEngine:
 
     def __init__(self, ruleset: RuleSet, *, window_points: int | None = None,
                  window_s: int = 7 * 86400, history_days: int | None = None,
-                 producer: str = "vee", alerts: bool = True) -> None:
+                 producer: str = "vee", alerts: bool = True,
+                 open_day_limit: int = OPEN_DAY_LIMIT) -> None:
         self.ruleset = ruleset
         self.calendar = ruleset.calendar
         self.window_points = window_points or ruleset.window_points
@@ -107,9 +112,20 @@ class VeeEngine:
         self.history_days = ruleset.history_days if history_days is None else history_days
         self.producer = producer
         self.raise_alerts = alerts
+        self.open_day_limit = max(open_day_limit, 3)
+        #: open_day_cap is never below this (a cheap test before computing it)
+        self._cap_floor = min(4 * self.window_points, self.open_day_limit)
         self._uses_history_classes = ruleset.uses_history_classes
         self._ctx: PointContext | None = None
         self._by_meter: dict[str, tuple[MeterInfo, Dimensions, GroupSet, Dimensions]] = {}
+
+    def open_day_cap(self, interval_s: int) -> int:
+        """How many values of a channel with this interval the window may hold while a
+        day-scope rule waits for their day to be over: the larger of 4 × ``window_points``
+        and one local day of values (+ the value before the day, + one for a 25-hour day),
+        never more than ``open_day_limit``."""
+        day = 86400 // interval_s + 2 if interval_s > 0 else 0
+        return min(max(4 * self.window_points, day), self.open_day_limit)
 
     def _context(self, meter: MeterInfo, state: MeterState, ch: Channel) -> PointContext:
         ctx = self._ctx
@@ -321,6 +337,10 @@ class VeeEngine:
         point.quality = Q_QUESTIONABLE if rank else Q_VALIDATED
         point.consumption = consumption
         point.start = start
+        holds_days = _holds_days(group, ch)
+        if holds_days and len(points) > self._cap_floor and \
+                len(points) > self.open_day_cap(ch.interval_s):
+            return False  # an open day's oldest values must be judged before they leave
         if group.day_rules:
             fixed = self.calendar._fixed
             if fixed is None or ch.interval_s >= 6 * 3600 or "window" in group.day_scopes:
@@ -336,7 +356,7 @@ class VeeEngine:
         result.outputs.append(self._output(point, ch, meter, dims, trigger, frame_id))
         if fired and self.raise_alerts:
             self._alerts_for(point, (), ch, meter, groups, trigger, result)
-        self._evict(ch)
+        self._evict(ch, holds_days)
         return True
 
     def _day_verdicts_hold(self, ctx: PointContext, group: CompiledGroup) -> bool:
@@ -542,7 +562,7 @@ class VeeEngine:
             result.outputs.append(self._output(p, ch, meter, dims, trigger, frame))
             if self.raise_alerts:
                 self._alerts_for(p, old_flags, ch, meter, groups, trigger, result)
-        self._evict(ch)
+        self._evict(ch, consuming and _holds_days(groups.validation, ch))
 
     def _validate(self, ctx: PointContext, groups: GroupSet, start: int,
                   initial_load: bool) -> dict[int, int]:
@@ -818,6 +838,10 @@ class VeeEngine:
         while first > 0 and day_of(cal, points[first - 1].ts) == first_day:
             first -= 1
         days = [day_of(cal, p.ts) for p in points[first:]]
+        # the values the window's cap makes leave before their day is over: judged now, once,
+        # on the day so far (they are the oldest of the open day, the newest day)
+        leaving = (0 if close or not _holds_days(validation, ch)
+                   else self._evict_count(ch, True))
         earliest: int | None = None
         for rule in day_rules:
             verdicts: list[tuple[int, bool]] = []
@@ -838,6 +862,10 @@ class VeeEngine:
                         fired = judge(rule, ctx, points, k, end, day_ids, flag_ranks,
                                       allow_rollover)
                         verdicts.extend((m, m in fired) for m in range(k, end))
+                    elif k < leaving:
+                        fired = judge(rule, ctx, points, k, end, day_ids, flag_ranks,
+                                      allow_rollover)
+                        verdicts.extend((m, m in fired) for m in range(k, min(end, leaving)))
                     k = end
             rule_id = rule.id
             for k, fires in verdicts:
@@ -929,14 +957,55 @@ class VeeEngine:
         points[j:j] = markers
         return len(markers)
 
-    def _evict(self, ch: Channel) -> None:
+    def _evict_count(self, ch: Channel, holds_days: bool) -> int:
+        """How many of the oldest values leave the window now. Beyond ``window_points`` (or
+        ``window_s``) a value leaves — but while a day-scope rule applies to the channel
+        (``holds_days``), only once the day of the value after it is over (judged), so the
+        open day stays whole with the value before it; beyond :meth:`open_day_cap` the
+        oldest leave anyway (:meth:`_day_pass` judges them on the day so far first)."""
         points = ch.points
-        if len(points) <= 2:
-            return
+        n = len(points)
+        if n <= 2:
+            return 0
         oldest_kept = points[-1].ts - self.window_s
         window_points = self.window_points
+        k = 0
+        if not holds_days:
+            while n - k > 2 and (n - k > window_points or points[k].ts < oldest_kept):
+                k += 1
+            return k
+        if n <= window_points and points[0].ts >= oldest_kept:
+            return 0
+        newest = points[-1].ts
+        cal = self.calendar
+        fixed = cal._fixed
+        cap = self.open_day_cap(ch.interval_s) if n > self._cap_floor else n
+        while n - k > 2:
+            if n - k > cap or points[k].ts < oldest_kept:
+                k += 1
+                continue
+            if n - k <= window_points:
+                break
+            ts = points[k + 1].ts
+            if fixed is not None:
+                end = ((ts - 1 + fixed) // 86400 + 1) * 86400 - fixed
+            else:
+                end = day_end(cal, day_of(cal, ts))
+            if end > newest:
+                break  # the next value's day is still open
+            k += 1
+        return k
+
+    def _evict(self, ch: Channel, holds_days: bool) -> None:
+        points = ch.points
+        n = len(points)
+        if n <= self.window_points and (n <= 2 or points[0].ts >= points[-1].ts - self.window_s):
+            return  # the common case: nothing leaves
+        count = self._evict_count(ch, holds_days)
+        if not count:
+            return
         fixed = self.calendar._fixed
-        while len(points) > 2 and (len(points) > window_points or points[0].ts < oldest_kept):
+        for _ in range(count):
             old = points.pop(0)
             ch.horizon = old.ts
             if old.value is not None:
@@ -1152,6 +1221,14 @@ def _exact(micro: int | None, places: int) -> Decimal | None:
     if micro is None:
         return None
     return dec(micro, places if micro % _POW10[6 - places] == 0 else 6)
+
+
+def _holds_days(group: CompiledGroup, ch: Channel) -> bool:
+    """Whether a day-scope rule applies to the channel (its open day must stay whole)."""
+    scopes = group.day_scopes
+    if not scopes or ch.kind not in _CONSUMING:
+        return False
+    return "day" in scopes or ("auto" in scopes and ch.interval_s < 6 * 3600)
 
 
 def _region_start(points: list[Point], start: int) -> int:

@@ -112,3 +112,77 @@ def test_daily_reads_are_judged_on_arrival_against_the_window_before_them() -> N
         versions = history[24 * day]
         assert all("spike" in o.flags for o in versions), [o.flags for o in versions]
         assert [o.quality for o in versions] == ["questionable", "estimated"]
+
+
+def _spiked(hour: int) -> list[Reading]:
+    """An ordinary day with a stray 3 m³ in the hour that ends at ``hour`` (local)."""
+    uses = list(ORDINARY_DAY)
+    uses[hour - 1] = "3.000"
+    return _day(uses)
+
+
+def test_a_spike_early_in_the_day_is_judged_with_the_shipped_rules() -> None:
+    # Regression: with window_points 16 an hourly meter's first hours left the window
+    # before the day was over, so the spike at 03:00 was never judged (it stayed
+    # questionable, version 1) while the same spike at 14:00 was estimated.
+    for hour in (3, 14):
+        r = _shipped().feed(_spiked(hour))
+        spike = r.at(MIDNIGHT + hour)
+        assert spike.quality == "estimated", (hour, spike.quality, spike.flags)
+        assert "spike" in spike.flags
+        assert spike.original_value == Decimal("1000.000") + sum(
+            Decimal(u) for u in ORDINARY_DAY[:hour - 1]) + Decimal("3.000")
+        # only the spike and the value after it (which takes the rest of the advance)
+        # got a second version
+        history = _history(r)
+        assert {h for h, versions in history.items() if len(versions) > 1} == {
+            MIDNIGHT + hour, MIDNIGHT + hour + 1}
+
+
+def test_an_open_day_is_kept_whole_then_the_window_shrinks_back() -> None:
+    r = _shipped()
+    points = []
+    readings = _spiked(3)
+    next_day = [reading(MIDNIGHT + 24 + h, str(Decimal(readings[-1].value) + Decimal(h)
+                                                    / 1000)) for h in range(1, 4)]
+    for rd in (*readings, *next_day):
+        r.feed([rd])
+        points.append(len(r.state.channels["volume"].points))
+    # the open day is held whole with the value before it (23 values + 1 before the
+    # midnight read closes it) ...
+    assert max(points) == 24
+    # ... and once it is judged the window is window_points again
+    assert points[-1] == r.engine.window_points
+
+
+def test_an_open_day_beyond_the_cap_is_judged_on_the_evidence_so_far() -> None:
+    # the cap: an open day longer than the engine may hold (here 8 values) — the oldest
+    # values of the day are judged, once, on the day so far just before they leave
+    engine = VeeEngine(rule_set("[missing, {rule: spike, tolerance_pct: 200}]",
+                                "[{method: linear, max_gap: 3d}]"),
+                       window_points=2, open_day_limit=8)
+    assert engine.open_day_cap(3600) == 8
+    r = Run(engine, gas_meter())
+    held = []
+    for rd in _spiked(3):
+        r.feed([rd])
+        held.append(len(r.state.channels["volume"].points))
+    assert max(held) <= 8
+    spike = r.at(MIDNIGHT + 3)
+    assert spike.quality == "estimated"
+    assert "spike" in spike.flags
+    history = _history(r)
+    # judged once: no value flips, and only the spike and its neighbour after it changed
+    assert {h for h, versions in history.items() if len(versions) > 1} == {
+        MIDNIGHT + 3, MIDNIGHT + 4}
+    assert all(o.quality == "validated" for h, versions in history.items()
+               for o in versions if h not in (MIDNIGHT + 3, MIDNIGHT + 4))
+
+
+def test_the_open_day_cap_is_bounded() -> None:
+    engine = VeeEngine(rule_set("[missing, spike]", "[{method: linear, max_gap: 3d}]"),
+                       window_points=16)
+    assert engine.open_day_cap(0) == 64  # interval unknown: 4 × window_points
+    assert engine.open_day_cap(3600) == 64
+    assert engine.open_day_cap(900) == 98  # one day of quarter hours + 2
+    assert engine.open_day_cap(60) == engine.open_day_limit  # never above the limit
