@@ -145,3 +145,37 @@ def test_daily_history_holds_the_consumption_of_what_left_the_window(series, win
     # register's last digit (1,000 micro-units), the least a lost value would take away
     for day in {*expected, *kept}:
         assert abs(kept.get(day, 0) - expected.get(day, 0)) < 1000, (day, series)
+
+
+@st.composite
+def hourly_in_order(draw: st.DrawFn) -> list[tuple[int, str]]:
+    """Up to three days of hourly register reads in order, now and then a stray hour."""
+    first = draw(st.integers(0, 23))
+    total = Decimal("1000")
+    series = []
+    for h in range(first, first + draw(st.integers(3, 72))):
+        use = draw(st.integers(0, 400)) if draw(st.integers(0, 12)) else \
+            draw(st.integers(0, 9000))
+        total += Decimal(use) / 1000
+        series.append((h, f"{total:.3f}"))
+    return series
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hourly_in_order())
+def test_the_window_judges_every_hour_as_an_unbounded_window_does(series) -> None:  # type: ignore[no-untyped-def]
+    # the default window (16 values) keeps an open day whole: the spike rule flags the same
+    # values as with everything held, and the window stays within its cap
+    def run(window_points: int) -> Run:
+        engine = VeeEngine(rule_set("[missing, {rule: spike, tolerance_pct: 200}]",
+                                    "[{method: linear, max_gap: 3d}]"),
+                           window_points=window_points)
+        r = Run(engine, gas_meter())
+        for h, v in series:
+            r.feed([reading(h, v)])
+            assert len(r.state.channels["volume"].points) <= engine.open_day_cap(3600)
+        return r
+
+    small, unbounded = run(16), run(1000)
+    assert {t: "spike" in o.flags for t, o in small.latest().items()} == \
+        {t: "spike" in o.flags for t, o in unbounded.latest().items()}, series
