@@ -235,6 +235,10 @@ class PipelineApp:
             producer_max_batch_size=512 * 1024,
             producer_linger=0.002,
             consumer_auto_offset_reset="earliest",
+            # A worker killed with -9 keeps its partitions until its session times out (faust's
+            # default: 60 s), and a restarted worker's join waits for that too.
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=settings.heartbeat_interval_s,
             topic_partitions=kafka.default_partitions,
             topic_replication_factor=kafka.replication_factor,
             topic_disable_leader=True,

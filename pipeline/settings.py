@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.settings import ComponentSettings
 
@@ -50,6 +50,23 @@ class PipelineSettings(ComponentSettings):
     send_timeout_s: float = Field(default=30.0, gt=0,
                                   description="Longest wait for the broker to acknowledge a "
                                               "batch's output before the worker gives up.")
+    session_timeout_s: float = Field(
+        default=15.0, ge=6, le=90,
+        description="How long the broker waits for a silent worker before it declares it dead "
+                    "and gives its partitions to the others (or to its restarted self: a "
+                    "worker killed with -9 is only replaced after this). Shorter means a faster "
+                    "takeover; but the heartbeat runs in the worker's event loop, so a worker "
+                    "stalled longer than this (a long batch, swapping) is also declared dead "
+                    "and the group rebalances. faust's default is 60 s; the broker accepts "
+                    "6–300 s (group.min/max.session.timeout.ms); at most faust's 90 s request "
+                    "timeout.",
+    )
+    heartbeat_interval_s: float = Field(
+        default=3.0, gt=0,
+        description="How often the worker tells the broker it is alive; at most a third of "
+                    "session_timeout_s, so two lost heartbeats do not end the session. It is "
+                    "also how soon a surviving worker notices that a rebalance started.",
+    )
     ledger_wait_s: float = Field(
         default=60.0, ge=0,
         description="How long agents wait at start-up for the ledger view to catch up with "
@@ -70,6 +87,13 @@ class PipelineSettings(ComponentSettings):
                     "groups published on ledger.vee_groups override groups of the same id.",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
+
+    @model_validator(mode="after")
+    def _check_heartbeat(self) -> PipelineSettings:
+        if self.heartbeat_interval_s * 3 > self.session_timeout_s:
+            raise ValueError(f"heartbeat_interval_s ({self.heartbeat_interval_s}) must be at most "
+                             f"a third of session_timeout_s ({self.session_timeout_s})")
+        return self
 
     @field_validator("store")
     @classmethod

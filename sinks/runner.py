@@ -130,6 +130,10 @@ class SinkRunner:
                 client_id=f"{self.kafka.client_id}-sink",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                # kafka-python's default session (45 s) kept a killed sink's partitions, and a
+                # restarted sink out of work, for that long.
+                session_timeout_ms=self.settings.session_timeout_ms,
+                heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
                 max_poll_records=self.settings.poll_max_records,
                 fetch_max_bytes=64 * 1024 * 1024,
                 max_partition_fetch_bytes=8 * 1024 * 1024,

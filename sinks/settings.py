@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.settings import ComponentSettings
 from schemas.topics import topic_spec
@@ -25,6 +25,20 @@ class SinkSettings(ComponentSettings):
     group_id: str = Field(default="unimeter-sink",
                           description="Kafka consumer group; run several sinks in one group to "
                                       "share the partitions.")
+    session_timeout_ms: int = Field(
+        default=10_000, ge=6_000, le=300_000,
+        description="How long the broker waits for a silent sink before it declares it dead "
+                    "and gives its partitions to the others (or to its restarted self: a sink "
+                    "killed with -9 is only replaced after this). kafka-python's default is "
+                    "45 s. The heartbeat runs in the client's own thread, so a slow batch does "
+                    "not end the session (only a stalled process does); the broker accepts "
+                    "6–300 s (group.min/max.session.timeout.ms).",
+    )
+    heartbeat_interval_ms: int = Field(
+        default=3_000, ge=100,
+        description="How often the sink tells the broker it is alive; at most a third of "
+                    "session_timeout_ms.",
+    )
     topics: str = Field(default=",".join(DEFAULT_TOPICS),
                         description="Comma-separated catalog topics to store (without prefix).")
     archive_frames: bool = Field(default=False,
@@ -49,6 +63,13 @@ class SinkSettings(ComponentSettings):
                                       description="How often progress (rows/s, lag, "
                                                   "duplicates) is reported.")
     producer: str = Field(default="sink", description="Producer name in dead-letter envelopes.")
+
+    @model_validator(mode="after")
+    def _check_heartbeat(self) -> SinkSettings:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError(f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be at "
+                             f"most a third of session_timeout_ms ({self.session_timeout_ms})")
+        return self
 
     @field_validator("topics")
     @classmethod

@@ -184,3 +184,19 @@ def test_without_web_server_the_monitor_skips_only_its_per_record_counters(tmp_p
     assert app.faust.sensors.on_rebalance_start(app.faust)[monitor]
     with_web = make_app(tmp_path / "web", web_port=6099)
     assert type(with_web.faust.monitor) is Monitor
+
+
+def test_a_dead_workers_session_ends_long_before_faust_default_would(tmp_path: Path) -> None:
+    """A worker killed with -9 keeps its partitions until the broker ends its session, and
+    its restarted successor's join waits for that: the app passes the (short) session timeout
+    and heartbeat of the settings to faust instead of faust's 60 s."""
+    from tests.pipeline.conftest import make_app
+
+    defaults = PipelineSettings()
+    assert defaults.session_timeout_s < 60
+    assert defaults.heartbeat_interval_s * 3 <= defaults.session_timeout_s
+    app = make_app(tmp_path, session_timeout_s=12, heartbeat_interval_s=4)
+    assert (app.faust.conf.broker_session_timeout, app.faust.conf.broker_heartbeat_interval) \
+        == (12, 4)
+    with pytest.raises(ValueError, match="at most a third of session_timeout_s"):
+        PipelineSettings(session_timeout_s=12, heartbeat_interval_s=5)

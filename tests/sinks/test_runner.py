@@ -270,3 +270,20 @@ def test_idle_time_counts_only_after_the_group_assigned_partitions(
     monkeypatch.setattr(runner, "_connect", connect)
     runner.run(until_idle_s=0)
     assert consumer.polls == 5
+
+
+def test_the_consumer_uses_the_short_group_session_of_the_settings(
+        kafka_settings: KafkaSettings) -> None:
+    # kafka-python's default session (45 s) kept a killed sink's partitions, and its restarted
+    # successor idle, that long.
+    settings = SinkSettings(session_timeout_ms=7_000, heartbeat_interval_ms=2_000)
+    runner = SinkRunner(_NoSink(), kafka_settings, settings)  # type: ignore[arg-type]
+    runner._connect()
+    try:
+        config = runner._consumer.config
+        assert (config["session_timeout_ms"], config["heartbeat_interval_ms"]) == (7_000, 2_000)
+    finally:
+        runner._consumer.close()
+    assert SinkSettings().session_timeout_ms < 45_000
+    with pytest.raises(ValueError, match="at most a third of session_timeout_ms"):
+        SinkSettings(session_timeout_ms=7_000, heartbeat_interval_ms=3_000)
