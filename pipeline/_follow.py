@@ -54,11 +54,17 @@ async def follow_ledger(view: LedgerView, kafka: KafkaSettings, ready: asyncio.E
         finally:
             await meta.stop()
         consumer.assign(partitions)
-        for tp in partitions:
-            stored = view.stored_offset(by_full_name[tp.topic], tp.partition)
-            if stored is None:
-                await consumer.seek_to_beginning(tp)
-            else:
+        stored_at = {tp: view.stored_offset(by_full_name[tp.topic], tp.partition)
+                     for tp in partitions}
+        # One seek_to_beginning for all partitions the view has nothing of, before the other
+        # seeks: each await of it waits for the fetch in flight (up to 500 ms on an idle
+        # topic), and one per partition after a seek had started fetching took 24 × 0.5 s
+        # (11.5 s measured) at every restart of a worker that had stored ledger offsets.
+        fresh = [tp for tp, stored in stored_at.items() if stored is None]
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)
+        for tp, stored in stored_at.items():
+            if stored is not None:
                 consumer.seek(tp, stored + 1)
         ends = await consumer.end_offsets(partitions)
         pending = {tp for tp in partitions if ends[tp] > 0
