@@ -38,7 +38,7 @@ from vee.calendar import DayCalendar
 from vee.context import Q_EDITED, Q_FINAL, PointContext, register_delta
 from vee.model import Channel, Point
 
-__all__ = ["WINDOW", "day_end", "day_of", "judge", "scope_of"]
+__all__ = ["WINDOW", "counts", "day_end", "day_of", "judge", "scope_of"]
 
 #: How many values a window-scope day rule compares: the value and the 15 before it.
 WINDOW = 16
@@ -69,7 +69,7 @@ def day_end(cal: DayCalendar, day: int) -> int:
     return cal.day_start(day + 1)
 
 
-def _counts(p: Point, day_ids: frozenset[str], flag_ranks: dict[str, int]) -> int | None:
+def counts(p: Point, day_ids: frozenset[str], flag_ranks: dict[str, int]) -> int | None:
     """The value ``p`` adds to the day's evidence, or None when it adds none (a marker, an
     estimate of one, or a value a point rule rejected)."""
     if p.quality in (Q_EDITED, Q_FINAL):
@@ -94,7 +94,7 @@ def _rates(ctx: PointContext, points: Sequence[Point], first: int, end: int,
     out: list[tuple[float, int]] = []
     if ctx.channel.kind == "interval":
         for k in range(first, end):
-            v = _counts(points[k], day_ids, flag_ranks)
+            v = counts(points[k], day_ids, flag_ranks)
             if v is not None:
                 out.append((float(v), k - first))
         return out
@@ -104,14 +104,14 @@ def _rates(ctx: PointContext, points: Sequence[Point], first: int, end: int,
     prev_ts, prev_value = (ch.base_ts, ch.base_value) if not ch.estimated_run else (0, None)
     k = first - 1
     while k >= 0:
-        v = _counts(points[k], day_ids, flag_ranks)
+        v = counts(points[k], day_ids, flag_ranks)
         if v is not None:
             prev_ts, prev_value = points[k].ts, v
             break
         k -= 1
     for k in range(first, end):
         p = points[k]
-        v = _counts(p, day_ids, flag_ranks)
+        v = counts(p, day_ids, flag_ranks)
         if v is None:
             continue
         if prev_value is not None and p.ts > prev_ts:

@@ -47,7 +47,7 @@ from schemas.messages import (
     ReadingEdit,
     ValidatedReading,
 )
-from vee._day_rules import WINDOW, day_end, day_of, judge, scope_of
+from vee._day_rules import WINDOW, counts, day_end, day_of, judge, scope_of
 from vee._num import dec, dt, epoch, prorate_hours, to_micro
 from vee.context import (
     Q_ACTUAL,
@@ -531,9 +531,17 @@ class VeeEngine:
         # scaling to a register may change estimates anywhere in the register period
         watch = 0 if (ch.kind == "interval" and len(ctx.state.channels) > 1) else lo
         snap = {id(p): _signature(p) for p in points[watch:] if p.version}
-        ranks = self._validate(ctx, groups, start, initial_load)
         consuming = ch.kind in _CONSUMING
         day_rules = groups.validation.day_rules if consuming else ()
+        # the newest time this channel held before this call (every value held before has
+        # been published, so has a version): a day over by then was judged already
+        seen = 0
+        if day_rules:
+            for p in reversed(points):
+                if p.version:
+                    seen = p.ts
+                    break
+        ranks = self._validate(ctx, groups, start, initial_load)
         # a day rule's verdict does not depend on the estimates it causes, but a value it
         # rejects or releases must be (re-)estimated and its neighbours derived again: a
         # second round does that and confirms the verdicts; the last one only re-estimates
@@ -542,7 +550,8 @@ class VeeEngine:
             self._derive(ctx, lo, groups.validation)
             if not day_rules or round_ == 3:
                 break
-            earliest = self._day_pass(ctx, groups, day_rules, lo, ranks, snap, close=close)
+            earliest = self._day_pass(ctx, groups, day_rules, lo, ranks, snap, close=close,
+                                      changed=start, seen=seen)
             if earliest is None:
                 break
             new_lo = _region_start(points, earliest)
@@ -817,9 +826,12 @@ class VeeEngine:
 
     def _day_pass(self, ctx: PointContext, groups: GroupSet, day_rules: tuple[Any, ...],
                   lo: int, ranks: dict[int, int], snap: dict[int, tuple[Any, ...]], *,
-                  close: bool = False) -> int | None:
-        """Pass D: day-scope rules over the closed days touched (with ``close``, the open
-        day too), window-scope rules over each value from ``lo`` on (:mod:`vee._day_rules`).
+                  close: bool = False, changed: int, seen: int) -> int | None:
+        """Pass D: day-scope rules over the days this call closed (with ``close``, the open
+        day too) and over the closed days whose evidence changed — a value of theirs (or the
+        value before their first) at index ``changed`` or later — as long as that evidence
+        is still whole in the window; window-scope rules over each value from ``changed``
+        on (:mod:`vee._day_rules`). ``seen`` is the newest time held before this call.
         Returns the earliest index whose fate (rejected or not) changed, or None."""
         ch = ctx.channel
         points = ch.points
@@ -831,9 +843,13 @@ class VeeEngine:
         flag_ranks, day_ids = validation.flag_ranks, validation.day_ids
         allow_rollover = validation.rule("rollover") is not None
         newest = points[-1].ts
-        # the days touched: from the value before the first one that changed (its day may
-        # have been closed by this call) to the newest; a long window is never scanned whole
-        first = max(lo - 1, 0)
+        # the days touched: from the value before the first one this call added or changed
+        # (its day may have been closed by this call) to the newest. Not from ``lo``: a day
+        # over before this call whose values did not change keeps its verdicts — judged
+        # again on what is left of it in the window (its first values or the value before
+        # them gone) it would release a spike it flagged (validated -> estimated ->
+        # validated); a long window is never scanned whole either
+        first = max(min(changed, n) - 1, 0)
         first_day = day_of(cal, points[first].ts)
         while first > 0 and day_of(cal, points[first - 1].ts) == first_day:
             first -= 1
@@ -846,8 +862,11 @@ class VeeEngine:
         for rule in day_rules:
             verdicts: list[tuple[int, bool]] = []
             if scope_of(rule, ch) == "window":
-                # each value is judged against the values before it: those from lo on
-                for k in range(lo, n):
+                # each value is judged against the values before it: those from the first
+                # this call added or changed on (a value before it keeps its verdict: its
+                # evidence is what it was; judged again on a window that has moved on since,
+                # a spike was released or a value flagged after the fact)
+                for k in range(min(changed, n), n):
                     fired = judge(rule, ctx, points, max(0, k - WINDOW + 1), k + 1, day_ids,
                                   flag_ranks, allow_rollover)
                     verdicts.append((k, k in fired))
@@ -859,9 +878,19 @@ class VeeEngine:
                     while end < n and days[end - first] == d:
                         end += 1
                     if close or newest >= day_end(cal, d):
+                        # judged already (over before this call): again only when its
+                        # evidence changed; what is left of it in the window may judge the
+                        # values that changed, never re-judge the others on less evidence
+                        from_ = k
+                        if day_end(cal, d) <= seen:
+                            if end <= changed:
+                                k = end
+                                continue
+                            if not self._whole(ch, points, k, d, day_ids, flag_ranks):
+                                from_ = max(k, changed)
                         fired = judge(rule, ctx, points, k, end, day_ids, flag_ranks,
                                       allow_rollover)
-                        verdicts.extend((m, m in fired) for m in range(k, end))
+                        verdicts.extend((m, m in fired) for m in range(from_, end))
                     elif k < leaving:
                         fired = judge(rule, ctx, points, k, end, day_ids, flag_ranks,
                                       allow_rollover)
@@ -888,6 +917,20 @@ class VeeEngine:
                         p.value, p.quality, p.method, p.forward = p.raw, Q_ACTUAL, 0, False
                     earliest = k if earliest is None else min(earliest, k)
         return earliest
+
+    def _whole(self, ch: Channel, points: list[Point], first: int, day: int,
+               day_ids: frozenset[str], flag_ranks: dict[str, int]) -> bool:
+        """Whether the evidence of the closed ``day`` whose first value held is
+        ``points[first]`` is still all in the window: none of its values has left, and the
+        value before its first is held (or is the channel's base, what the meter sent)."""
+        if not ch.horizon:
+            return True  # nothing has left the window
+        if day_of(self.calendar, ch.horizon) >= day:
+            return False  # some of its values have left
+        if ch.kind == "interval" or not ch.estimated_run:
+            return True
+        return any(counts(points[k], day_ids, flag_ranks) is not None
+                   for k in range(first - 1, -1, -1))
 
     def _finish(self, ctx: PointContext, lo: int, ranks: dict[int, int]) -> None:
         """The quality of each value that was not estimated."""

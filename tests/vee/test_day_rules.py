@@ -186,3 +186,20 @@ def test_the_open_day_cap_is_bounded() -> None:
     assert engine.open_day_cap(3600) == 64
     assert engine.open_day_cap(900) == 98  # one day of quarter hours + 2
     assert engine.open_day_cap(60) == engine.open_day_limit  # never above the limit
+
+
+def test_a_closed_day_is_not_judged_again_on_what_is_left_of_it() -> None:
+    # Regression (hypothesis found it): a closed day was judged again whenever a later
+    # call's re-derivation region reached it, on whatever was still in the window. After a
+    # gap filled with missing markers the day's first value had lost its predecessor, its
+    # rate was no longer counted, and the spike at hour 18 was released again:
+    # validated -> estimated -> validated, each a new version and a billing difference.
+    reads = [(0, "1000.000"), (1, "1000.000"), (3, "1000.000"), (17, "1000.001"),
+             (18, "1000.002"), (40, "1000.003"), (44, "1000.003")]
+    r = _focused().feed([reading(h, v) for h, v in reads])
+    for hour, versions in _history(r).items():
+        qualities = [o.quality for o in versions]
+        flips = [q for n, q in enumerate(qualities[2:], start=2)
+                 if q == qualities[n - 2] != qualities[n - 1]]
+        assert not flips, (hour, [(o.version, o.quality, o.flags) for o in versions])
+    assert [o.quality for o in _history(r)[18]][-1] == "estimated"

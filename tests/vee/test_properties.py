@@ -179,3 +179,36 @@ def test_the_window_judges_every_hour_as_an_unbounded_window_does(series) -> Non
     small, unbounded = run(16), run(1000)
     assert {t: "spike" in o.flags for t, o in small.latest().items()} == \
         {t: "spike" in o.flags for t, o in unbounded.latest().items()}, series
+
+
+@st.composite
+def hourly_with_gaps(draw: st.DrawFn) -> list[tuple[int, str]]:
+    """Up to three days of hourly register reads in order, with gaps (missing markers) and
+    now and then a peak."""
+    hours = sorted(draw(st.sets(st.integers(0, 72), min_size=3, max_size=40)))
+    total = Decimal("1000")
+    series = []
+    for h in hours:
+        use = draw(st.integers(0, 3)) if draw(st.integers(0, 5)) else draw(st.integers(0, 9000))
+        total += Decimal(use) / 1000
+        series.append((h, f"{total:.3f}"))
+    return series
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hourly_with_gaps())
+def test_a_days_spike_verdicts_never_flip_back_unless_its_values_changed(series) -> None:  # type: ignore[no-untyped-def]
+    # in order, a day's values never change once it is over: each value's spike verdict is
+    # given once (when its day is over, or when the open day's cap makes it leave) and is
+    # never taken back by a later call re-deriving the window (A -> B -> A found by hypothesis)
+    engine = VeeEngine(rule_set("[missing, {rule: spike, tolerance_pct: 200}]",
+                                "[{method: linear, max_gap: 3d}]"))
+    r = Run(engine, gas_meter())
+    for h, v in series:
+        r.feed([reading(h, v)])
+    verdicts: dict[object, list[bool]] = {}
+    for o in r.outputs:
+        verdicts.setdefault(o.ts, []).append("spike" in o.flags)
+    for ts, seen in verdicts.items():
+        changes = sum(a != b for a, b in pairwise(seen))
+        assert changes <= 1, (ts, seen, series)
