@@ -1185,15 +1185,6 @@ class VeeEngine:
                                      previous_version=e.previous_version, note=e.note)
         if frame_id is not None:
             extra["frame_id"] = frame_id
-        if extra:
-            return ValidatedReading(
-                meter_id=meter.meter_id, register=ch.register, ts=dt(ts), value=value_dec,
-                unit=ch.unit, version=p.version,
-                quality=QUALITY_NAMES[p.quality],  # type: ignore[arg-type]
-                consumption=consumption_dec,
-                interval_start=None if start is None else dt(start), intervals=intervals,
-                received_at=dt(p.received), validated_at=dt(trigger), dims=dims,
-                source=p.source or "vee", **extra)
         return ValidatedReading(
             meter_id=meter.meter_id, register=ch.register, ts=dt(ts), value=value_dec,
             unit=ch.unit, version=p.version,
@@ -1201,7 +1192,7 @@ class VeeEngine:
             consumption=consumption_dec,
             interval_start=None if start is None else dt(start), intervals=intervals,
             received_at=dt(p.received), validated_at=dt(trigger), dims=dims,
-            source=p.source or "vee")
+            source=p.source or "vee", **extra)
 
     def _alerts_for(self, p: Point, old_flags: tuple[str, ...], ch: Channel, meter: MeterInfo,
                     groups: GroupSet, trigger: int, result: StepResult) -> None:
