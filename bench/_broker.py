@@ -27,7 +27,7 @@ from typing import Any
 from bench._harness import BenchContext, process_cpu_seconds
 
 __all__ = ["AgentRun", "baseline_rate", "consume", "pipeline_worker", "private_kafka",
-           "produce", "run_agent"]
+           "produce", "run_agent", "stop_process"]
 
 Records = list[tuple[bytes, bytes]]
 
@@ -121,12 +121,18 @@ def pipeline_worker(kafka: Any, agents: list[str], scratch: Path,
     try:
         yield worker
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Stop a benchmark's process cleanly (SIGTERM), killing it if it has not ended within
+    ``timeout`` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass(frozen=True)

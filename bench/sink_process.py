@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ from typing import Any
 
 import psycopg
 
-from bench._broker import private_kafka, produce
+from bench._broker import private_kafka, produce, stop_process
 from bench._harness import BenchContext, BenchResult, cpu_seconds, process_cpu_seconds
 from bench.sinks import raw_readings, scratch_database, validated_readings
 from schemas import codec
@@ -188,12 +187,7 @@ def run_paced(ctx: BenchContext, tables: Sequence[str], seconds: float, rate: fl
             wait_rows(db, tables, n + 1, "every paced reading was stored", proc)
             cpu = process_cpu_seconds(proc.pid) - cpu
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
     return cpu, n
 
 
