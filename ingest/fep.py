@@ -84,7 +84,7 @@ class FepRuntime:
             else:
                 registry = MemoryRegistry(self.instance, flush_s=settings.registry_flush_s)
         self.registry = registry
-        self.commands = CommandRouter(self)
+        self.commands = CommandRouter(self, expire_every_s=settings.command_expire_every_s)
         self._consume_commands = consume_commands
         self.links: dict[str, CommandLink] = {}
         self.meter_links: dict[str, CommandLink] = {}

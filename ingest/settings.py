@@ -226,6 +226,9 @@ class FepSettings(ComponentSettings):
     instance_ttl_s: float = Field(default=30.0, gt=0, le=3600,
                                   description="An FEP silent this long is presumed dead; its "
                                               "claimed commands are released.")
+    command_expire_every_s: float = Field(default=5.0, gt=0, le=3600,
+                                          description="Sweep the wake-queue for commands past "
+                                                      "their expiry this often.")
     command_default_ttl_s: float = Field(default=24 * 3600.0, gt=0,
                                          description="Expiry of a command that carries none.")
     alert_interval_s: float = Field(default=3600.0, ge=0,

@@ -137,14 +137,17 @@ async def test_command_for_a_device_that_never_wakes_expires_once(
     meter = probe.fleet.meters["GAS-000001"]
     instance = f"fep-{uuid.uuid4().hex[:6]}"
     registry = PostgresRegistry(instance, database.settings, flush_s=0.2)
+    # The periodic sweep is pushed out of the test's way (regression: under load it ran
+    # between "queued" and the test's own sweep, which then found nothing to expire).
     async with running_fep(kafka_settings, tmp_path, {"dtu": dtu_point()}, instance=instance,
                            ledger=ledger_of(probe), registry=registry,
-                           consume_commands=True) as fep:
-        command = _command(meter, "valve_close",
-                           expires_at=datetime.now(UTC) + timedelta(seconds=1))
+                           consume_commands=True, command_expire_every_s=3600) as fep:
+        expires_at = datetime.now(UTC) + timedelta(seconds=6)
+        command = _command(meter, "valve_close", expires_at=expires_at)
         await _dispatch(kafka_settings, command)
         await _results(kafka_settings, command.command_id, {"queued"})
-        await asyncio.sleep(1.5)
+        assert await fep.commands.expire_now() == 0  # not yet due
+        await asyncio.sleep((expires_at - datetime.now(UTC)).total_seconds() + 0.2)
         assert await fep.commands.expire_now() == 1
         assert await fep.commands.expire_now() == 0  # reported once
         results = await _results(kafka_settings, command.command_id, {"expired"})
