@@ -25,6 +25,8 @@ class SinkMetrics:
     flushes: int = 0
     commits: int = 0
     backpressure_events: int = 0
+    #: Failed attempts to reach Kafka at start (the sink waits for the broker).
+    kafka_connect_failures: int = 0
     database_down_since: float | None = None
     last_error: str = ""
     lag: dict[TopicPartition, int] = field(default_factory=dict)
@@ -65,6 +67,7 @@ class SinkMetrics:
             "flushes": self.flushes,
             "commits": self.commits,
             "backpressure_events": self.backpressure_events,
+            "kafka_connect_failures": self.kafka_connect_failures,
             "database_down_s": (round(now - self.database_down_since, 1)
                                 if self.database_down_since is not None else 0.0),
             "lag": self.total_lag,

@@ -67,6 +67,9 @@ def tune_garbage_collector() -> None:
 #: Fetches: the broker answers at this much data or after this long (see ``_connect``).
 _FETCH_MIN_BYTES = 1024 * 1024
 _FETCH_MAX_WAIT_MS = 500
+#: One attempt to reach the bootstrap servers at start (kafka-python's default is 30 s, during
+#: which a stop request went unanswered).
+_BOOTSTRAP_TIMEOUT_MS = 5_000
 
 #: While a runner runs, a young collection after every checkpoint, a full one every this many.
 _FULL_COLLECTION_EVERY = 50
@@ -115,14 +118,47 @@ class SinkRunner:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _connect(self) -> None:
-        from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
+    def _connect_waiting(self, stop: threading.Event) -> bool:
+        """Connect, retrying with the back-off while Kafka cannot be reached, for at most
+        ``kafka_wait_s``; False if ``stop`` was set meanwhile.
 
+        A sink started before the broker (a host booting, ``docker compose up``, the broker
+        restarting) waits for it instead of exiting for its supervisor to start it again.
+        """
         if not crc_is_native():
             log.warning("the crc32c module is missing: kafka-python checks every record's CRC "
                         "in pure Python, several times the sink's own CPU per record "
                         "(pip install crc32c)")
+        deadline = time.monotonic() + self.settings.kafka_wait_s
+        delay = self.settings.retry_initial_ms / 1000
+        attempts = 0
+        while not stop.is_set():
+            attempts += 1
+            try:
+                self._connect(bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS)
+            except SinkError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SinkError(f"{exc.message} (gave up after {attempts} attempts in "
+                                    f"{self.settings.kafka_wait_s:g} s)",
+                                    hint=exc.hint) from None
+                wait = min(delay, left)
+                log.warning("%s; trying again in %.1f s (giving up in %.0f s)", exc, wait, left)
+                self.metrics.kafka_connect_failures += 1
+                self.metrics.last_error = exc.message
+                stop.wait(wait)
+                delay = min(delay * 2, self.settings.retry_max_ms / 1000)
+                continue
+            if attempts > 1:
+                log.info("reached Kafka at %s after %d attempts", self.kafka.bootstrap,
+                         attempts)
+            return True
+        return False
+
+    def _connect(self, *, bootstrap_timeout_ms: int = 30_000) -> None:
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
+
         try:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=self.kafka.bootstrap.split(","),
@@ -143,6 +179,7 @@ class SinkRunner:
                 # The batches wait for the commit interval (1 s) anyway.
                 fetch_min_bytes=_FETCH_MIN_BYTES,
                 fetch_max_wait_ms=_FETCH_MAX_WAIT_MS,
+                bootstrap_timeout_ms=bootstrap_timeout_ms,
             )
         except KafkaError as exc:
             raise SinkError(f"cannot reach Kafka at {self.kafka.bootstrap}: {exc}",
@@ -155,7 +192,8 @@ class SinkRunner:
         """Consume until ``stop`` is set, or — with ``until_idle_s`` — until the consumer got its
         partitions, read each to its end, and nothing more arrived for ``until_idle_s`` s."""
         stop = stop or threading.Event()
-        self._connect()
+        if not self._connect_waiting(stop):
+            return self.metrics
         last_record_at = time.monotonic()
         # Garbage is collected between batches, not by allocation counts: a young collection
         # while a batch is being read walks every live record of it again (measured: 12 % of

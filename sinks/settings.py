@@ -56,6 +56,10 @@ class SinkSettings(ComponentSettings):
                                   description="First back-off while the database is away.")
     retry_max_ms: int = Field(default=30_000, ge=1, le=3_600_000,
                               description="Longest back-off while the database is away.")
+    kafka_wait_s: float = Field(default=300.0, ge=0, le=86_400,
+                                description="At start, keep trying to reach Kafka this long "
+                                            "(with the back-off above) before giving up; "
+                                            "0 = give up at the first failure.")
     fast_path: bool = Field(default=True,
                             description="Try a direct binary COPY first and fall back to "
                                         "staging + INSERT … ON CONFLICT when a key exists.")

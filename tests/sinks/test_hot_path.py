@@ -157,7 +157,7 @@ def test_the_runner_collects_between_batches_and_gives_automatic_gc_back(
         monkeypatch: pytest.MonkeyPatch) -> None:
     runner = SinkRunner(_NoSink(), KafkaSettings(), SinkSettings())  # type: ignore[arg-type]
     consumer = _Consumer(runner)
-    monkeypatch.setattr(runner, "_connect", lambda: setattr(runner, "_consumer", consumer))
+    monkeypatch.setattr(runner, "_connect", lambda **_kw: setattr(runner, "_consumer", consumer))
     assert gc.isenabled()
     runner.run(until_idle_s=0)
     assert consumer.gc_enabled == [False]  # no young collection walks a batch being read

@@ -264,7 +264,7 @@ def test_idle_time_counts_only_after_the_group_assigned_partitions(
     runner = SinkRunner(_NoSink(), kafka_settings, SinkSettings())  # type: ignore[arg-type]
     consumer = _SlowJoiningConsumer(runner)
 
-    def connect() -> None:
+    def connect(**_kwargs: Any) -> None:
         runner._consumer = consumer
 
     monkeypatch.setattr(runner, "_connect", connect)
@@ -287,3 +287,104 @@ def test_the_consumer_uses_the_short_group_session_of_the_settings(
     assert SinkSettings().session_timeout_ms < 45_000
     with pytest.raises(ValueError, match="at most a third of session_timeout_ms"):
         SinkSettings(session_timeout_ms=7_000, heartbeat_interval_ms=3_000)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def tcp_forwarder(port: int, upstream: str) -> Iterator[None]:
+    """Listen on ``port`` and pass every connection through to ``upstream`` (host:port): a
+    bootstrap address that starts answering only when the test says so."""
+    import socket
+
+    host, _, up_port = upstream.rpartition(":")
+    server = socket.create_server(("127.0.0.1", port))
+    server.settimeout(0.2)
+    done = threading.Event()
+    sockets: list[socket.socket] = [server]
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            remote = socket.create_connection((host, int(up_port)))
+            sockets.extend((client, remote))
+            for a, b in ((client, remote), (remote, client)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def test_a_sink_started_before_kafka_waits_for_it_then_stores_everything(
+        database: DbHandle, sink_kafka: KafkaSettings) -> None:
+    # Regression: the sink exited ("cannot reach Kafka") when it started before the broker,
+    # and only its supervisor brought it back.
+    readings = list(fleet(10, T0, 3))
+    produce(sink_kafka, [("readings.validated", m, m.key()) for m in readings])
+    port = _free_port()
+    late = sink_kafka.model_copy(update={"bootstrap": f"127.0.0.1:{port}"})
+    runner = make_runner(database.settings, late, f"sink-{uuid.uuid4().hex[:6]}",
+                         retry_initial_ms=200, retry_max_ms=500)
+    outcome: list[Any] = []
+    thread = threading.Thread(target=lambda: outcome.append(runner.run(until_idle_s=3)),
+                              daemon=True)
+    thread.start()
+    wait_for(lambda: runner.metrics.kafka_connect_failures >= 1, 60,
+             "a failed attempt to reach the broker")
+    assert thread.is_alive()  # still waiting, not exited
+    assert count(database.settings, "data.validated_readings") == 0
+    with tcp_forwarder(port, sink_kafka.bootstrap):
+        thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert outcome == [runner.metrics]
+    assert count(database.settings, "data.validated_readings") == len(readings)
+
+
+def test_a_sink_waiting_for_kafka_stops_on_request_and_gives_up_after_its_wait(
+        kafka_settings: KafkaSettings) -> None:
+    from sinks.errors import SinkError
+
+    nowhere = kafka_settings.model_copy(update={"bootstrap": f"127.0.0.1:{_free_port()}"})
+    patient = SinkRunner(_NoSink(), nowhere,  # type: ignore[arg-type]
+                         SinkSettings(kafka_wait_s=3600, retry_initial_ms=100))
+    stop = threading.Event()
+    thread = threading.Thread(target=patient.run, args=(stop,), daemon=True)
+    thread.start()
+    wait_for(lambda: patient.metrics.kafka_connect_failures >= 1, 60, "a failed attempt")
+    stop.set()
+    thread.join(timeout=15)  # one bootstrap attempt at most, not kafka-python's 30 s
+    assert not thread.is_alive()
+
+    hasty = SinkRunner(_NoSink(), nowhere,  # type: ignore[arg-type]
+                       SinkSettings(kafka_wait_s=0.5, retry_initial_ms=100))
+    with pytest.raises(SinkError, match=r"cannot reach Kafka at .*gave up after \d+ attempts"
+                       ) as raised:
+        hasty.run()
+    assert "unimeter services up" in (raised.value.hint or "")
