@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,3 +82,47 @@ def test_broker_config_has_the_settings_tests_rely_on(tmp_path: Path) -> None:
     assert "listeners=PLAINTEXT://127.0.0.1:29092" in props
     assert "offsets.topic.replication.factor=1" in props
     assert (tmp_path / "kafka" / "config" / "log4j2.properties").exists()
+
+
+def test_a_server_older_than_its_installed_binaries_is_named() -> None:
+    # Seen on this project's machine: a Debian package pulled PostgreSQL 15.18 → 15.20 under
+    # the running local server, whose new databases then failed to load plpgsql.so.
+    from unimeter.services.postgres import parse_version, stale_server
+
+    assert parse_version("postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)") == "15.20"
+    assert parse_version("15.18 (Debian 15.18-0+deb12u1)") == "15.18"
+    assert parse_version("16.4") == "16.4"
+    assert parse_version("no version here") is None
+    warning = stale_server("15.18", "15.20")
+    assert warning is not None
+    assert "15.18" in warning
+    assert "15.20" in warning
+    assert "unimeter services down && unimeter services up" in warning
+    assert stale_server("15.20", "15.20") is None
+    assert stale_server(None, "15.20") is None
+
+
+def test_the_local_server_matches_its_binaries(config: Any, database: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # The local server the tests run against was started from the installed binaries, and
+    # `services status` says nothing is stale.
+    from unimeter.services.postgres import (
+        find_postgres_bin,
+        installed_version,
+        running_version,
+    )
+
+    local = LocalPostgres(config.services)
+    if not local.running():
+        pytest.skip("the tests run against an external PostgreSQL")
+    bindir = find_postgres_bin(config.services.postgres_bin_dir)
+    assert bindir is not None
+    assert installed_version(bindir) is not None
+    assert running_version(database.settings.url) == installed_version(bindir)
+    assert local.stale() is None
+    assert "WARNING" not in local.status().detail
+    # … and names it when the installed binaries are newer than the running server.
+    monkeypatch.setattr("unimeter.services.postgres.installed_version", lambda _bindir: "99.1")
+    detail = local.status().detail
+    assert f"WARNING: the running PostgreSQL is {running_version(database.settings.url)} but " \
+           "the installed binaries are 99.1" in detail

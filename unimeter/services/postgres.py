@@ -11,6 +11,7 @@ TimescaleDB library is installed, it is preloaded so migrations can use it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
 import secrets
@@ -34,6 +35,8 @@ __all__ = ["LocalPostgres", "find_postgres_bin", "postgres_reachable"]
 
 SUPERUSER = "unimeter"
 DATABASE = "unimeter"
+
+_log = logging.getLogger(__name__)
 
 
 def find_postgres_bin(explicit: Path | None = None) -> Path | None:
@@ -62,6 +65,48 @@ def postgres_reachable(url: str, timeout: int = 3) -> bool:
         return True
     except psycopg.Error:
         return False
+
+
+def installed_version(bindir: Path) -> str | None:
+    """The version of the server binaries in ``bindir`` ("15.20"), from ``postgres -V``."""
+    try:
+        out = subprocess.run([str(bindir / "postgres"), "-V"], capture_output=True, text=True,
+                             check=False, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_version(out)
+
+
+def parse_version(text: str) -> str | None:
+    """"postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)" or a server_version
+    ("15.18 (Debian 15.18-0+deb12u1)") → "15.20" / "15.18"."""
+    for word in text.replace("(", " ").replace(")", " ").split():
+        head = word.split(".")
+        if len(head) >= 2 and all(part.isdigit() for part in head):
+            return word
+    return None
+
+
+def stale_server(running: str | None, installed: str | None) -> str | None:
+    """A warning when the running server is not the installed one (a package upgrade
+    replaced its binaries underneath it: new databases then fail to load the new libraries,
+    e.g. ``plpgsql.so: undefined symbol``); None when they match or one is unknown."""
+    if not running or not installed or running == installed:
+        return None
+    return (f"the running PostgreSQL is {running} but the installed binaries are {installed} "
+            "(upgraded underneath it): restart it — `unimeter services down && unimeter "
+            "services up` — before new databases fail to load its libraries")
+
+
+def running_version(url: str, timeout: int = 3) -> str | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=timeout) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+    except psycopg.Error:
+        return None
+    return parse_version(str(row[0])) if row else None
 
 
 class LocalPostgres:
@@ -211,6 +256,7 @@ class LocalPostgres:
                        timeout=self.settings.start_timeout_s, what="the running PostgreSQL",
                        alive=self.running, log=self.log)
             self._ensure_database()
+            self._warn_if_stale()
             return False
         bindir = self.bin_dir()
         self._initdb(bindir)
@@ -233,6 +279,18 @@ class LocalPostgres:
                    timeout=self.settings.start_timeout_s, what="PostgreSQL", log=self.log)
         self._ensure_database()
         return True
+
+    def stale(self) -> str | None:
+        """A warning when the running server is older than the installed binaries."""
+        bindir = find_postgres_bin(self.settings.postgres_bin_dir)
+        if bindir is None or not self.running():
+            return None
+        return stale_server(running_version(self.url("postgres")), installed_version(bindir))
+
+    def _warn_if_stale(self) -> None:
+        warning = self.stale()
+        if warning:
+            _log.warning("%s", warning)
 
     def _ensure_database(self) -> None:
         import psycopg
@@ -290,5 +348,7 @@ class LocalPostgres:
         detail = f"PostgreSQL {bindir.parent.name}" if bindir else ""
         if bindir and self.timescale_installed(bindir):
             detail += " + TimescaleDB library"
+        if reachable and (warning := self.stale()):
+            detail += f"; WARNING: {warning}"
         return ServiceStatus(self.name, "running" if reachable else "unreachable", address,
                              pid=self.pid(), log=self.log, detail=detail)
