@@ -77,24 +77,24 @@ class _Unit:
     settled: bool = False
 
     def resolve(self, durability: Durability) -> None:
-        if self.settled:
-            return
-        self.settled = True
-        if self.future is not None:
-            if not self.future.done():
-                self.future.set_result(durability)
-        elif self.callback is not None:
-            _call(self.callback, durability, None)
+        self._settle(durability, None)
 
     def reject(self, exc: BaseException) -> None:
+        self._settle(None, exc)
+
+    def _settle(self, durability: Durability | None, exc: BaseException | None) -> None:
+        """Tell the waiter (future or callback) once: durable, or why not."""
         if self.settled:
             return
         self.settled = True
         if self.future is not None:
             if not self.future.done():
-                self.future.set_exception(exc)
+                if exc is not None:
+                    self.future.set_exception(exc)
+                elif durability is not None:
+                    self.future.set_result(durability)
         elif self.callback is not None:
-            _call(self.callback, None, exc)
+            _call(self.callback, durability, exc)
 
 
 def _call(callback: UnitCallback, durability: Durability | None,
