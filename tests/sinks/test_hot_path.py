@@ -7,7 +7,6 @@ import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import msgspec
 import pytest
@@ -27,6 +26,7 @@ from schemas.messages import (
 from schemas.settings import KafkaSettings
 from sinks.runner import SinkRunner, crc_is_native
 from sinks.settings import SinkSettings
+from tests.sinks.fakes import FakeConsumer, NoSink
 
 
 def test_kafka_python_checks_crcs_with_the_c_module() -> None:
@@ -123,41 +123,11 @@ class _Node:
         self.other: object = self  # a reference cycle: only the collector frees it
 
 
-class _Consumer:
-    """Joins at once, owns nothing; records whether automatic GC was on at each poll."""
-
-    def __init__(self, runner: SinkRunner) -> None:
-        self.runner = runner
-        self.gc_enabled: list[bool] = []
-
-    def poll(self, **_kwargs: Any) -> dict[Any, Any]:
-        self.runner._assigned([])
-        self.gc_enabled.append(gc.isenabled())
-        return {}
-
-    def assignment(self) -> set[Any]:
-        return set()
-
-    def close(self, **_kwargs: Any) -> None:
-        pass
-
-
-class _NoSink:
-    def full(self) -> bool:
-        return False
-
-    def pending(self) -> list[Any]:
-        return []
-
-    def close(self) -> None:
-        pass
-
-
 def test_the_runner_collects_between_batches_and_gives_automatic_gc_back(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    runner = SinkRunner(_NoSink(), KafkaSettings(), SinkSettings())  # type: ignore[arg-type]
-    consumer = _Consumer(runner)
-    monkeypatch.setattr(runner, "_connect", lambda **_kw: setattr(runner, "_consumer", consumer))
+    runner = SinkRunner(NoSink(), KafkaSettings(), SinkSettings())  # type: ignore[arg-type]
+    consumer = FakeConsumer(runner)
+    consumer.install(monkeypatch)
     assert gc.isenabled()
     runner.run(until_idle_s=0)
     assert consumer.gc_enabled == [False]  # no young collection walks a batch being read

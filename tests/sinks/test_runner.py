@@ -23,6 +23,7 @@ from sinks.postgres import Backoff, PostgresSink
 from sinks.runner import SinkRunner
 from sinks.settings import DEFAULT_TOPICS, SinkSettings
 from tests.plugins.services import DbHandle
+from tests.sinks.fakes import FakeConsumer, NoSink
 from tests.sinks.fleet import HOUR, fleet
 from unimeter.topics import create_topics, delete_topics
 
@@ -226,48 +227,13 @@ def test_database_stopped_during_a_run_loses_nothing(
     assert duplicates == (0,)
 
 
-class _SlowJoiningConsumer:
-    """A consumer whose group hands it its (empty) assignment only at its fifth poll."""
-
-    def __init__(self, runner: SinkRunner) -> None:
-        self.runner = runner
-        self.polls = 0
-
-    def poll(self, **_kwargs: Any) -> dict[Any, Any]:
-        self.polls += 1
-        if self.polls == 5:
-            self.runner._assigned([])
-        return {}
-
-    def assignment(self) -> set[Any]:
-        return set()
-
-    def close(self, **_kwargs: Any) -> None:
-        pass
-
-
-class _NoSink:
-    def full(self) -> bool:
-        return False
-
-    def pending(self) -> set[Any]:
-        return set()
-
-    def close(self) -> None:
-        pass
-
-
 def test_idle_time_counts_only_after_the_group_assigned_partitions(
         monkeypatch: pytest.MonkeyPatch, kafka_settings: KafkaSettings) -> None:
     # On a busy broker joining the group takes longer than `until_idle_s`: a one-shot run
     # must not give up before it had its partitions (it then stored nothing at all).
-    runner = SinkRunner(_NoSink(), kafka_settings, SinkSettings())  # type: ignore[arg-type]
-    consumer = _SlowJoiningConsumer(runner)
-
-    def connect(**_kwargs: Any) -> None:
-        runner._consumer = consumer
-
-    monkeypatch.setattr(runner, "_connect", connect)
+    runner = SinkRunner(NoSink(), kafka_settings, SinkSettings())  # type: ignore[arg-type]
+    consumer = FakeConsumer(runner, join_at=5)  # a slow join
+    consumer.install(monkeypatch)
     runner.run(until_idle_s=0)
     assert consumer.polls == 5
 
@@ -277,7 +243,7 @@ def test_the_consumer_uses_the_short_group_session_of_the_settings(
     # kafka-python's default session (45 s) kept a killed sink's partitions, and its restarted
     # successor idle, that long.
     settings = SinkSettings(session_timeout_ms=7_000, heartbeat_interval_ms=2_000)
-    runner = SinkRunner(_NoSink(), kafka_settings, settings)  # type: ignore[arg-type]
+    runner = SinkRunner(NoSink(), kafka_settings, settings)  # type: ignore[arg-type]
     runner._connect()
     try:
         config = runner._consumer.config
@@ -372,7 +338,7 @@ def test_a_sink_waiting_for_kafka_stops_on_request_and_gives_up_after_its_wait(
     from sinks.errors import SinkError
 
     nowhere = kafka_settings.model_copy(update={"bootstrap": f"127.0.0.1:{_free_port()}"})
-    patient = SinkRunner(_NoSink(), nowhere,  # type: ignore[arg-type]
+    patient = SinkRunner(NoSink(), nowhere,  # type: ignore[arg-type]
                          SinkSettings(kafka_wait_s=3600, retry_initial_ms=100))
     stop = threading.Event()
     thread = threading.Thread(target=patient.run, args=(stop,), daemon=True)
@@ -382,7 +348,7 @@ def test_a_sink_waiting_for_kafka_stops_on_request_and_gives_up_after_its_wait(
     thread.join(timeout=15)  # one bootstrap attempt at most, not kafka-python's 30 s
     assert not thread.is_alive()
 
-    hasty = SinkRunner(_NoSink(), nowhere,  # type: ignore[arg-type]
+    hasty = SinkRunner(NoSink(), nowhere,  # type: ignore[arg-type]
                        SinkSettings(kafka_wait_s=0.5, retry_initial_ms=100))
     with pytest.raises(SinkError, match=r"cannot reach Kafka at .*gave up after \d+ attempts"
                        ) as raised:
