@@ -280,9 +280,10 @@ class LocalPostgres:
         self._ensure_database()
         return True
 
-    def stale(self) -> str | None:
-        """A warning when the running server is older than the installed binaries."""
-        bindir = find_postgres_bin(self.settings.postgres_bin_dir)
+    def stale(self, bindir: Path | None = None) -> str | None:
+        """A warning when the running server is older than the installed binaries (in
+        ``bindir``, found when not given)."""
+        bindir = bindir or find_postgres_bin(self.settings.postgres_bin_dir)
         if bindir is None or not self.running():
             return None
         return stale_server(running_version(self.url("postgres")), installed_version(bindir))
@@ -348,7 +349,7 @@ class LocalPostgres:
         detail = f"PostgreSQL {bindir.parent.name}" if bindir else ""
         if bindir and self.timescale_installed(bindir):
             detail += " + TimescaleDB library"
-        if reachable and (warning := self.stale()):
+        if reachable and bindir and (warning := self.stale(bindir)):
             detail += f"; WARNING: {warning}"
         return ServiceStatus(self.name, "running" if reachable else "unreachable", address,
                              pid=self.pid(), log=self.log, detail=detail)
