@@ -41,6 +41,7 @@ import faust
 from faust.sensors import Monitor
 from faust.streams import _current_event  # faust's current-event context variable
 
+from pipeline._consumer import new_transport
 from pipeline._follow import follow_ledger
 from pipeline._state import ChangelogRecord, StateTable
 from pipeline.errors import PipelineError
@@ -249,6 +250,8 @@ class PipelineApp:
             # Without the web server nobody reads the per-record rates and latencies.
             monitor=None if settings.web_port else _PerRecordQuietMonitor(),
         )
+        # Records reach the streams without four tasks each (pipeline/_consumer.py).
+        self.faust.transport = new_transport(self.faust)
         self.ledger = LedgerView(
             open_ledger_store(settings.store, self.data_dir / "ledger"),
             cache_size=settings.ledger_cache_size, on_reject=self._reject_ledger_record)
