@@ -200,3 +200,23 @@ def test_a_dead_workers_session_ends_long_before_faust_default_would(tmp_path: P
         == (12, 4)
     with pytest.raises(ValueError, match="at most a third of session_timeout_s"):
         PipelineSettings(session_timeout_s=12, heartbeat_interval_s=5)
+
+
+def test_the_partition_cache_keeps_a_topics_keys_for_its_partition_count_and_bounded() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from pipeline.app import PartitionCache
+
+    partitioner, cache = DefaultPartitioner(), PartitionCache(limit=3)
+    keys = [f"GM-{i}".encode() for i in range(5)]
+    six = cache.of("t", 6)
+    for key in keys[:3]:
+        cache.remember(six, key, partitioner(key, list(range(6)), list(range(6))))
+    assert cache.of("t", 6) is six
+    assert six == {k: partitioner(k, list(range(6)), list(range(6))) for k in keys[:3]}
+    assert cache.of("other", 6) == {}  # per topic
+    cache.remember(six, keys[3], 1)  # over the limit: starts over
+    assert six == {keys[3]: 1}
+    twelve = cache.of("t", 12)  # the topic gained partitions: nothing carried over
+    assert twelve == {}
+    assert cache.of("t", 12) is twelve

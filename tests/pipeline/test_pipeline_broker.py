@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import codec
 from schemas.messages import LedgerMeter, Reading, ValidatedReading
@@ -86,7 +87,8 @@ async def _produce(kafka: KafkaSettings, items: list[tuple[str, object]]) -> Non
 
 
 async def _collect(consumer: AIOKafkaConsumer, seen: list[ValidatedReading],
-                   want: int, wait_s: float, log: Path) -> None:
+                   want: int, wait_s: float, log: Path,
+                   placed: list[tuple[bytes, int]] | None = None) -> None:
     try:
         async with asyncio.timeout(wait_s):
             while len(seen) < want:
@@ -95,6 +97,8 @@ async def _collect(consumer: AIOKafkaConsumer, seen: list[ValidatedReading],
                     for record in records:
                         _, message = codec.decode(record.value, ValidatedReading)
                         seen.append(message)  # type: ignore[arg-type]
+                        if placed is not None:
+                            placed.append((record.key, record.partition))
     except TimeoutError:
         raise AssertionError(f"{len(seen)} of {want} validated readings after {wait_s} s; "
                              f"worker log:\n{log.read_text()[-4000:]}") from None  # noqa: ASYNC240
@@ -115,17 +119,22 @@ async def test_the_worker_validates_and_recovers_its_state_after_a_restart(
     worker = _worker(kafka, tmp_path / "state", log)
     try:
         await _produce(kafka, [("readings.raw", _reading(h, str(100 + h))) for h in range(4)])
-        await _collect(consumer, seen, 4, 180, log)
+        placed: list[tuple[bytes, int]] = []
+        await _collect(consumer, seen, 4, 180, log, placed)
         assert [o.dims.account_id for o in seen] == ["A-IT"] * 4
         _stop(worker)
         # while the worker is down, the next readings queue up on the broker
         await _produce(kafka, [("readings.raw", _reading(h, str(100 + h))) for h in (4, 5)])
         # a new worker on another machine (empty data dir): state comes from the changelog
         worker = _worker(kafka, tmp_path / "elsewhere", log)
-        await _collect(consumer, seen, 6, 180, log)
+        await _collect(consumer, seen, 6, 180, log, placed)
+        partitions = sorted(consumer.assignment(), key=lambda tp: tp.partition)
     finally:
         _stop(worker)
         await consumer.stop()
+    # every output on the partition the Kafka partitioner gives its key (the sender caches it)
+    every = [tp.partition for tp in partitions]
+    assert {(key, DefaultPartitioner()(key, every, every)) for key, _ in placed} == set(placed)
     # a redelivery may repeat a version, but only with the identical content
     by_key: dict[tuple[datetime, int], ValidatedReading] = {}
     for o in seen:
