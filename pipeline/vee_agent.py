@@ -48,7 +48,14 @@ class VeeRunner:
         #: meter id -> (the ledger entry it was built from, the engine's view of it)
         self._meters: dict[str, tuple[LedgerMeter, MeterInfo]] = {}
         self.counters = {"readings": 0, "edits": 0, "validated": 0, "alerts": 0, "late": 0,
-                         "duplicates": 0}
+                         "duplicates": 0, "state_decoded": 0}
+        #: meter id -> (the state bytes this worker stored, the state they encode). Used only
+        #: while the store still holds exactly those bytes (a rebalance's restore or another
+        #: writer shows as other bytes). The engine changes a state in place, so a batch takes
+        #: its meters' entries out and only the batch's acknowledged write puts them back: a
+        #: batch that fails or never gets written leaves nothing half-changed behind.
+        self._decoded: dict[str, tuple[bytes, MeterState]] = {}
+        self._decoded_limit = app.settings.vee_state_cache
 
     def _rules(self) -> VeeEngine:
         """The engine over the current rule set (rebuilt when ledger VEE groups change)."""
@@ -94,6 +101,24 @@ class VeeRunner:
         self._meters[meter_id] = (ledger, info)
         return info
 
+    def _state(self, meter_id: str) -> MeterState | None:
+        stored = self.store.get(meter_id.encode())
+        if not stored:
+            return None
+        held = self._decoded.pop(meter_id, None)
+        if held is not None and held[0] == stored:
+            return held[1]
+        self.counters["state_decoded"] += 1
+        return decode_state(stored)
+
+    def _remember(self, meter_id: str, stored: bytes, state: MeterState) -> None:
+        decoded = self._decoded
+        if self._decoded_limit <= 0:
+            return
+        if len(decoded) >= self._decoded_limit:
+            del decoded[next(iter(decoded))]  # the least recently written
+        decoded[meter_id] = (stored, state)
+
     def handle(self, batch: list[Incoming[Any]]) -> BatchResult:
         engine = self._rules()
         app = self.app
@@ -108,8 +133,7 @@ class VeeRunner:
             message = item.message
             meter_id = message.meter_id
             if meter_id not in states:
-                stored = self.store.get(meter_id.encode())
-                states[meter_id] = decode_state(stored) if stored else None
+                states[meter_id] = self._state(meter_id)
             meter = self.meter(meter_id)
             try:
                 if isinstance(message, ReadingEdit):
@@ -150,7 +174,9 @@ class VeeRunner:
             # event: the entries land in the partition of the meters' readings
             for meter_id, state in states.items():
                 if state is not None and meter_id in sources:
-                    self.store[meter_id.encode()] = encode_state(state)
+                    stored = encode_state(state)
+                    self.store[meter_id.encode()] = stored
+                    self._remember(meter_id, stored, state)
 
         return BatchResult(outputs=outputs, after_send=write_states)
 

@@ -6,9 +6,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from pipeline.app import PipelineApp, create_app
+from pipeline.app import Incoming, PipelineApp, create_app
 from pipeline.settings import PipelineSettings
+from pipeline.vee_agent import VeeRunner
 from schemas import codec
 from schemas.messages import (
     Alert,
@@ -148,3 +150,59 @@ async def test_a_meter_changed_in_the_ledger_enriches_the_next_readings_with_the
     await _feed(app, [(b"GM-1", _reading(0, "100"))])
     first = _validated(app)[0]
     assert (first.dims.region, first.dims.account_id) == ("south", "A-2")
+
+
+def _batch(hours: range, value_of: Any = lambda h: str(100 + h)) -> list[Incoming[Any]]:
+    batch: list[Incoming[Any]] = []
+    for h in hours:
+        raw = _reading(h, value_of(h))
+        batch.append(Incoming(codec.decode(raw, Reading)[1], b"GM-1", "readings.raw", 0, h,
+                              raw))
+    return batch
+
+
+def _run(runner: VeeRunner, batch: list[Incoming[Any]], *, write: bool = True) -> list[bytes]:
+    result = runner.handle(batch)
+    if write and result.after_send is not None:
+        result.after_send()
+    return [o.value for o in result.outputs if o.topic == "readings.validated"]
+
+
+def test_the_decoded_state_is_reused_only_while_the_store_holds_what_the_worker_wrote(
+        tmp_path: Path) -> None:
+    store: dict[bytes, bytes] = {}
+    runner: VeeRunner = _app(tmp_path / "a", store).extensions["vee"]
+
+    def reference(name: str) -> VeeRunner:
+        """A runner without the cache over a copy of the store as it is now."""
+        other: VeeRunner = _app(tmp_path / name).extensions["vee"]
+        other.store = dict(store)
+        return other
+
+    _run(runner, _batch(range(0, 3)))
+    assert runner.counters["state_decoded"] == 0  # a new meter: nothing to decode
+    before = reference("b")
+    assert _run(runner, _batch(range(3, 6))) == _run(before, _batch(range(3, 6)))
+    assert runner.counters["state_decoded"] == 0  # the state it wrote, not decoded again
+    # The store changes underneath (a rebalance restored another worker's newer state):
+    other_writer: VeeRunner = _app(tmp_path / "c").extensions["vee"]
+    other_writer.store = store
+    _run(other_writer, _batch(range(6, 8)))
+    now = reference("d")
+    assert _run(runner, _batch(range(8, 9))) == _run(now, _batch(range(8, 9)))
+    assert runner.counters["state_decoded"] == 1  # decoded from the store, not the cache
+
+
+def test_a_batch_that_is_never_written_leaves_no_changed_state_behind(tmp_path: Path) -> None:
+    """The engine changes states in place: outputs of a batch whose write did not happen
+    (a crash of the send, a failure) must not leak into the next batch through the cache."""
+    store: dict[bytes, bytes] = {}
+    runner: VeeRunner = _app(tmp_path / "a", store).extensions["vee"]
+    reference: VeeRunner = _app(tmp_path / "b", {}).extensions["vee"]
+    reference.store = dict_store = dict[bytes, bytes]()
+    for r in (runner, reference):
+        _run(r, _batch(range(0, 3)))
+    dict_store.update(store)
+    _run(runner, _batch(range(3, 5), lambda h: "90"), write=False)  # never acknowledged
+    assert _run(runner, _batch(range(3, 6))) == _run(reference, _batch(range(3, 6)))
+    assert store == dict_store
