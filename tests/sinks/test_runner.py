@@ -354,3 +354,31 @@ def test_a_sink_waiting_for_kafka_stops_on_request_and_gives_up_after_its_wait(
                        ) as raised:
         hasty.run()
     assert "unimeter services up" in (raised.value.hint or "")
+
+
+def test_a_sink_whose_topics_appear_after_it_joined_gets_them_and_stores_everything(
+        database: DbHandle, kafka_settings: KafkaSettings) -> None:
+    # The group's assignment is made before the topics exist: the sink holds no partitions
+    # and must rejoin once the broker's metadata has them (a CI run under heavy load showed
+    # "No partition metadata for topic ..." at assignment and a sink that stored nothing).
+    kafka = kafka_settings.model_copy(
+        update={"topic_prefix": f"{kafka_settings.topic_prefix}{uuid.uuid4().hex[:6]}."})
+    runner = make_runner(database.settings, kafka, f"sink-{uuid.uuid4().hex[:6]}")
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    thread.start()
+    specs = tuple(topic_spec(n) for n in (*DEFAULT_TOPICS, "dlq.sink"))
+    report = None
+    try:
+        wait_for(lambda: runner._joined, 60, "the sink to join its group")
+        report = create_topics(kafka, specs)
+        readings = list(fleet(10, T0, 2))
+        produce(kafka, [("readings.validated", m, m.key()) for m in readings])
+        wait_for(lambda: count(database.settings, "data.validated_readings") == len(readings),
+                 60, "the readings of topics created after the sink joined")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        if report is not None:
+            with contextlib.suppress(Exception):
+                delete_topics(kafka, report.created + report.existing)
