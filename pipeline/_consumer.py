@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from typing import Any
 
 import faust
@@ -86,13 +86,12 @@ class InlineWaitFirst(Service):
             return await super().wait_first(*coros, timeout=timeout)
         try:
             yielded = first.send(None)
-        except StopIteration as stop:
+        except BaseException as exc:  # finished (StopIteration) or failed at once
             for other in coros[1:]:
-                _close(other)
-            return WaitResults([first], [stop.value], False)
-        except BaseException:
-            for other in coros[1:]:
-                _close(other)
+                if inspect.iscoroutine(other):
+                    other.close()  # never awaited: no "never awaited" warning
+            if isinstance(exc, StopIteration):
+                return WaitResults([first], [exc.value], False)
             raise
         rest = finish(first, yielded)
         result = await super().wait_first(rest, *coros[1:])
@@ -102,12 +101,6 @@ class InlineWaitFirst(Service):
 
 class InlineConsumer(InlineWaitFirst, faust_aiokafka.Consumer):
     """faust's aiokafka consumer, delivering a record inline when that needs no waiting."""
-
-
-def _close(awaitable: Any) -> None:
-    """Close an awaitable that will never be awaited (no "never awaited" warning)."""
-    if inspect.iscoroutine(awaitable) or isinstance(awaitable, Generator):
-        awaitable.close()
 
 
 class InlineTransport(faust_aiokafka.Transport):

@@ -112,9 +112,9 @@ class VeeRunner:
         return decode_state(stored)
 
     def _remember(self, meter_id: str, stored: bytes, state: MeterState) -> None:
-        decoded = self._decoded
         if self._decoded_limit <= 0:
             return
+        decoded = self._decoded
         if len(decoded) >= self._decoded_limit:
             del decoded[next(iter(decoded))]  # the least recently written
         decoded[meter_id] = (stored, state)
