@@ -84,6 +84,10 @@ class FaultRunSpec:
     gap_s: tuple[float, float] = (8.0, 20.0)  # random wait between faults
     drain_timeout_s: float = 1500.0
     settle_s: float = 20.0           # stored rows unchanged this long = drained
+    #: After the last fault the fleet keeps reporting at least this long — longer than the
+    #: simulator's acknowledgement timeout (10 s), so uploads the last fault left
+    #: unacknowledged are sent again and acknowledged before the fleet stops.
+    tail_s: float = 15.0
     seed: int = 20261127
     partitions: int = 4
 
@@ -359,7 +363,9 @@ def run_faults(config: Config, spec: FaultRunSpec, out_dir: Path, *,
                      f"{record.restored_s}s, raw rows flowing after {record.flowing_s}s, "
                      f"validated after {record.validated_flowing_s}s; "
                      f"{sim_thread.readings_sent:,} readings sent")
-        while sim_thread.readings_sent < spec.readings:
+        faults_done = time.monotonic()
+        while (sim_thread.readings_sent < spec.readings
+               or time.monotonic() - faults_done < spec.tail_s):
             if sim_thread.error is not None:
                 raise sim_thread.error
             time.sleep(1.0)
