@@ -12,12 +12,20 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from ingest.publisher import OutRecord, record_of
-from schemas.messages import Alert, DeviceEvent, RawFrame, Scalar, Severity
+from schemas.messages import (
+    Alert,
+    DeviceEvent,
+    RawFrame,
+    Reading,
+    Scalar,
+    Severity,
+    batches_of,
+)
 from schemas.settings import KafkaSettings
 
 __all__ = ["AlertLimiter", "MessageFactory", "new_session_id"]
@@ -109,6 +117,14 @@ class MessageFactory:
                         severity=severity, code=code, reason=reason, ts=datetime.now(UTC),
                         source=self.fep, attributes=attrs)
         return record_of(self.kafka, "alerts", message, producer=self.fep)
+
+    def readings(self, readings: Sequence[Reading], *, event_time: datetime | None = None
+                 ) -> list[OutRecord]:
+        """The ``readings.raw`` records of one frame's readings: one batch per meter (in the
+        order the frame had them; several when a meter has more than
+        :data:`~schemas.messages.MAX_BATCH_READINGS`)."""
+        return [self.message("readings.raw", batch, event_time=event_time)
+                for batch in batches_of(readings)]
 
     def message(self, topic: str, message: Any, *, event_time: datetime | None = None
                 ) -> OutRecord:

@@ -41,7 +41,7 @@ from ingest.ledger import Admission, LedgerView
 from ingest.stack import LinkStack
 from schemas import codec
 from schemas.errors import UnimeterError
-from schemas.messages import RawFrame, Reading
+from schemas.messages import RawFrame, Reading, batches_of
 from schemas.settings import DatabaseSettings, KafkaSettings
 
 __all__ = [
@@ -396,9 +396,9 @@ async def publish_upload(result: FileImport, kafka: KafkaSettings, *, producer: 
             for frame in result.frames:
                 await client.send(kafka.topic("frames.raw"), codec.encode(frame, producer=producer),
                                   key=frame.key())
-            for reading in result.readings:
+            for batch in batches_of(result.readings):
                 await client.send(kafka.topic("readings.raw"),
-                                  codec.encode(reading, producer=producer), key=reading.key())
+                                  codec.encode(batch, producer=producer), key=batch.key())
     finally:
         await client.stop()
     if record is not None:

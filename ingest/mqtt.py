@@ -230,6 +230,7 @@ class MqttIngest:
         solicited = False
         if inbound.kind in ("reply", "confirm"):
             solicited = runtime.commands.on_reply(link, inbound)
+        readings: list[Reading] = []
         for draft in inbound.readings:
             meter_id = self._admit(link, draft.address or device, inbound.protocol, records)
             if meter_id is None:
@@ -243,13 +244,15 @@ class MqttIngest:
             self._seen[key] = None
             if len(self._seen) > 500_000:
                 self._seen.popitem(last=False)
-            records.append(runtime.messages.message("readings.raw", Reading(
+            readings.append(Reading(
                 meter_id=meter_id, register=draft.register, ts=ts, value=draft.value,
                 unit=draft.unit, received_at=received_at, kind=draft.kind,  # type: ignore[arg-type]
                 interval_s=draft.interval_s, meter_clock=draft.meter_clock,
                 source="poll" if solicited else "mqtt",
                 device_id=device, fep=runtime.instance, protocol=inbound.protocol,
-                status=draft.status, frame_id=frame_id)))
+                status=draft.status, frame_id=frame_id))
+        if readings:
+            records.extend(runtime.messages.readings(readings, event_time=received_at))
         for number, event in enumerate(inbound.events):
             meter_id = link.meters.get(event.address or device)
             if not runtime.event_changed(meter_id or device, event.kind, event.attributes):

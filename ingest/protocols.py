@@ -494,14 +494,13 @@ class ModbusPoll:
             return
         meter_id = decision.meter_id or address
         now = datetime.now(UTC)
-        for draft in report.readings:
-            records.append(runtime.messages.message("readings.raw", Reading(
-                meter_id=meter_id, register=draft.register,
-                ts=runtime.reception.stamp(meter_id, draft.register, now), value=draft.value,
-                unit=draft.unit, received_at=now, kind=draft.kind, source="poll",
-                device_id=link_id, fep=runtime.instance, protocol=self.proto.name,
-                status=(*draft.status, RECEPTION_TIME_TAG), frame_id=frame_id),
-                event_time=now))
+        records.extend(runtime.messages.readings([Reading(
+            meter_id=meter_id, register=draft.register,
+            ts=runtime.reception.stamp(meter_id, draft.register, now), value=draft.value,
+            unit=draft.unit, received_at=now, kind=draft.kind, source="poll",
+            device_id=link_id, fep=runtime.instance, protocol=self.proto.name,
+            status=(*draft.status, RECEPTION_TIME_TAG), frame_id=frame_id)
+            for draft in report.readings], event_time=now))
         for event in report.events:
             if runtime.event_changed(meter_id, event.kind, event.attributes):
                 records.append(runtime.messages.event(

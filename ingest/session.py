@@ -278,6 +278,7 @@ class LinkSession:
             received_at=received_at)]
         source = "poll" if solicited else "tcp"
         admitted: dict[str, str | None] = {}  # one decision per meter and frame
+        readings: list[Reading] = []
         for draft in inbound.readings:
             if draft.address in admitted:
                 meter_id = admitted[draft.address]
@@ -286,14 +287,16 @@ class LinkSession:
                     draft.address, inbound.protocol, records, received_at)
             if meter_id is None:
                 continue
-            records.append(runtime.messages.message("readings.raw", Reading(
+            readings.append(Reading(
                 meter_id=meter_id, register=draft.register,
                 ts=draft.ts or runtime.reception.stamp(meter_id, draft.register, received_at),
                 value=draft.value, unit=draft.unit, received_at=received_at, kind=draft.kind,  # type: ignore[arg-type]
                 interval_s=draft.interval_s, meter_clock=draft.meter_clock, source=source,
                 device_id=self.device_id, fep=runtime.instance, protocol=inbound.protocol,
-                status=draft.status, frame_id=frame_id), event_time=received_at))
-            self.stats.readings += 1
+                status=draft.status, frame_id=frame_id))
+        if readings:
+            records.extend(runtime.messages.readings(readings, event_time=received_at))
+            self.stats.readings += len(readings)
         for number, event in enumerate(inbound.events):
             meter_id = self.meters.get(event.address) if event.address else None
             if event.address and meter_id is None:

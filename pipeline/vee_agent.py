@@ -21,7 +21,14 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from pipeline.app import BatchResult, Incoming, Output, PipelineApp
-from schemas.messages import Alert, LedgerMeter, LedgerVeeGroup, Reading, ReadingEdit
+from schemas.messages import (
+    Alert,
+    LedgerMeter,
+    LedgerVeeGroup,
+    Reading,
+    ReadingBatch,
+    ReadingEdit,
+)
 from vee.engine import VeeEngine
 from vee.errors import RuleConfigError, VeeInputError
 from vee.groups import CompiledGroup, RuleSet, default_rules_path, load_rule_set, parse_group
@@ -130,44 +137,46 @@ class VeeRunner:
                            for a in self._group_alerts)
             self._group_alerts = []
         for item in batch:
-            message = item.message
-            meter_id = message.meter_id
+            first = item.message
+            meter_id = first.meter_id
             if meter_id not in states:
                 states[meter_id] = self._state(meter_id)
             meter = self.meter(meter_id)
-            try:
-                if isinstance(message, ReadingEdit):
-                    self.counters["edits"] += 1
-                    step = engine.apply_edit(message, meter, states[meter_id])
-                else:
-                    assert isinstance(message, Reading)
-                    self.counters["readings"] += 1
-                    step = engine.process(message, meter, states[meter_id])
-            except VeeInputError as exc:
-                outputs.append(app.dead_letter(exc, value=item.raw, key=item.key,
-                                               topic=item.topic, partition=item.partition,
-                                               offset=item.offset))
-                continue
-            states[meter_id] = step.state
-            sources[meter_id] = item
-            if step.dropped == "late":
-                self.counters["late"] += 1
-            elif step.dropped == "duplicate":
-                self.counters["duplicates"] += 1
-            for out in step.outputs:
-                outputs.append(app.output(
-                    "readings.validated", out, event_time=out.validated_at,
-                    message_id=f"{out.meter_id}/{out.register}/{out.ts.isoformat()}/"
-                               f"{out.version}"))
-            for alert in step.alerts:
-                outputs.append(app.output("alerts", alert, message_id=alert.alert_id,
-                                          event_time=alert.ts))
-            for command in step.commands:
-                outputs.append(app.output("commands.requests", command,
-                                          message_id=command.command_id,
-                                          event_time=command.requested_at))
-            self.counters["validated"] += len(step.outputs)
-            self.counters["alerts"] += len(step.alerts)
+            # a meter's readings of one frame come as one record: its readings, in order
+            for message in first.readings if isinstance(first, ReadingBatch) else (first,):
+                try:
+                    if isinstance(message, ReadingEdit):
+                        self.counters["edits"] += 1
+                        step = engine.apply_edit(message, meter, states[meter_id])
+                    else:
+                        assert isinstance(message, Reading)
+                        self.counters["readings"] += 1
+                        step = engine.process(message, meter, states[meter_id])
+                except VeeInputError as exc:
+                    outputs.append(app.dead_letter(exc, value=item.raw, key=item.key,
+                                                   topic=item.topic, partition=item.partition,
+                                                   offset=item.offset))
+                    continue
+                states[meter_id] = step.state
+                sources[meter_id] = item
+                if step.dropped == "late":
+                    self.counters["late"] += 1
+                elif step.dropped == "duplicate":
+                    self.counters["duplicates"] += 1
+                for out in step.outputs:
+                    outputs.append(app.output(
+                        "readings.validated", out, event_time=out.validated_at,
+                        message_id=f"{out.meter_id}/{out.register}/{out.ts.isoformat()}/"
+                                   f"{out.version}"))
+                for alert in step.alerts:
+                    outputs.append(app.output("alerts", alert, message_id=alert.alert_id,
+                                              event_time=alert.ts))
+                for command in step.commands:
+                    outputs.append(app.output("commands.requests", command,
+                                              message_id=command.command_id,
+                                              event_time=command.requested_at))
+                self.counters["validated"] += len(step.outputs)
+                self.counters["alerts"] += len(step.alerts)
 
         def write_states() -> None:
             # the app calls this with an event of this batch's partition as faust's current
@@ -191,6 +200,6 @@ def register(app: PipelineApp) -> None:
     table = app.table("vee_state", help_text="VEE state per meter (vee.model.encode_state)")
     runner = VeeRunner(app, load_base_rules(app), table)
     app.extensions["vee"] = runner
-    app.batch_agent(("readings.raw", "readings.edits"), (Reading, ReadingEdit),
+    app.batch_agent(("readings.raw", "readings.edits"), (ReadingBatch, Reading, ReadingEdit),
                     name="vee")(runner.handle)
 

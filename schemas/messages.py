@@ -13,6 +13,7 @@ and the decoder keeps reading the old one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
@@ -20,6 +21,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 __all__ = [
+    "MAX_BATCH_READINGS",
     "MESSAGE_TYPES",
     "Alert",
     "AwareDatetime",
@@ -42,6 +44,7 @@ __all__ = [
     "Message",
     "RawFrame",
     "Reading",
+    "ReadingBatch",
     "ReadingEdit",
     "Settlement",
     "SyncAccount",
@@ -57,6 +60,8 @@ __all__ = [
     "TariffTier",
     "TopUp",
     "ValidatedReading",
+    "batches_of",
+    "readings_of",
 ]
 
 #: A datetime that must carry a time zone (msgspec rejects naive values when decoding).
@@ -150,6 +155,62 @@ class Reading(Message, frozen=True, kw_only=True):
 
     def key(self) -> bytes:
         return self.meter_id.encode()
+
+
+#: The most readings one ``reading.raw.batch`` carries: a frame with more for one meter
+#: (a long load profile) goes out as several batches. 256 readings are about 90 KB of JSON,
+#: well under Kafka's default 1 MB record limit.
+MAX_BATCH_READINGS = 256
+
+
+class ReadingBatch(Message, frozen=True, kw_only=True):
+    """The readings of one meter decoded from one frame, as one record of ``readings.raw``.
+
+    A frame often carries several readings of a meter — the registers of one upload, a pack
+    of hourly values from an NB-IoT meter, a load profile — and a record per reading costs
+    every hop (producer, broker, each consumer's fetch and dispatch) as much as the reading
+    itself. FEPs therefore publish one batch per meter and frame; consumers take the readings
+    in order (:func:`readings_of`). Each reading is complete on its own (natural key, times,
+    source, frame id), so a consumer never needs the batch to interpret one. Every reading
+    must be of ``meter_id`` (the record's key) and a batch is never empty; a payload that
+    breaks either rule does not decode.
+    """
+
+    SCHEMA: ClassVar[str] = "reading.raw.batch"
+    VERSION: ClassVar[int] = 1
+
+    meter_id: str
+    readings: tuple[Reading, ...]
+
+    def __post_init__(self) -> None:
+        if not self.readings:
+            raise ValueError("a reading batch carries at least one reading")
+        for number, reading in enumerate(self.readings):
+            if reading.meter_id != self.meter_id:
+                raise ValueError(
+                    f"reading {number} is of meter '{reading.meter_id}', not of the batch's "
+                    f"meter '{self.meter_id}'")
+
+    def key(self) -> bytes:
+        return self.meter_id.encode()
+
+
+def batches_of(readings: Iterable[Reading]) -> list[ReadingBatch]:
+    """``readings`` as ``readings.raw`` batches: one per meter, in the order they came, split
+    after :data:`MAX_BATCH_READINGS`."""
+    by_meter: dict[str, list[Reading]] = {}
+    for reading in readings:
+        by_meter.setdefault(reading.meter_id, []).append(reading)
+    return [ReadingBatch(meter_id=meter_id, readings=tuple(group[i:i + MAX_BATCH_READINGS]))
+            for meter_id, group in by_meter.items()
+            for i in range(0, len(group), MAX_BATCH_READINGS)]
+
+
+def readings_of(message: Reading | ReadingBatch) -> tuple[Reading, ...]:
+    """The readings a ``readings.raw`` message carries, in order (one, or a batch's)."""
+    if isinstance(message, ReadingBatch):
+        return message.readings
+    return (message,)
 
 
 class DeviceEvent(Message, frozen=True, kw_only=True):
@@ -974,8 +1035,8 @@ class SyncReject(Message, frozen=True, kw_only=True):
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.SCHEMA: cls
     for cls in (
-        RawFrame, Reading, DeviceEvent, ValidatedReading, Charge, BalanceChange, TopUp,
-        Settlement, BillingControl, Alert, ReadingEdit,
+        RawFrame, Reading, ReadingBatch, DeviceEvent, ValidatedReading, Charge, BalanceChange,
+        TopUp, Settlement, BillingControl, Alert, ReadingEdit,
         CommandRequest, CommandDispatch, CommandResult, DeadLetter,
         LedgerMeter, LedgerAccount, LedgerTariff, LedgerVeeGroup,
         SyncCustomer, SyncAccount, SyncMeter, SyncTariff, SyncCollectionRequirement,

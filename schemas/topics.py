@@ -26,6 +26,7 @@ from schemas.messages import (
     Message,
     RawFrame,
     Reading,
+    ReadingBatch,
     ReadingEdit,
     Settlement,
     SyncAccount,
@@ -77,8 +78,9 @@ DLQ_STAGES: tuple[str, ...] = ("ingest", "pipeline", "billing", "sink", "command
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("frames.raw", "device id", "every frame in and out, with FEP, peer, protocol",
               (RawFrame,), retention_ms=30 * _DAY_MS),
-    TopicSpec("readings.raw", "meter id", "canonical readings as decoded", (Reading,),
-              retention_ms=14 * _DAY_MS),
+    TopicSpec("readings.raw", "meter id",
+              "canonical readings as decoded: one batch per meter and frame (FEPs), or one "
+              "reading", (ReadingBatch, Reading), retention_ms=14 * _DAY_MS),
     TopicSpec("device.events", "device id", "online/offline, login, alarms, status bits",
               (DeviceEvent,)),
     TopicSpec("readings.edits", "meter id",

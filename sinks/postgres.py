@@ -125,7 +125,10 @@ class PostgresSink(BatchingSink):
             cls = store_for(schema)
             if cls is None:
                 return None
-            store = self._stores[schema] = cls(self.context)
+            # one instance per class: a store serving several types writes their rows with
+            # one COPY and stages them once a transaction, as its appender expects
+            store = next((s for s in self._stores.values() if type(s) is cls), None)
+            store = self._stores[schema] = store or cls(self.context)
         return store
 
     # ------------------------------------------------------------------ write

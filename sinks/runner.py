@@ -287,8 +287,8 @@ class SinkRunner:
             name = topic.removeprefix(self.kafka.topic_prefix)
             with contextlib.suppress(KeyError):
                 types = topic_spec(name).payloads
-            decoder = (codec.decoder_for(types[0]) if len(types) == 1
-                       else _generic_decode)
+            # one pass for the topic's first (main) type; other types take two
+            decoder = codec.decoder_for(types[0]) if types else _generic_decode
             self._decoders[topic] = decoder
         return decoder
 

@@ -40,8 +40,10 @@ from schemas.messages import (
     Message,
     RawFrame,
     Reading,
+    ReadingBatch,
     Settlement,
     TopUp,
+    readings_of,
 )
 from sinks.base import WriteResult
 from sinks.tables import Column, TableAppender, TableSpec
@@ -79,15 +81,19 @@ class Store:
     """Base of every store; subclasses set ``message_type`` to register themselves."""
 
     message_type: ClassVar[type[Message] | None] = None
+    #: other message types whose rows go to the same tables (one instance serves them all,
+    #: so a batch's rows of both kinds are written together)
+    also_types: ClassVar[tuple[type[Message], ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.message_type is not None:
-            schema = cls.message_type.SCHEMA
-            if schema in STORES and STORES[schema] is not cls:
-                raise TypeError(f"two stores for '{schema}': {STORES[schema].__name__} and "
-                                f"{cls.__name__}")
-            STORES[schema] = cls
+            for message_type in (cls.message_type, *cls.also_types):
+                schema = message_type.SCHEMA
+                if schema in STORES and STORES[schema] is not cls:
+                    raise TypeError(f"two stores for '{schema}': {STORES[schema].__name__} "
+                                    f"and {cls.__name__}")
+                STORES[schema] = cls
 
     def __init__(self, context: StoreContext) -> None:
         self.context = context
@@ -184,13 +190,25 @@ RAW_READINGS = TableSpec(
 
 
 class RawReadingStore(AppendStore):
+    """Raw readings, one at a time or a meter's batch from one frame (``readings_of``)."""
+
     message_type = Reading
+    also_types = (ReadingBatch,)
     spec = RAW_READINGS
 
     def row(self, m: Reading) -> Row:
         return (m.meter_id, m.register, m.ts, m.value, m.unit, m.kind, m.interval_s,
                 m.meter_clock, m.received_at, m.source, m.device_id, m.fep, m.protocol,
                 list(m.status), m.frame_id)
+
+    def prepare(self, message: Message) -> list[Row]:  # type: ignore[override]
+        assert isinstance(message, Reading | ReadingBatch)
+        return [self.row(m) for m in readings_of(message)]
+
+    def write(self, conn: psycopg.Connection, prepared: Sequence[Any],
+              source_topic: str, *, fast: bool = True) -> WriteResult:
+        rows = [row for rows in prepared for row in rows]
+        return super().write(conn, rows, source_topic, fast=fast)
 
 
 # --------------------------------------------------------------------------- events, frames

@@ -19,10 +19,18 @@ from urllib.parse import urlsplit
 import pytest
 
 from ingest.ledger import LedgerView
-from schemas.messages import CommandDispatch, CommandResult, DeadLetter, LedgerMeter, Reading
+from schemas import codec
+from schemas.messages import (
+    CommandDispatch,
+    CommandResult,
+    DeadLetter,
+    LedgerMeter,
+    Reading,
+    readings_of,
+)
 from schemas.settings import KafkaSettings, MqttSettings
 from tests.ingest._fep import nbiot_point, running_fep
-from tests.ingest._kafka import consume_messages
+from tests.ingest._kafka import consume, consume_messages
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 4, 1, 2, 0, tzinfo=UTC)
@@ -121,6 +129,15 @@ async def test_json_uplinks_and_commands_over_mqtt(
     for r in readings:
         assert (r.meter_id, r.ts, r.source) == ("NBJ-1", T0, "mqtt")
         assert "battery_low" in r.status
+    # the meter's two readings of the uplink went as one record: one batch, keyed by meter
+    records = [r for r in await consume(kafka_settings.bootstrap,
+                                        [kafka_settings.topic("readings.raw")],
+                                        until=lambda rs: False, wait_s=1.0)
+               if fep.instance.encode() in r.value]
+    assert [(r.key, codec.decode(r.value)[0].schema) for r in records] == [
+        (b"NBJ-1", "reading.raw.batch")]
+    batched = readings_of(codec.decode(records[0].value)[1])  # type: ignore[arg-type]
+    assert sorted(batched, key=lambda r: r.register) == sorted(readings, key=lambda r: r.register)
 
     results: list[CommandResult] = []
     ids = {d.command_id: name for name, d in commands.items()}

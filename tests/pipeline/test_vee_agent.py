@@ -18,6 +18,7 @@ from schemas.messages import (
     LedgerMeter,
     LedgerVeeGroup,
     Reading,
+    ReadingBatch,
     ReadingEdit,
     ValidatedReading,
 )
@@ -118,6 +119,46 @@ async def test_a_replay_after_a_crash_produces_identical_messages(tmp_path: Path
     sent_two = [(o.topic, o.key, o.value) for o in two.sender.sent]  # type: ignore[attr-defined]
     assert sent_one == sent_two
     assert any(t == "readings.validated" for t, _, _ in sent_one)
+
+
+async def test_a_batch_gives_exactly_what_its_readings_give_one_by_one(tmp_path: Path) -> None:
+    """FEPs publish a meter's readings of one frame as one ``reading.raw.batch`` record: the
+    agent takes them in order, as if they had come one record each (the same outputs, byte
+    for byte, and the same stored state)."""
+    hours = [(0, "100"), (1, "101"), (2, "102"), (4, "104"), (3, "103"), (5, "104.5")]
+    singles = [(b"GM-1", _reading(h, v)) for h, v in hours]
+    readings = [codec.decode(v, Reading)[1] for _, v in singles]
+    batches = [(b"GM-1", codec.encode(ReadingBatch(meter_id="GM-1", readings=tuple(part)),
+                                      producer="test"))
+               for part in (readings[:4], readings[4:])]
+    one_store: dict[bytes, bytes] = {}
+    two_store: dict[bytes, bytes] = {}
+    one, two = _app(tmp_path / "a", one_store), _app(tmp_path / "b", two_store)
+    await _feed(one, singles)
+    await _feed(two, batches)
+    sent_one = [(o.topic, o.key, o.value) for o in one.sender.sent]  # type: ignore[attr-defined]
+    sent_two = [(o.topic, o.key, o.value) for o in two.sender.sent]  # type: ignore[attr-defined]
+    assert sum(t == "readings.validated" for t, _, _ in sent_two) >= len(hours)
+    assert sent_two == sent_one
+    assert two_store == one_store
+    assert two.extensions["vee"].counters["readings"] == len(hours)
+
+
+async def test_a_batch_of_another_meters_readings_is_dead_lettered(tmp_path: Path) -> None:
+    """A batch whose readings are not all of its meter (its key) is refused whole, with the
+    reason, and nothing of it is validated."""
+    app = _app(tmp_path)
+    good = codec.decode(_reading(0, "100"), Reading)[1]
+    value = codec.encode(ReadingBatch(meter_id="GM-1", readings=(good,)), producer="t")
+    value = value.replace(b'"meter_id":"GM-1","register"', b'"meter_id":"GM-2","register"', 1)
+    assert b'"meter_id":"GM-2"' in value
+    await _feed(app, [(b"GM-1", value)])
+    dead = [codec.decode(o.value, DeadLetter)[1]
+            for o in app.sender.on("dlq.pipeline")]  # type: ignore[attr-defined]
+    assert len(dead) == 1
+    assert "not of the batch's meter 'GM-1'" in dead[0].reason["reason"]  # type: ignore[attr-defined]
+    assert dead[0].value == value  # type: ignore[attr-defined]
+    assert _validated(app) == []
 
 
 async def test_ledger_vee_groups_replace_file_groups_and_bad_ones_raise_an_alert(

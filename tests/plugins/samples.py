@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from schemas.messages import (
@@ -29,6 +30,7 @@ from schemas.messages import (
     Message,
     RawFrame,
     Reading,
+    ReadingBatch,
     ReadingEdit,
     Settlement,
     SyncAccount,
@@ -61,6 +63,9 @@ def sample_messages() -> dict[str, Message]:
                  peer="10.0.0.5:40001", protocol="cjt188-2004", direction="in",
                  received_at=T0, data=bytes.fromhex("68104433221100337881")),
         reading,
+        ReadingBatch(meter_id="GAS-000001", readings=(
+            reading, msgspec.structs.replace(reading, register="volume_settlement",
+                                             value=Decimal("12300.000")))),
         DeviceEvent(event_id="ev-1", device_id="DTU-7", kind="online", ts=T0, fep="fep-1",
                     attributes={"peer": "10.0.0.5:40001", "signal": -71}),
         ValidatedReading(

@@ -17,6 +17,7 @@ from schemas.messages import (
     ChargeSegment,
     Message,
     Reading,
+    ReadingBatch,
     Settlement,
 )
 from sinks.postgres import PostgresSink
@@ -157,6 +158,32 @@ def test_raw_reading_with_another_value_is_kept_apart(database: DbHandle) -> Non
             (Decimal("100.000"),)]
         assert conn.execute("SELECT value, stored_value FROM data.raw_reading_conflicts"
                             ).fetchall() == [(Decimal("100.500"), Decimal("100.000"))]
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "staging-only"])
+def test_reading_batches_and_single_readings_are_stored_together(database: DbHandle,
+                                                                 fast_path: bool) -> None:
+    """FEPs send a meter's readings of one frame as one batch record; older producers send
+    single readings. Both kinds in one write: every reading stored once, the one already
+    there absorbed and counted once."""
+    readings = [Reading(meter_id=f"GAS-{m:06d}", register="volume", ts=T0 + HOUR * h,
+                        value=Decimal(100 + h), unit="m3", received_at=T0 + HOUR * h)
+                for m in (1, 2) for h in range(3)]
+    sink = make_sink(database, fast_path=fast_path)
+    sink.write(batch([readings[0]], topic="test.readings.raw"))
+    result = sink.write(batch([ReadingBatch(meter_id="GAS-000001", readings=tuple(readings[:3])),
+                               readings[3],
+                               ReadingBatch(meter_id="GAS-000002", readings=tuple(readings[4:]))],
+                              topic="test.readings.raw", first_offset=1))
+    sink.close()
+    assert not result.rejected
+    assert result.rows["data.raw_readings"] == 5
+    assert result.absorbed == 1
+    assert result.corrections == 0
+    with database.admin() as conn:
+        stored = conn.execute("SELECT meter_id, ts, value FROM data.raw_readings "
+                              "ORDER BY meter_id, ts").fetchall()
+    assert stored == [(r.meter_id, r.ts, r.value) for r in readings]
 
 
 def test_same_version_with_another_value_is_a_flagged_correction(backend_database: DbHandle
