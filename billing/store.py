@@ -8,6 +8,14 @@ decoded once per batch), writes stay in memory until :meth:`BufferedStore.flush`
 agent calls only after the broker acknowledged the batch's outputs. A crash in between
 replays the batch against unchanged tables and produces the same messages again, which the
 downstream writers absorb by their natural keys.
+
+A :class:`DecodedCache` lets the agent keep decoded account states between batches instead of
+decoding an account's bytes again in each batch that touches it. An entry is the bytes this
+worker wrote and the struct they encode; it is used only while the table still holds exactly
+those bytes (a rebalance's restore or another writer shows as other bytes, decoded afresh).
+The engine changes states in place, so a batch *takes* an entry out when it reads it and only
+the flush — the batch's acknowledged write — puts what it wrote back: a batch that fails or is
+never written leaves nothing half-changed behind.
 """
 
 from __future__ import annotations
@@ -26,32 +34,83 @@ from billing.state import (
     encode_state,
 )
 
-__all__ = ["BufferedMapping", "BufferedStore", "EncodedMapping"]
+__all__ = ["BufferedMapping", "BufferedStore", "DecodedCache", "EncodedMapping"]
 
 S = TypeVar("S", bound=msgspec.Struct)
 
 
-class EncodedMapping(MutableMapping[str, S], Generic[S]):
-    """``str → struct`` over a ``bytes → bytes`` mapping such as a faust table."""
+class DecodedCache(Generic[S]):
+    """Decoded structs kept between batches, each with the bytes it was written as (see the
+    module doc); at most ``limit`` keys (0: none), the least recently written leaves first."""
 
-    def __init__(self, raw: MutableMapping[Any, Any], cls: type[S]) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: key -> (the bytes this worker wrote, the struct they encode), oldest write first
+        self._held: dict[str, tuple[bytes, S]] = {}
+        #: structs decoded from bytes, and structs taken from the cache instead
+        self.decoded = 0
+        self.reused = 0
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def take(self, key: str, stored: bytes, cls: type[S]) -> S:
+        """The struct ``stored`` encodes: the one held for ``key`` if it was written as
+        exactly these bytes, else decoded. Either way the entry leaves the cache."""
+        held = self._held.pop(key, None)
+        if held is not None and held[0] == stored:
+            self.reused += 1
+            return held[1]
+        self.decoded += 1
+        return decode_state(stored, cls)
+
+    def put(self, key: str, stored: bytes, value: S) -> None:
+        """Remember ``value`` as written as ``stored`` (call only once the write happened)."""
+        if self.limit <= 0:
+            return
+        held = self._held
+        if held.pop(key, None) is None and len(held) >= self.limit:
+            del held[next(iter(held))]  # the least recently written
+        held[key] = (stored, value)
+
+    def forget(self, key: str) -> None:
+        self._held.pop(key, None)
+
+
+class EncodedMapping(MutableMapping[str, S], Generic[S]):
+    """``str → struct`` over a ``bytes → bytes`` mapping such as a faust table, optionally
+    reusing the structs it wrote (``cache``, see :class:`DecodedCache`)."""
+
+    def __init__(self, raw: MutableMapping[Any, Any], cls: type[S],
+                 cache: DecodedCache[S] | None = None) -> None:
         self.raw = raw
         self.cls = cls
+        self.cache = cache
+
+    def _decode(self, key: str, data: bytes) -> S:
+        if self.cache is None:
+            return decode_state(data, self.cls)
+        return self.cache.take(key, data, self.cls)
 
     def get(self, key: str, default: Any = None) -> Any:
         data = self.raw.get(key.encode())
-        return default if data is None else decode_state(data, self.cls)
+        return default if data is None else self._decode(key, data)
 
     def __getitem__(self, key: str) -> S:
         data = self.raw.get(key.encode())
         if data is None:
             raise KeyError(key)
-        return decode_state(data, self.cls)
+        return self._decode(key, data)
 
     def __setitem__(self, key: str, value: S) -> None:
-        self.raw[key.encode()] = encode_state(value)
+        data = encode_state(value)
+        self.raw[key.encode()] = data
+        if self.cache is not None:
+            self.cache.put(key, data, value)
 
     def __delitem__(self, key: str) -> None:
+        if self.cache is not None:
+            self.cache.forget(key)
         del self.raw[key.encode()]
 
     def __contains__(self, key: object) -> bool:
@@ -143,10 +202,13 @@ class BufferedStore:
 
     @classmethod
     def over_tables(cls, accounts: MutableMapping[Any, Any], readings: MutableMapping[Any, Any],
-                    top_ups: MutableMapping[Any, Any],
-                    periods: MutableMapping[Any, Any]) -> BufferedStore:
-        """Buffered over four bytes-to-bytes tables (faust tables in the agent)."""
-        return cls(EncodedMapping(accounts, AccountState), EncodedMapping(readings, ReadingRecord),
+                    top_ups: MutableMapping[Any, Any], periods: MutableMapping[Any, Any], *,
+                    account_cache: DecodedCache[AccountState] | None = None) -> BufferedStore:
+        """Buffered over four bytes-to-bytes tables (faust tables in the agent); with
+        ``account_cache``, the account states the flushes wrote are reused while the table
+        still holds what they wrote (see the module doc)."""
+        return cls(EncodedMapping(accounts, AccountState, account_cache),
+                   EncodedMapping(readings, ReadingRecord),
                    EncodedMapping(top_ups, TopUpRecord), EncodedMapping(periods, PeriodAccumulator))
 
     def _parts(self) -> tuple[BufferedMapping[Any], ...]:

@@ -23,6 +23,9 @@ State lives in four faust tables (accounts, charged readings, applied top-ups an
 settled periods), co-partitioned with ``billing.inbox``. A batch is processed against a
 write buffer over them (:class:`billing.store.BufferedStore`); the app sends the outputs,
 waits for the broker's acknowledgement, and only then the buffer is flushed into the tables.
+Decoded account states are kept between batches (``pipeline.billing_state_cache``) while the
+accounts table still holds exactly the bytes this worker wrote; a batch takes the entries it
+reads out and only its flush puts them back (:class:`billing.store.DecodedCache`).
 Outputs carry deterministic ids (charge, entry, settlement revision, alert and command ids)
 and the input's own time, so a replayed batch produces the same messages.
 """
@@ -38,7 +41,7 @@ from billing.engine import BillingEngine
 from billing.errors import BillingError, TariffError
 from billing.settings import BillingSettings
 from billing.state import AccountState, Outcome, decode_state
-from billing.store import BufferedStore
+from billing.store import BufferedStore, DecodedCache
 from billing.tariffs import TariffBook
 from pipeline.app import BatchResult, Incoming, Output, PipelineApp
 from pipeline.ledger import LedgerView
@@ -139,6 +142,9 @@ class BillingWiring:
             app.table("billing_periods", help_text="settled days, months and years"),
         )
         self.grace = timedelta(minutes=self.settings.settle_grace_minutes)
+        #: decoded account states between batches (see the module doc)
+        self.account_cache: DecodedCache[AccountState] = DecodedCache(
+            app.settings.billing_state_cache)
 
     def meter_has_valve(self, meter_id: str) -> bool:
         meter = self.app.ledger.meter(meter_id)
@@ -185,7 +191,7 @@ class BillingWiring:
 
     def bill(self, batch: list[Incoming[Message]]) -> BatchResult:
         """Apply a batch of inbox messages; state is written after the outputs are sent."""
-        store = BufferedStore.over_tables(*self.tables)
+        store = BufferedStore.over_tables(*self.tables, account_cache=self.account_cache)
         engine = BillingEngine(tariffs=self.book, accounts=self.accounts, store=store,
                                settings=self.settings, meter_has_valve=self.meter_has_valve)
         tariff_errors = self._sync_tariffs(batch)

@@ -81,6 +81,14 @@ class PipelineSettings(ComponentSettings):
                     "the same meters come back soon (a backlog after an outage, packs, small "
                     "fleets); costs up to ~8 KB per hourly meter (a whole day in the window), "
                     "well under 1 KB per daily one. 0: decode from the store every batch.")
+    billing_state_cache: int = Field(
+        default=10_000, ge=0,
+        description="Accounts whose decoded billing state a worker keeps between batches, "
+                    "used only while the stored state is still the one the worker wrote. Pays "
+                    "off when the same accounts come back before 10,000 others did (small "
+                    "fleets, a backlog, accounts read more often than the worker's batches "
+                    "hold them); costs ~9 KB per account (its open day, month and year: ~90 MB "
+                    "when full). 0: decode from the store every batch.")
     web_port: int = Field(default=0, ge=0, le=65535,
                           description="faust's web server (metrics, tables) port; 0 = off.")
     heartbeat_file: Path | None = Field(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from billing.engine import BillingEngine
-from billing.state import AccountState
-from billing.store import BufferedStore, EncodedMapping
+from billing.state import AccountState, encode_state
+from billing.store import BufferedStore, DecodedCache, EncodedMapping
 from tests.billing.helpers import D, account, book, daily
 
 NOW = datetime(2020, 6, 10, tzinfo=UTC)
@@ -57,3 +57,38 @@ def test_discarded_batch_leaves_the_tables_as_they_were() -> None:
     store.discard()
     store.flush()
     assert all(not t for t in tables)
+
+
+def test_decoded_cache_hands_out_what_was_written_once_and_evicts_the_oldest_write() -> None:
+    cache: DecodedCache[AccountState] = DecodedCache(2)
+    states = {k: AccountState(account_id=k, balance=D("1.50")) for k in "ABC"}
+    stored = {k: encode_state(v) for k, v in states.items()}
+    cache.put("A", stored["A"], states["A"])
+    cache.put("B", stored["B"], states["B"])
+    cache.put("A", stored["A"], states["A"])  # written again: now the latest write
+    cache.put("C", stored["C"], states["C"])  # full: B, the least recently written, leaves
+    assert cache.take("B", stored["B"], AccountState) is not states["B"]
+    assert cache.take("A", stored["A"], AccountState) is states["A"]
+    assert cache.take("A", stored["A"], AccountState) is not states["A"]  # taken out
+    other = encode_state(AccountState(account_id="C", balance=D("9")))
+    assert cache.take("C", other, AccountState).balance == D("9")  # other bytes: decoded
+    assert (cache.reused, cache.decoded, len(cache)) == (1, 3, 0)
+    off: DecodedCache[AccountState] = DecodedCache(0)
+    off.put("A", stored["A"], states["A"])
+    assert len(off) == 0
+
+
+def test_encoded_mapping_with_a_cache_reuses_only_what_it_wrote() -> None:
+    raw: dict[bytes, bytes] = {}
+    cache: DecodedCache[AccountState] = DecodedCache(10)
+    table = EncodedMapping(raw, AccountState, cache)
+    state = AccountState(account_id="A", balance=D("1.50"))
+    table["A"] = state
+    assert table["A"] is state
+    assert table["A"] is not state  # the first read took it out; nothing put it back
+    table["A"] = state
+    raw[b"A"] = encode_state(AccountState(account_id="A", balance=D("2")))  # changed under it
+    assert table["A"].balance == D("2")
+    table["A"] = state
+    del table["A"]
+    assert len(cache) == 0
