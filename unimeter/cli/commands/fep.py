@@ -57,11 +57,13 @@ def command(service_points: tuple[str, ...], instance: str | None, registry: str
                        f"admission={point.admission:<7} served by {served}")
         return
     from ingest.fep import FepRuntime
+    from unimeter.process import tune_garbage_collector
 
     runtime = FepRuntime(settings, config.kafka, database=config.database, mqtt=config.mqtt,
                          service_points=service_points, timezone=config.utility.timezone)
     click.echo(f"FEP {settings.instance}: service points {', '.join(runtime.points)}; "
                f"Kafka {config.kafka.bootstrap}; spool {settings.instance_spool_dir()}")
+    tune_garbage_collector()
     asyncio.run(_serve(runtime, status_every, heartbeat_file))
 
 

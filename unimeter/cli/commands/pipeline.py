@@ -55,6 +55,7 @@ def command(agents: tuple[str, ...], workers: int | None, store: str | None,
     """Run the faust worker(s): readings.raw -> VEE -> readings.validated, and the other
     agents, with the ledger tables fed from the ledger.* topics."""
     from pipeline.app import create_app, discover_agents
+    from unimeter.process import tune_garbage_collector
 
     if list_agents:
         for name in discover_agents():
@@ -83,6 +84,7 @@ def command(agents: tuple[str, ...], workers: int | None, store: str | None,
     # faust (several per produced message) then builds a LogRecord that the handler drops
     # — 7 % of the worker's CPU in the VEE agent benchmark. No spinner, no such records.
     worker.spinner = None
+    tune_garbage_collector()
     worker.execute_from_commandline()
 
 
