@@ -160,10 +160,14 @@ class MqttIngest:
                     log.info("MQTT service point %s subscribed to %s", self.name, topic)
                     reader: asyncio.Task[Any] = asyncio.create_task(self._read(client))
                     waiter: asyncio.Task[Any] = asyncio.create_task(self._reconnect.wait())
-                    done, _ = await asyncio.wait({reader, waiter},
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    for task in (reader, waiter):
-                        task.cancel()
+                    try:
+                        done, _ = await asyncio.wait({reader, waiter},
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        # also when this task is cancelled (the FEP stops): the reader must
+                        # end before the client disconnects, or it fails unobserved
+                        for task in (reader, waiter):
+                            task.cancel()
                     for task in done:
                         if not task.cancelled() and task.exception() is not None:
                             raise task.exception()  # type: ignore[misc]

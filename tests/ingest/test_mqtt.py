@@ -68,3 +68,21 @@ async def test_uplinks_acknowledged_once_durable_and_duplicates_absorbed(
             if isinstance(m, DeadLetter) and m.value == b"\x68\x00garbage"]
     assert dead
     assert dead[0].reason["topic"].endswith("/meters/NB-1/up")
+
+
+async def test_stopping_leaves_no_task_with_an_unretrieved_error(
+        kafka_settings: KafkaSettings, mqtt_settings: MqttSettings, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Stopping the FEP stops the MQTT reader before its client disconnects: no task is
+    left to fail with "Disconnected during message iteration" that nobody awaits (logged
+    as "Task exception was never retrieved" at every stop)."""
+    import gc
+
+    async with running_fep(kafka_settings, tmp_path, {"nbiot": nbiot_point()},
+                           ledger=LedgerView(), mqtt=mqtt_settings) as fep:
+        async with asyncio.timeout(15):
+            await fep.servers["nbiot"].connected.wait()
+    await asyncio.sleep(0.5)
+    gc.collect()
+    await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text
