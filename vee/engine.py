@@ -249,7 +249,7 @@ class VeeEngine:
         if reading.interval_s and ch.kind == "interval" and reading.interval_s != ch.interval_s:
             ch.interval_s = reading.interval_s  # flagged once by interval_unit, then followed
         if not (forced is None and first == j and j == len(points) - 1 and j > 0
-                and not point.events and group is groups.validation
+                and group is groups.validation
                 and self._append(ctx, groups, point, received, meter, dims,
                                  reading.frame_id, result)):
             self._revalidate(ctx, groups, first, received, meter, dims, result,
@@ -289,9 +289,13 @@ class VeeEngine:
     def _append(self, ctx: PointContext, groups: GroupSet, point: Point, trigger: int,
                 meter: MeterInfo, dims: Dimensions, frame_id: str | None,
                 result: StepResult) -> bool:
-        """The common case, fast: an in-order value after a valid one, without status flags,
-        that passes. Returns False (having changed nothing older) when the general passes
-        are needed: a rejected value, a decrease, or a day rule that changes another value."""
+        """The common case, fast: an in-order value after a valid one that passes. Returns
+        False (having changed nothing older) when the general passes are needed: a rejected
+        value, a decrease, or a day rule that changes another value.
+
+        Event flags (status tags, input rules' flags such as ``clock_back``) are the value's
+        own: they set its starting rank as pass A does, and select the rules that need
+        them; one that rejects the value leaves it to the general passes."""
         ch = ctx.channel
         kind = ch.kind
         if kind not in _CONSUMING:
@@ -320,11 +324,20 @@ class VeeEngine:
         ctx.consumption = consumption
         ctx.elapsed = elapsed
         ctx.rollover = False
-        ctx.pending_rank = 0
-        rank = 0
-        fired: list[str] = []
         group = groups.validation
-        for rule in group.append_rules[kind]:
+        rank = 0
+        events = point.events
+        if events:
+            flag_ranks = group.flag_ranks
+            for flag in events:
+                r = flag_ranks.get(flag)
+                if r is not None and r > rank:
+                    rank = r
+            if rank == 2:
+                return False
+        ctx.pending_rank = rank
+        fired: list[str] = []
+        for rule in group.append_rules[bool(events), kind]:
             outcome = rule.check(ctx)
             if outcome:
                 if rule.rank == 2:
@@ -354,7 +367,7 @@ class VeeEngine:
                     return False
         point.version = 1
         result.outputs.append(self._output(point, ch, meter, dims, trigger, frame_id))
-        if fired and self.raise_alerts:
+        if (fired or events) and self.raise_alerts:
             self._alerts_for(point, (), ch, meter, groups, trigger, result)
         self._evict(ch, holds_days)
         return True

@@ -113,11 +113,11 @@ class CompiledGroup:
                         and (events or not r.needs_events)
                         and (consumption or not r.needs_consumption))
         object.__setattr__(self, "point_subsets", subsets)
-        # what the fast path runs on an in-order value without events, per channel kind
+        # what the fast path runs on an in-order value, per (has events, channel kind)
         object.__setattr__(self, "append_rules", {
-            kind: tuple(r for r in subsets[False, False, True]
-                        if kind in r.kinds and kind not in r.quiet_in_order)
-            for kind in ("cumulative", "interval")})
+            (events, kind): tuple(r for r in subsets[False, events, True]
+                                  if kind in r.kinds and kind not in r.quiet_in_order)
+            for events in (False, True) for kind in ("cumulative", "interval")})
         missing = next((r for r in self.rules if r.id == "missing"), None)
         object.__setattr__(self, "gap_tolerance_pct", None if missing is None
                            else getattr(missing.params, "tolerance_pct", 0))
@@ -143,8 +143,8 @@ class CompiledGroup:
     by_id: dict[str, ValidationRule] = field(init=False, default_factory=dict)
     point_subsets: dict[tuple[bool, bool, bool], tuple[ValidationRule, ...]] = field(
         init=False, default_factory=dict)
-    append_rules: dict[str, tuple[ValidationRule, ...]] = field(init=False,
-                                                                 default_factory=dict)
+    append_rules: dict[tuple[bool, str], tuple[ValidationRule, ...]] = field(
+        init=False, default_factory=dict)
     #: The missing rule's tolerance on the interval (None: no missing rule, no markers).
     gap_tolerance_pct: float | None = field(init=False, default=None)
     input_plain: tuple[ValidationRule, ...] = field(init=False, default=())
