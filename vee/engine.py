@@ -30,6 +30,7 @@ re-validated in the stream: the engine raises a ``vee.late_beyond_window`` alert
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -325,16 +326,10 @@ class VeeEngine:
         ctx.elapsed = elapsed
         ctx.rollover = False
         group = groups.validation
-        rank = 0
         events = point.events
-        if events:
-            flag_ranks = group.flag_ranks
-            for flag in events:
-                r = flag_ranks.get(flag)
-                if r is not None and r > rank:
-                    rank = r
-            if rank == 2:
-                return False
+        rank = _events_rank(events, group.flag_ranks) if events else 0
+        if rank == 2:
+            return False
         ctx.pending_rank = rank
         fired: list[str] = []
         for rule in group.append_rules[bool(events), kind]:
@@ -638,14 +633,8 @@ class VeeEngine:
                 ctx.consumption, ctx.elapsed = base, interval
             else:
                 ctx.consumption, ctx.elapsed = None, 0
-            rank = 0
             events = p.events
-            if events:
-                flag_ranks = group.flag_ranks
-                for flag in events:
-                    r = flag_ranks.get(flag)
-                    if r is not None and r > rank:
-                        rank = r
+            rank = _events_rank(events, group.flag_ranks) if events else 0
             ctx.pending_rank = rank
             fired: list[str] = []
             marker = p.raw is None and not edited
@@ -1276,6 +1265,16 @@ def _holds_days(group: CompiledGroup, ch: Channel) -> bool:
     if not scopes or ch.kind not in _CONSUMING:
         return False
     return "day" in scopes or ("auto" in scopes and ch.interval_s < 6 * 3600)
+
+
+def _events_rank(events: tuple[str, ...], flag_ranks: Mapping[str, int]) -> int:
+    """The worst action rank among a value's event flags (0 when none has one)."""
+    rank = 0
+    for flag in events:
+        r = flag_ranks.get(flag)
+        if r is not None and r > rank:
+            rank = r
+    return rank
 
 
 def _region_start(points: list[Point], start: int) -> int:
