@@ -93,6 +93,10 @@ class CommandRouter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._consumer: Any = None
         self._loops: list[asyncio.Task[None]] = []
+        #: Set once the dispatch consumer holds its partitions and knows where it reads
+        #: from: a command dispatched after that reaches this FEP even with the "latest"
+        #: reset of a new consumer group (one dispatched before it may be skipped).
+        self.intake_ready = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -129,6 +133,19 @@ class CommandRouter:
 
     async def _consume(self) -> None:
         consumer = self._consumer
+        while not self.intake_ready.is_set():
+            try:
+                if not consumer.assignment():  # the group join completes in the background
+                    await asyncio.sleep(0.05)
+                    continue
+                for tp in consumer.assignment():
+                    await consumer.position(tp)  # resolve the reset now, not at first fetch
+                self.intake_ready.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the broker away at start: the join retries itself
+                log.warning("command intake not ready: %r; retrying", exc)
+                await asyncio.sleep(1.0)
         while True:
             try:
                 batch = await consumer.getmany(timeout_ms=500, max_records=500)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -70,6 +71,11 @@ async def running_fep(kafka: KafkaSettings, tmp_path: Path, points: dict[str, An
                          follow_ledger=False, consume_commands=consume_commands)
     await runtime.start()
     try:
+        if consume_commands:
+            # commands dispatched before the intake's consumer holds its partitions would be
+            # skipped by its "latest" reset: wait for it (a race CI met under load)
+            async with asyncio.timeout(60):
+                await runtime.commands.intake_ready.wait()
         yield runtime
     finally:
         await runtime.stop()

@@ -158,3 +158,24 @@ def simulator_for_probe(spec: Any) -> Any:
     from simulator.runner import Simulator, SimulatorSettings
 
     return Simulator(SimulatorSettings(), spec=spec, log_path=None)
+
+
+async def test_a_command_dispatched_once_the_intake_is_ready_is_taken_in(
+        kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    """A new FEP's dispatch consumer reads from "latest": until it holds its partitions
+    and has resolved that offset, a dispatched command could be skipped (a CI failure:
+    the NB-IoT wake-up test's command never arrived). ``intake_ready`` says when it is
+    safe; a command dispatched right then is taken in."""
+    async with running_fep(kafka_settings, tmp_path, {"dtu": dtu_point()},
+                           consume_commands=True) as fep:
+        assert fep.commands.intake_ready.is_set()
+        assert fep.commands._consumer.assignment()
+        command = CommandDispatch(command_id=uuid.uuid4().hex, device_id="NOWHERE-1",
+                                  command="valve_close", protocol="cjt188-2004",
+                                  address="00000000000001", dispatched_at=datetime.now(UTC))
+        await _dispatch(kafka_settings, command)
+        for _ in range(600):
+            if fep.commands.stats.dispatches:
+                break
+            await asyncio.sleep(0.05)
+        assert fep.commands.stats.dispatches == 1
