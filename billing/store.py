@@ -20,7 +20,7 @@ never written leaves nothing half-changed behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -41,7 +41,8 @@ S = TypeVar("S", bound=msgspec.Struct)
 
 class DecodedCache(Generic[S]):
     """Decoded structs kept between batches, each with the bytes it was written as (see the
-    module doc); at most ``limit`` keys (0: none), the least recently written leaves first."""
+    module doc); at most ``limit`` keys (0: none), the least recently written leaves first.
+    The billing agent keeps account states in one, the VEE agent meter states."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -54,15 +55,15 @@ class DecodedCache(Generic[S]):
     def __len__(self) -> int:
         return len(self._held)
 
-    def take(self, key: str, stored: bytes, cls: type[S]) -> S:
+    def take(self, key: str, stored: bytes, decode: Callable[[bytes], S]) -> S:
         """The struct ``stored`` encodes: the one held for ``key`` if it was written as
-        exactly these bytes, else decoded. Either way the entry leaves the cache."""
+        exactly these bytes, else ``decode(stored)``. Either way the entry leaves the cache."""
         held = self._held.pop(key, None)
         if held is not None and held[0] == stored:
             self.reused += 1
             return held[1]
         self.decoded += 1
-        return decode_state(stored, cls)
+        return decode(stored)
 
     def put(self, key: str, stored: bytes, value: S) -> None:
         """Remember ``value`` as written as ``stored`` (call only once the write happened)."""
@@ -90,7 +91,10 @@ class EncodedMapping(MutableMapping[str, S], Generic[S]):
     def _decode(self, key: str, data: bytes) -> S:
         if self.cache is None:
             return decode_state(data, self.cls)
-        return self.cache.take(key, data, self.cls)
+        return self.cache.take(key, data, self._decode_bytes)
+
+    def _decode_bytes(self, data: bytes) -> S:
+        return decode_state(data, self.cls)
 
     def get(self, key: str, default: Any = None) -> Any:
         data = self.raw.get(key.encode())

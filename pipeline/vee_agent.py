@@ -20,6 +20,7 @@ import logging
 from collections.abc import MutableMapping
 from typing import Any
 
+from billing.store import DecodedCache
 from pipeline.app import BatchResult, Incoming, Output, PipelineApp
 from schemas.messages import (
     Alert,
@@ -56,13 +57,11 @@ class VeeRunner:
         self._meters: dict[str, tuple[LedgerMeter, MeterInfo]] = {}
         self.counters = {"readings": 0, "edits": 0, "validated": 0, "alerts": 0, "late": 0,
                          "duplicates": 0, "state_decoded": 0}
-        #: meter id -> (the state bytes this worker stored, the state they encode). Used only
-        #: while the store still holds exactly those bytes (a rebalance's restore or another
-        #: writer shows as other bytes). The engine changes a state in place, so a batch takes
+        #: decoded meter states between batches, used only while the store still holds exactly
+        #: the bytes this worker wrote. The engine changes a state in place, so a batch takes
         #: its meters' entries out and only the batch's acknowledged write puts them back: a
         #: batch that fails or never gets written leaves nothing half-changed behind.
-        self._decoded: dict[str, tuple[bytes, MeterState]] = {}
-        self._decoded_limit = app.settings.vee_state_cache
+        self._decoded: DecodedCache[MeterState] = DecodedCache(app.settings.vee_state_cache)
 
     def _rules(self) -> VeeEngine:
         """The engine over the current rule set (rebuilt when ledger VEE groups change)."""
@@ -112,19 +111,9 @@ class VeeRunner:
         stored = self.store.get(meter_id.encode())
         if not stored:
             return None
-        held = self._decoded.pop(meter_id, None)
-        if held is not None and held[0] == stored:
-            return held[1]
-        self.counters["state_decoded"] += 1
-        return decode_state(stored)
-
-    def _remember(self, meter_id: str, stored: bytes, state: MeterState) -> None:
-        if self._decoded_limit <= 0:
-            return
-        decoded = self._decoded
-        if len(decoded) >= self._decoded_limit:
-            del decoded[next(iter(decoded))]  # the least recently written
-        decoded[meter_id] = (stored, state)
+        state = self._decoded.take(meter_id, stored, decode_state)
+        self.counters["state_decoded"] = self._decoded.decoded
+        return state
 
     def handle(self, batch: list[Incoming[Any]]) -> BatchResult:
         engine = self._rules()
@@ -185,7 +174,7 @@ class VeeRunner:
                 if state is not None and meter_id in sources:
                     stored = encode_state(state)
                     self.store[meter_id.encode()] = stored
-                    self._remember(meter_id, stored, state)
+                    self._decoded.put(meter_id, stored, state)
 
         return BatchResult(outputs=outputs, after_send=write_states)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from billing.engine import BillingEngine
-from billing.state import AccountState, encode_state
+from billing.state import AccountState, decode_state, encode_state
 from billing.store import BufferedStore, DecodedCache, EncodedMapping
 from tests.billing.helpers import D, account, book, daily
 
@@ -59,6 +59,10 @@ def test_discarded_batch_leaves_the_tables_as_they_were() -> None:
     assert all(not t for t in tables)
 
 
+def _decode(data: bytes) -> AccountState:
+    return decode_state(data, AccountState)
+
+
 def test_decoded_cache_hands_out_what_was_written_once_and_evicts_the_oldest_write() -> None:
     cache: DecodedCache[AccountState] = DecodedCache(2)
     states = {k: AccountState(account_id=k, balance=D("1.50")) for k in "ABC"}
@@ -67,11 +71,11 @@ def test_decoded_cache_hands_out_what_was_written_once_and_evicts_the_oldest_wri
     cache.put("B", stored["B"], states["B"])
     cache.put("A", stored["A"], states["A"])  # written again: now the latest write
     cache.put("C", stored["C"], states["C"])  # full: B, the least recently written, leaves
-    assert cache.take("B", stored["B"], AccountState) is not states["B"]
-    assert cache.take("A", stored["A"], AccountState) is states["A"]
-    assert cache.take("A", stored["A"], AccountState) is not states["A"]  # taken out
+    assert cache.take("B", stored["B"], _decode) is not states["B"]
+    assert cache.take("A", stored["A"], _decode) is states["A"]
+    assert cache.take("A", stored["A"], _decode) is not states["A"]  # taken out
     other = encode_state(AccountState(account_id="C", balance=D("9")))
-    assert cache.take("C", other, AccountState).balance == D("9")  # other bytes: decoded
+    assert cache.take("C", other, _decode).balance == D("9")  # other bytes: decoded
     assert (cache.reused, cache.decoded, len(cache)) == (1, 3, 0)
     off: DecodedCache[AccountState] = DecodedCache(0)
     off.put("A", stored["A"], states["A"])
