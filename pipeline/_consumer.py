@@ -14,13 +14,27 @@ a rebalance), the rest of it runs under mode's ``wait_first`` exactly as before,
 rebalance or a stop still interrupts it. Nothing else about faust's consumer changes
 (offsets, acks, gaps, commits). The service's stopped/crashed state and an already
 suspended flow go the original way.
+
+A second change, a fix: :meth:`InlineConsumer.perform_seek` stops the consumer's flow while it
+moves the positions. faust's recovery, once it has restored a table from its changelog,
+resumes the stream partitions, seeks them to their committed offsets (several broker round
+trips) and only then resumes the app's flow control, which *clears* every stream queue. The
+fetcher keeps running through that (recovery started it to read the changelog), so records
+of the stream partitions fetched during the seek were put on the queues and then cleared:
+never handled by this worker, and never fetched again (the position had moved past them) —
+a worker restarted with state to restore and input waiting sat idle (CI caught it), and
+faust would commit past the lost records as soon as later ones were acknowledged. With the
+flow stopped no record reaches a queue during the seek; the caller resumes the flow (both of
+faust's recovery paths call ``resume_flow`` after ``perform_seek``; the third caller,
+``getmany``, calls it while the flow is already stopped), and the fetcher reads on from the
+committed offsets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import faust
@@ -28,7 +42,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 from mode.services import WaitResults
 
-__all__ = ["InlineConsumer", "InlineTransport", "InlineWaitFirst", "finish", "new_transport"]
+__all__ = ["InlineConsumer", "InlineTransport", "InlineWaitFirst", "SeekWithFlowStopped", "finish",
+           "new_transport"]
 
 
 async def finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
@@ -99,8 +114,23 @@ class InlineWaitFirst(Service):
         return result._replace(done=[first if aw is rest else aw for aw in result.done])
 
 
-class InlineConsumer(InlineWaitFirst, faust_aiokafka.Consumer):
-    """faust's aiokafka consumer, delivering a record inline when that needs no waiting."""
+class SeekWithFlowStopped(Service):
+    """faust's ``perform_seek`` with the consumer's flow stopped (see the module's doc).
+
+    For faust's consumer; mixed in before it. The flow stays stopped: the caller resumes it
+    once it has cleared the stream queues.
+    """
+
+    stop_flow: Callable[[], None]  # faust's consumer's
+
+    async def perform_seek(self) -> None:
+        self.stop_flow()
+        await super().perform_seek()  # type: ignore[misc]
+
+
+class InlineConsumer(InlineWaitFirst, SeekWithFlowStopped, faust_aiokafka.Consumer):
+    """faust's aiokafka consumer, delivering a record inline when that needs no waiting,
+    and seeking with its flow stopped."""
 
 
 class InlineTransport(faust_aiokafka.Transport):
