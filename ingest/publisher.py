@@ -156,6 +156,8 @@ class Publisher:
         self._tasks: list[asyncio.Task[None]] = []
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._mode: Literal["direct", "spool"] = "direct"
+        #: units taken off the queue and being written to the spool (not in it yet)
+        self._spooling = 0
         self._closing = False
         self._stopping = asyncio.Event()
 
@@ -333,6 +335,15 @@ class Publisher:
     async def _spool_units(self, units: list[_Unit]) -> None:
         if not units:
             return
+        # Counted from before the first await: the drainer must not find the spool and the
+        # queue empty and return to direct mode while these are on their way to the disk.
+        self._spooling += 1
+        try:
+            await self._spool_units_now(units)
+        finally:
+            self._spooling -= 1
+
+    async def _spool_units_now(self, units: list[_Unit]) -> None:
         records = [r for u in units for r in u.records]
         try:
             await self._io_call(self.spool.append, records)
@@ -378,7 +389,10 @@ class Publisher:
                 await self._ensure_producer()
                 records, position = await self._io_call(self.spool.read_batch, self.max_records)
                 if not records:
-                    if self._queue:  # the flusher is about to spool these; look again soon
+                    # Queued units are about to be spooled, taken ones are being written
+                    # (the read may have run before their write): look again soon.
+                    # Returning to direct mode now would strand them in the spool.
+                    if self._queue or self._spooling:
                         await asyncio.sleep(self.linger_s or 0.001)
                     else:
                         self._set_mode("direct", "spool drained")

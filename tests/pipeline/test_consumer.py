@@ -195,4 +195,5 @@ async def test_seeking_to_the_committed_offsets_stops_the_flow_until_the_caller_
     assert not consumer.flow_active  # still stopped: recovery clears the queues, then resumes
     assert consumer._read_offset[tp] == 4
     consumer.resume_flow()  # what faust's recovery does next
-    assert consumer.flow_active and not consumer.suspend_flow.is_set()
+    assert consumer.flow_active
+    assert not consumer.suspend_flow.is_set()
