@@ -14,10 +14,6 @@ from ingest.spool import Spool, SpoolRecord
 from schemas.settings import KafkaSettings
 
 
-class _Future(asyncio.Future[Any]):
-    pass
-
-
 class _Batch:
     def __init__(self) -> None:
         self.records: list[tuple[bytes | None, bytes]] = []
@@ -45,9 +41,10 @@ class _Producer:
     def create_batch(self) -> _Batch:
         return _Batch()
 
-    async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> _Future:
+    async def send_batch(self, batch: _Batch, topic: str, *, partition: int
+                         ) -> asyncio.Future[None]:
         self.sent.extend(value for _, value in batch.records)
-        done = _Future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
 
