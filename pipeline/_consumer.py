@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -42,8 +43,10 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 from mode.services import WaitResults
 
-__all__ = ["InlineConsumer", "InlineTransport", "InlineWaitFirst", "SeekWithFlowStopped", "finish",
-           "new_transport"]
+log = logging.getLogger(__name__)
+
+__all__ = ["GapsReported", "InlineConsumer", "InlineTransport", "InlineWaitFirst",
+           "SeekWithFlowStopped", "finish", "new_transport"]
 
 
 async def finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
@@ -128,9 +131,32 @@ class SeekWithFlowStopped(Service):
         await super().perform_seek()  # type: ignore[misc]
 
 
-class InlineConsumer(InlineWaitFirst, SeekWithFlowStopped, faust_aiokafka.Consumer):
+class GapsReported(Service):
+    """faust's ``_add_gap`` with a warning: offsets this worker never handled.
+
+    faust counts offsets missing between two delivered records as acknowledged — meant for
+    compacted topics and transaction markers — and commits past them. The pipeline's inputs
+    are neither compacted nor transactional, so a gap there means records were skipped
+    (the seek race above did that silently) or expired by retention before they were read.
+    Either way an operator must hear of it: faust's behaviour stays, with a warning naming
+    the partition and the offsets.
+    """
+
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        # faust passes the offset of the record that revealed the gap as ``offset_to``
+        if offset_to > offset_from:
+            log.warning("offsets %d..%d of %s[%d] were never delivered to this worker and "
+                        "will be committed as handled (%d records): expired by retention "
+                        "before they were read, or skipped — compare with the topic's log "
+                        "start offset", offset_from, offset_to - 1, tp.topic, tp.partition,
+                        offset_to - offset_from)
+        await super()._add_gap(tp, offset_from, offset_to)  # type: ignore[misc]
+
+
+class InlineConsumer(InlineWaitFirst, SeekWithFlowStopped, GapsReported,
+                     faust_aiokafka.Consumer):
     """faust's aiokafka consumer, delivering a record inline when that needs no waiting,
-    and seeking with its flow stopped."""
+    seeking with its flow stopped, and reporting offsets it would commit unhandled."""
 
 
 class InlineTransport(faust_aiokafka.Transport):

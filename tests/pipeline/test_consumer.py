@@ -197,3 +197,26 @@ async def test_seeking_to_the_committed_offsets_stops_the_flow_until_the_caller_
     consumer.resume_flow()  # what faust's recovery does next
     assert consumer.flow_active
     assert not consumer.suspend_flow.is_set()
+
+
+async def test_offsets_faust_would_commit_unhandled_are_reported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """faust takes offsets missing between two delivered records as handled (compacted
+    topics); on the pipeline's inputs they are records this worker never saw."""
+    import faust
+    from faust.types import TP
+
+    from pipeline._consumer import new_transport
+
+    app = faust.App("gap-test", broker="kafka://127.0.0.1:9", autodiscover=False)
+    app.transport = new_transport(app)
+    consumer = app.consumer
+    tp = TP("unimeter.readings.raw", 2)
+    with caplog.at_level("WARNING", logger="pipeline._consumer"):
+        await consumer._add_gap(tp, 11, 11)  # the next record right after 10: nothing missing
+        assert not caplog.records
+        await consumer._add_gap(tp, 11, 14)  # delivered 10, then 14: 11, 12 and 13 missing
+    (record,) = caplog.records
+    assert "offsets 11..13 of unimeter.readings.raw[2]" in record.getMessage()
+    assert "(3 records)" in record.getMessage()
+    assert consumer._gap[tp].overlaps(11, 15)  # faust's own bookkeeping is unchanged
