@@ -146,7 +146,7 @@ class GapsReported(Service):
         # faust passes the offset of the record that revealed the gap as ``offset_to``
         if offset_to > offset_from:
             log.warning("offsets %d..%d of %s[%d] were never delivered to this worker and "
-                        "will be committed as handled (%d records): expired by retention "
+                        "will be committed as handled (%d record(s)): expired by retention "
                         "before they were read, or skipped — compare with the topic's log "
                         "start offset", offset_from, offset_to - 1, tp.topic, tp.partition,
                         offset_to - offset_from)

@@ -218,5 +218,5 @@ async def test_offsets_faust_would_commit_unhandled_are_reported(
         await consumer._add_gap(tp, 11, 14)  # delivered 10, then 14: 11, 12 and 13 missing
     (record,) = caplog.records
     assert "offsets 11..13 of unimeter.readings.raw[2]" in record.getMessage()
-    assert "(3 records)" in record.getMessage()
+    assert "(3 record(s))" in record.getMessage()
     assert consumer._gap[tp].overlaps(11, 15)  # faust's own bookkeeping is unchanged
