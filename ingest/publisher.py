@@ -131,7 +131,7 @@ class Publisher:
     """The one Kafka producer of an FEP process, with its spool."""
 
     def __init__(self, kafka: KafkaSettings, *, spool: Spool, client_id: str,
-                 ack_timeout_s: float = 5.0, linger_ms: float = 2.0, max_records: int = 20_000,
+                 ack_timeout_s: float = 5.0, linger_ms: float = 10.0, max_records: int = 20_000,
                  max_inflight: int = 4, producer_factory: ProducerFactory | None = None) -> None:
         self.kafka = kafka
         self.spool = spool
