@@ -174,6 +174,21 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.popen.pid, signal.SIGKILL)
 
+    def pid_of(self, name: str) -> int | None:
+        """The process id ``name`` runs (or last ran) as."""
+        with self._lock:
+            return self._procs[name].pid
+
+    def wait_restarted(self, name: str, old_pid: int | None, timeout: float = 60.0) -> bool:
+        """True once ``name`` runs as a new process (not ``old_pid``), healthy or not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self._procs[name]
+            if proc.alive() and proc.pid != old_pid:
+                return True
+            time.sleep(0.05)
+        return False
+
     def status(self) -> list[ProcessState]:
         with self._lock:
             return [self._procs[n] for n in self._order]

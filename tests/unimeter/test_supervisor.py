@@ -69,6 +69,25 @@ def test_kill_9_is_restarted_and_healthy_again(tmp_path: Path) -> None:
         assert sup.status()[0].last_exit == -9
 
 
+def test_wait_restarted_sees_the_new_process_before_it_is_healthy(tmp_path: Path) -> None:
+    """The fault run's second kill lands while the restarted process recovers: it needs to
+    know the new process exists, not that it is healthy."""
+    spec = server_spec(tmp_path, "pipeline", free_port())
+    with Supervisor([spec], log_dir=tmp_path / "logs", poll_interval_s=0.1) as sup:
+        first = sup.pid_of("pipeline")
+        assert first is not None
+        assert not sup.wait_restarted("pipeline", first, timeout=0.3)  # nothing happened
+        sup.kill("pipeline")
+        assert sup.wait_restarted("pipeline", first, timeout=20)
+        second = sup.pid_of("pipeline")
+        assert second not in (None, first)
+        sup.kill("pipeline")  # again, at once
+        assert sup.wait_restarted("pipeline", second, timeout=20)
+        assert sup.wait_healthy("pipeline", timeout=20)
+        assert sup.pid_of("pipeline") not in (first, second)
+        assert starts(tmp_path, "pipeline") == 3
+
+
 def test_crash_loop_gives_up_with_a_reason(tmp_path: Path) -> None:
     crash = ProcessSpec(name="bad", argv=(sys.executable, "-c",
                                           "import time; time.sleep(0.3); raise SystemExit(3)"),

@@ -17,8 +17,11 @@ services other engineers use. The run
    so VEE re-validates and billing re-prices with adjustments;
 4. after a warm-up, injects the faults of the :class:`FaultRunSpec` in a seeded random order
    at random moments — ``kill -9`` of each process kind and of the broker and the database
-   (each restarted), the broker stopped for ``outage_s`` and the database stopped for
-   ``outage_s`` — and measures, for each, when the component was back and when stored rows
+   (each restarted), each process kind killed *again while it recovers* (a random moment
+   ``recovery_kill_after_s`` after the supervisor restarted it: starting, joining its group,
+   restoring its state, seeking — where a worker's restart once lost input, see
+   ``pipeline/_consumer.py``), the broker stopped for ``outage_s`` and the database stopped
+   for ``outage_s`` — and measures, for each, when the component was back and when stored rows
    grew again;
 5. stops the simulator once it has sent the wanted readings and every fault is done, waits
    until the stored rows stop changing, stops the processes and the services, and runs the
@@ -78,6 +81,9 @@ class FaultRunSpec:
     late: float = 0.02               # share of uploads held back behind later ones ...
     late_after: int = 12             # ... until this many later uploads of the link went
     kills: tuple[str, ...] = (*PROCESS_KINDS, *SERVICE_KINDS)
+    #: killed, then killed again while the restarted process recovers
+    recovery_kills: tuple[str, ...] = PROCESS_KINDS
+    recovery_kill_after_s: tuple[float, float] = (0.5, 10.0)
     outages: tuple[str, ...] = SERVICE_KINDS
     outage_s: float = 60.0
     warmup_s: float = 20.0
@@ -103,7 +109,7 @@ class FaultRunSpec:
 class FaultRecord:
     """One injected fault: what, when (seconds since the fleet started), how it recovered."""
 
-    kind: str                 # kill | outage
+    kind: str                 # kill | kill-recovering | outage
     target: str               # fep | pipeline | sink | postgres | kafka
     at_s: float
     down_s: float = 0.0       # how long the target was kept away (outages)
@@ -352,12 +358,13 @@ def run_faults(config: Config, spec: FaultRunSpec, out_dir: Path, *,
         def since() -> float:
             return round(time.monotonic() - fleet_started, 1)
 
-        plan = [("kill", t) for t in spec.kills] + [("outage", t) for t in spec.outages]
+        plan = ([("kill", t) for t in spec.kills] + [("outage", t) for t in spec.outages]
+                + [("kill-recovering", t) for t in spec.recovery_kills])
         rng.shuffle(plan)
         time.sleep(spec.warmup_s)
         for kind, target in plan:
             time.sleep(rng.uniform(*spec.gap_s))
-            record = _inject(kind, target, spec, supervisor, services, counter, since)
+            record = _inject(kind, target, spec, supervisor, services, counter, since, rng)
             faults.append(record)
             progress(f"[{record.at_s:7.1f}s] {kind} {target}: back after "
                      f"{record.restored_s}s, raw rows flowing after {record.flowing_s}s, "
@@ -406,16 +413,22 @@ def run_faults(config: Config, spec: FaultRunSpec, out_dir: Path, *,
 
 
 def _inject(kind: str, target: str, spec: FaultRunSpec, supervisor: Supervisor,
-            services: _Services, counter: _StoredCounter, since: Callable[[], float]
-            ) -> FaultRecord:
+            services: _Services, counter: _StoredCounter, since: Callable[[], float],
+            rng: random.Random) -> FaultRecord:
     before = counter.counts() or (0, 0, 0)
     record = FaultRecord(kind=kind, target=target, at_s=since())
     t0 = time.monotonic()
     if target in PROCESS_KINDS:
-        supervisor.kill(target)
-        if target == "pipeline":  # "back" = the new worker's own heartbeat, not the old one
-            with contextlib.suppress(FileNotFoundError):
-                (supervisor.log_dir.parent / "pipeline.alive").unlink()
+        old_pid = supervisor.pid_of(target)
+        _kill_process(supervisor, target)
+        if kind == "kill-recovering":
+            if supervisor.wait_restarted(target, old_pid, timeout=120.0):
+                after = rng.uniform(*spec.recovery_kill_after_s)
+                time.sleep(after)
+                _kill_process(supervisor, target)
+                record.detail = f"killed again {after:.1f} s after its restart"
+            else:
+                record.detail = "not restarted within 120 s: no second kill"
         time.sleep(1.0)  # let the monitor see the death before asking for health
     else:
         service = services.kafka if target == "kafka" else services.postgres
@@ -449,6 +462,13 @@ def _inject(kind: str, target: str, spec: FaultRunSpec, supervisor: Supervisor,
                 record.validated_flowing_s = round(time.monotonic() - t0, 1)
         time.sleep(0.5)
     return record
+
+
+def _kill_process(supervisor: Supervisor, target: str) -> None:
+    supervisor.kill(target)
+    if target == "pipeline":  # "back" = the new worker's own heartbeat, not the old one
+        with contextlib.suppress(FileNotFoundError):
+            (supervisor.log_dir.parent / "pipeline.alive").unlink()
 
 
 def _drain(counter: _StoredCounter, spec: FaultRunSpec, progress: Callable[[str], None]

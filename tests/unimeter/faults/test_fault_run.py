@@ -35,7 +35,10 @@ def test_short_fault_run_loses_nothing_and_doubles_nothing(config: Any, tmp_path
     print(format_verdict(verdict))
     injected = {(f["kind"], f["target"]) for f in report["faults"]}
     assert injected == ({("kill", t) for t in (*PROCESS_KINDS, *SERVICE_KINDS)}
-                        | {("outage", t) for t in SERVICE_KINDS})
+                        | {("outage", t) for t in SERVICE_KINDS}
+                        | {("kill-recovering", t) for t in PROCESS_KINDS})
+    again = [f for f in report["faults"] if f["kind"] == "kill-recovering"]
+    assert all(f["detail"].startswith("killed again") for f in again), again
     assert all(f["restored_s"] is not None for f in report["faults"]), report["faults"]
     assert "timeout" not in report["drained"], report["drained"]
     assert verdict.sent >= spec.readings

@@ -61,6 +61,7 @@ def test_the_short_run_injects_every_fault_kind_of_the_full_one() -> None:
     assert set(short.kills) == set(full.kills) == {"fep", "pipeline", "sink", "postgres",
                                                    "kafka"}
     assert set(short.outages) == set(full.outages) == {"kafka", "postgres"}
+    assert set(short.recovery_kills) == set(full.recovery_kills) == {"fep", "pipeline", "sink"}
     assert full.readings >= 100_000
     assert full.outage_s == 60
     assert full.copies == short.copies == (1, 5)

@@ -101,7 +101,7 @@ def run(short: bool, readings: int | None, outage_s: float | None, speed: float 
     click.echo("")
     click.echo("faults injected:")
     for f in report["faults"]:
-        click.echo(f"  {f['at_s']:7.1f}s  {f['kind']:<6} {f['target']:<9} back after "
+        click.echo(f"  {f['at_s']:7.1f}s  {f['kind']:<15} {f['target']:<9} back after "
                    f"{f['restored_s']}s, raw rows flowing after {f['flowing_s']}s, validated "
                    f"after {f['validated_flowing_s']}s {f['detail']}")
     click.echo(format_verdict(verdict))
