@@ -57,7 +57,7 @@ Row = tuple[Any, ...]
 
 def run_sink(kafka: Any, db: DatabaseSettings, settings: SinkSettings) -> tuple[float, Any]:
     """CPU seconds of a :class:`SinkRunner` storing everything on the topics, and its metrics."""
-    sink = PostgresSink(db.conninfo("sink"), consumer_group=settings.group_id,
+    sink = PostgresSink(db.conninfo("sink"), consumer_group=settings.group_for(kafka),
                         context=StoreContext(fast_path=settings.fast_path),
                         max_batch_records=settings.batch_max_records)
     runner = SinkRunner(sink, kafka, settings)

@@ -108,7 +108,7 @@ class CommandRouter:
             reset = "earliest" if self.runtime.settings.registry == "postgres" else "latest"
             self._consumer = AIOKafkaConsumer(
                 kafka.topic("commands.dispatch"), bootstrap_servers=kafka.bootstrap,
-                group_id=f"{kafka.client_id}-fep-{self.runtime.instance}",
+                group_id=kafka.group(f"fep-{self.runtime.instance}"),
                 client_id=f"{kafka.client_id}-{self.runtime.instance}-commands",
                 enable_auto_commit=False, auto_offset_reset=reset)
             await self._consumer.start()

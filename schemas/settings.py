@@ -215,6 +215,15 @@ class KafkaSettings(ComponentSettings):
         """The full name of a catalog topic, e.g. ``readings.raw`` → ``unimeter.readings.raw``."""
         return f"{self.topic_prefix}{name}"
 
+    def group(self, name: str) -> str:
+        """The name of one of this deployment's consumer groups: the topic prefix without its
+        trailing separator, a dash, ``name`` — ``sink`` → ``unimeter-sink``. Two deployments
+        sharing a cluster under different prefixes (a benchmark beside the running system,
+        staging beside production) then never join each other's groups: a member of another
+        deployment, subscribed to other topics, would rebalance the group every time it
+        comes and goes."""
+        return f"{self.topic_prefix.rstrip('._-') or self.client_id}-{name}"
+
 
 class DatabaseSettings(ComponentSettings):
     """How to reach PostgreSQL / TimescaleDB, and which role each component acts as."""

@@ -162,7 +162,7 @@ class SinkRunner:
         try:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=self.kafka.bootstrap.split(","),
-                group_id=self.settings.group_id,
+                group_id=self.settings.group_for(self.kafka),
                 client_id=f"{self.kafka.client_id}-sink",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas.settings import ComponentSettings
+from schemas.settings import ComponentSettings, KafkaSettings
 from schemas.topics import topic_spec
 
 __all__ = ["DEFAULT_TOPICS", "RetentionSettings", "SinkSettings"]
@@ -22,9 +22,10 @@ class SinkSettings(ComponentSettings):
 
     section: ClassVar[str] = "sink"
 
-    group_id: str = Field(default="unimeter-sink",
+    group_id: str = Field(default="",
                           description="Kafka consumer group; run several sinks in one group to "
-                                      "share the partitions.")
+                                      "share the partitions. Empty = '<topic prefix>-sink' "
+                                      "(unimeter-sink).")
     session_timeout_ms: int = Field(
         default=10_000, ge=6_000, le=300_000,
         description="How long the broker waits for a silent sink before it declares it dead "
@@ -74,6 +75,10 @@ class SinkSettings(ComponentSettings):
             raise ValueError(f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be at "
                              f"most a third of session_timeout_ms ({self.session_timeout_ms})")
         return self
+
+    def group_for(self, kafka: KafkaSettings) -> str:
+        """The consumer group: ``group_id``, or this deployment's ``sink`` group."""
+        return self.group_id or kafka.group("sink")
 
     @field_validator("topics")
     @classmethod

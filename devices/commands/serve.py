@@ -131,7 +131,8 @@ class CommandServer:
                   self.kafka.topic("commands.results"): self._on_result,
                   self.kafka.topic("device.events"): self._on_event}
         consumer = AIOKafkaConsumer(
-            *topics, bootstrap_servers=self.kafka.bootstrap, group_id=self.settings.consumer_group,
+            *topics, bootstrap_servers=self.kafka.bootstrap,
+            group_id=self.settings.consumer_group or self.kafka.group("commands"),
             client_id=f"{self.kafka.client_id}-commands", enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed")
         await consumer.start()

@@ -53,8 +53,9 @@ class CommandSettings(ComponentSettings):
                                    description="How often the service looks for due work.")
     batch_size: int = Field(default=500, ge=1, le=10000,
                             description="Commands handled per database round.")
-    consumer_group: str = Field(default="unimeter-commands",
-                                description="Kafka consumer group of `command serve`.")
+    consumer_group: str = Field(default="",
+                                description="Kafka consumer group of `command serve`. Empty = "
+                                            "'<topic prefix>-commands' (unimeter-commands).")
     audit_key: SecretStr = Field(default=SecretStr(""),
                                  description="HMAC key of the audit chain; empty = plain SHA-256.")
 

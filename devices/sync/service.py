@@ -313,7 +313,8 @@ class SyncService:
         outward = {self.kafka.topic(t): t for t in OUTWARD_TOPICS}
         consumer = AIOKafkaConsumer(
             *inbound, *outward, bootstrap_servers=self.kafka.bootstrap,
-            group_id=self.settings.consumer_group, enable_auto_commit=False,
+            group_id=self.settings.consumer_group or self.kafka.group("sync"),
+            enable_auto_commit=False,
             auto_offset_reset="earliest", client_id=f"{self.kafka.client_id}-sync")
         await consumer.start()
         loop = asyncio.get_running_loop()

@@ -16,8 +16,9 @@ class SyncSettings(ComponentSettings):
 
     section: ClassVar[str] = "sync"
 
-    consumer_group: str = Field(default="unimeter-sync",
-                                description="Kafka consumer group of the sync process.")
+    consumer_group: str = Field(default="",
+                                description="Kafka consumer group of the sync process. Empty = "
+                                            "'<topic prefix>-sync' (unimeter-sync).")
     retry_window_s: float = Field(
         default=600.0, ge=0,
         description="How long a change whose reference is missing (a meter's account that "

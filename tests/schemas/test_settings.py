@@ -101,3 +101,21 @@ def test_conninfo_acts_as_component_role() -> None:
         == "postgresql://h/d"
     with pytest.raises(ConfigurationError, match="UNIMETER_DATABASE_URL"):
         DatabaseSettings().conninfo("api")
+
+
+def test_consumer_groups_belong_to_the_deployment_by_its_topic_prefix() -> None:
+    """Two deployments on one cluster (a benchmark beside the running system) must not share
+    a consumer group; the default deployment keeps the names it always had."""
+    from devices.commands.settings import CommandSettings
+    from devices.sync.settings import SyncSettings
+    from sinks.settings import SinkSettings
+
+    default = KafkaSettings()
+    assert default.group("sink") == "unimeter-sink"
+    assert SinkSettings().group_for(default) == "unimeter-sink"
+    other = KafkaSettings(topic_prefix="bench-e2e-1a2b.")
+    assert SinkSettings().group_for(other) == "bench-e2e-1a2b-sink"
+    assert other.group("fep-fep-1") != default.group("fep-fep-1")
+    assert KafkaSettings(topic_prefix="").group("sink") == "unimeter-sink"  # the client id
+    assert SinkSettings(group_id="mine").group_for(other) == "mine"  # explicit wins
+    assert SyncSettings().consumer_group == CommandSettings().consumer_group == ""

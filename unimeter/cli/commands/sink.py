@@ -22,7 +22,8 @@ from unimeter.config import load_config
 @click.command(name="sink")
 @click.option("--topics", default=None,
               help="Comma-separated catalog topics (default: every stored topic).")
-@click.option("--group", default=None, help="Consumer group (default: unimeter-sink).")
+@click.option("--group", default=None,
+              help="Consumer group (default: <topic prefix>-sink, e.g. unimeter-sink).")
 @click.option("--archive-frames", is_flag=True, default=None,
               help="Also archive frames.raw into data.raw_frames.")
 @click.option("--until-idle", type=float, default=None, metavar="SECONDS",
@@ -47,7 +48,7 @@ def command(topics: str | None, group: str | None, archive_frames: bool | None,
         overrides["archive_frames"] = True
     settings = load_settings(SinkSettings, **overrides)
     sink = PostgresSink(
-        config.database.conninfo("sink"), consumer_group=settings.group_id,
+        config.database.conninfo("sink"), consumer_group=settings.group_for(config.kafka),
         context=StoreContext(timezone=config.utility.timezone, fast_path=settings.fast_path),
         max_batch_records=settings.batch_max_records,
         backoff=Backoff(settings.retry_initial_ms / 1000, settings.retry_max_ms / 1000))
@@ -68,7 +69,7 @@ def command(topics: str | None, group: str | None, archive_frames: bool | None,
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    click.echo(f"sink: group {settings.group_id}, topics {', '.join(runner.topics)}")
+    click.echo(f"sink: group {settings.group_for(config.kafka)}, topics {', '.join(runner.topics)}")
     metrics = runner.run(stop, until_idle_s=until_idle)
     click.echo(f"stored {metrics.rows_written:,} rows from {metrics.records_in:,} records; "
                f"absorbed {metrics.absorbed:,} duplicates, {metrics.corrections:,} corrections, "
