@@ -18,7 +18,7 @@ services other engineers use. The run
 4. after a warm-up, injects the faults of the :class:`FaultRunSpec` in a seeded random order
    at random moments — ``kill -9`` of each process kind and of the broker and the database
    (each restarted), each process kind killed *again while it recovers* (a random moment
-   ``recovery_kill_after_s`` after the supervisor restarted it: starting, joining its group,
+   ``recovery_kill_after_s`` (1–15 s) after the supervisor restarted it: starting, joining its group,
    restoring its state, seeking — where a worker's restart once lost input, see
    ``pipeline/_consumer.py``), the broker stopped for ``outage_s`` and the database stopped
    for ``outage_s`` — and measures, for each, when the component was back and when stored rows
@@ -83,7 +83,7 @@ class FaultRunSpec:
     kills: tuple[str, ...] = (*PROCESS_KINDS, *SERVICE_KINDS)
     #: killed, then killed again while the restarted process recovers
     recovery_kills: tuple[str, ...] = PROCESS_KINDS
-    recovery_kill_after_s: tuple[float, float] = (0.5, 10.0)
+    recovery_kill_after_s: tuple[float, float] = (1.0, 15.0)
     outages: tuple[str, ...] = SERVICE_KINDS
     outage_s: float = 60.0
     warmup_s: float = 20.0
