@@ -17,9 +17,9 @@ services other engineers use. The run
    so VEE re-validates and billing re-prices with adjustments;
 4. after a warm-up, injects the faults of the :class:`FaultRunSpec` in a seeded random order
    at random moments — ``kill -9`` of each process kind and of the broker and the database
-   (each restarted), each process kind killed *again while it recovers* (a random moment
-   ``recovery_kill_after_s`` (1–15 s) after the supervisor restarted it: starting, joining its group,
-   restoring its state, seeking — where a worker's restart once lost input, see
+   (each restarted), each process kind killed *again while it recovers* (1–15 s after the
+   supervisor restarted it, ``recovery_kill_after_s``: starting, joining its group, restoring
+   its state, seeking — where a worker's restart once lost input, see
    ``pipeline/_consumer.py``), the broker stopped for ``outage_s`` and the database stopped
    for ``outage_s`` — and measures, for each, when the component was back and when stored rows
    grew again;
