@@ -266,6 +266,8 @@ class VeeEngine:
                            result: StepResult) -> None:
         """Re-estimate interval holes of the register period around ``ts`` once the register
         reads and the interval values that bound it are known (scaling to the register)."""
+        if not any(c.kind == "interval" for c in state.channels.values()):
+            return  # nothing to rescale (a register and its settlement value: both cumulative)
         register = next((c for c in state.channels.values() if c.kind == "cumulative"), None)
         if register is None:
             return

@@ -207,8 +207,9 @@ def encode_state(state: MeterState) -> bytes:
             edit = None if p.edit is None else [p.edit.user, p.edit.at, p.edit.reason_code,
                                                  p.edit.previous_value,
                                                  p.edit.previous_version, p.edit.note]
+            # the flag tuples as they are: msgpack has one array type, tuples encode as lists
             packed.append([p.ts - prev_ts, value_enc, raw_enc, bits, p.version,
-                           p.received - p.ts, list(p.flags), list(p.events), consumption_enc,
+                           p.received - p.ts, p.flags, p.events, consumption_enc,
                            None if p.source == prev_source else p.source, edit])
             prev_ts = p.ts
             if value is not None:
