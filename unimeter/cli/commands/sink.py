@@ -47,8 +47,9 @@ def command(topics: str | None, group: str | None, archive_frames: bool | None,
     if archive_frames:
         overrides["archive_frames"] = True
     settings = load_settings(SinkSettings, **overrides)
+    consumer_group = settings.group_for(config.kafka)
     sink = PostgresSink(
-        config.database.conninfo("sink"), consumer_group=settings.group_for(config.kafka),
+        config.database.conninfo("sink"), consumer_group=consumer_group,
         context=StoreContext(timezone=config.utility.timezone, fast_path=settings.fast_path),
         max_batch_records=settings.batch_max_records,
         backoff=Backoff(settings.retry_initial_ms / 1000, settings.retry_max_ms / 1000))
@@ -69,7 +70,7 @@ def command(topics: str | None, group: str | None, archive_frames: bool | None,
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    click.echo(f"sink: group {settings.group_for(config.kafka)}, topics {', '.join(runner.topics)}")
+    click.echo(f"sink: group {consumer_group}, topics {', '.join(runner.topics)}")
     metrics = runner.run(stop, until_idle_s=until_idle)
     click.echo(f"stored {metrics.rows_written:,} rows from {metrics.records_in:,} records; "
                f"absorbed {metrics.absorbed:,} duplicates, {metrics.corrections:,} corrections, "
