@@ -247,7 +247,8 @@ class CommandRouter:
         while True:
             try:
                 meter = self.runtime.ledger.meters.get(d.device_id)
-                frame = link.stack.encode_command(d.command, d.address, delivery_params(d),
+                frame = link.stack.encode_command(d.command, d.address,
+                                                  delivery_params(d, self.runtime.clock.now()),
                                                   sequence=link.next_command_sequence(),
                                                   medium=meter.medium if meter else None,
                                                   link_id=_link_address(link),

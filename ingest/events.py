@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,10 @@ from schemas.settings import KafkaSettings
 __all__ = ["AlertLimiter", "MessageFactory", "new_session_id"]
 
 _session_counter = itertools.count(1)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def new_session_id() -> str:
@@ -67,9 +71,11 @@ class MessageFactory:
     second).
     """
 
-    def __init__(self, kafka: KafkaSettings, *, fep: str, alert_interval_s: float = 3600.0
-                 ) -> None:
+    def __init__(self, kafka: KafkaSettings, *, fep: str, alert_interval_s: float = 3600.0,
+                 now: Callable[[], datetime] | None = None) -> None:
         self.kafka = kafka
+        #: the FEP's reception clock: the time of events and alerts given none
+        self.now = now or _utc_now
         self.fep = fep
         self.alerts = AlertLimiter(alert_interval_s)
         self._topic_frames = kafka.topic("frames.raw")
@@ -98,7 +104,7 @@ class MessageFactory:
             attrs[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
         message_id = self.next_id()
         message = DeviceEvent(event_id=event_id or message_id, device_id=device_id,
-                              kind=kind, ts=ts or datetime.now(UTC), meter_id=meter_id,
+                              kind=kind, ts=ts or self.now(), meter_id=meter_id,
                               fep=self.fep, severity=severity, attributes=attrs)
         return record_of(self.kafka, "device.events", message, producer=self.fep,
                          message_id=message_id, event_time=message.ts)
@@ -114,7 +120,7 @@ class MessageFactory:
             k: v if isinstance(v, str | int | float | bool | None) else str(v)
             for k, v in (attributes or {}).items()}
         message = Alert(alert_id=uuid.uuid4().hex, object_type=object_type, object_id=object_id,
-                        severity=severity, code=code, reason=reason, ts=datetime.now(UTC),
+                        severity=severity, code=code, reason=reason, ts=self.now(),
                         source=self.fep, attributes=attrs)
         return record_of(self.kafka, "alerts", message, producer=self.fep)
 

@@ -23,6 +23,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ingest.clock import ReceptionClock
 from ingest.commands import CommandLink, CommandRouter
 from ingest.events import MessageFactory
 from ingest.ledger import Admission, LedgerView
@@ -60,10 +61,14 @@ class FepRuntime:
         self.points: dict[str, ServicePointSettings] = settings.points_served(
             tuple(service_points))
         self.stats: collections.Counter[str] = collections.Counter()
+        #: "now" for data received and sent (real, or a simulation's time line)
+        self.clock = ReceptionClock(settings.clock_file)
+        self.clock.check()
         #: whole-second, per meter and register distinct stamps of readings without time
         self.reception = ReceptionStamps()
         self.messages = MessageFactory(kafka, fep=self.instance,
-                                       alert_interval_s=settings.alert_interval_s)
+                                       alert_interval_s=settings.alert_interval_s,
+                                       now=self.clock.now)
         self.publisher = Publisher(
             kafka, spool=Spool(settings.instance_spool_dir(), max_bytes=settings.spool_max_bytes,
                                segment_bytes=settings.spool_segment_bytes),
@@ -91,6 +96,7 @@ class FepRuntime:
         self.servers: dict[str, Any] = {}
         self.pollers: list[Any] = []
         self._background: set[asyncio.Task[Any]] = set()
+        self._clock_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._last_status: dict[tuple[str, str, str], Any] = {}
 
@@ -104,6 +110,8 @@ class FepRuntime:
     async def start(self) -> None:
         from ingest.protocols import build_stack
 
+        if self.clock.path is not None:
+            self._clock_task = asyncio.create_task(self.clock.watch())
         await self.publisher.start()
         if self._follow_ledger:
             await self.ledger.follow(self.kafka, client_id=f"{self.kafka.client_id}-"
@@ -119,6 +127,7 @@ class FepRuntime:
 
                 stack = build_stack(point, self.timezone)
                 stack.point_address = self.meter_address_at_point
+                stack.now = self.clock.now
                 server: Any = ServicePointServer(self, name, point, stack)
             elif point.transport == "mqtt":
                 from ingest.mqtt import MqttIngest
@@ -128,7 +137,9 @@ class FepRuntime:
 
                     raise ConfigurationError(f"service point {name} needs MQTT settings",
                                              hint="set UNIMETER_MQTT_URL")
-                server = MqttIngest(self, name, point, build_stack(point, self.timezone), self.mqtt)
+                mqtt_stack = build_stack(point, self.timezone)
+                mqtt_stack.now = self.clock.now
+                server = MqttIngest(self, name, point, mqtt_stack, self.mqtt)
             else:
                 continue  # polled devices: the collection plans below
             await server.start()
@@ -148,6 +159,9 @@ class FepRuntime:
             f"{n} ({p.transport}:{p.protocol})" for n, p in self.points.items()))
 
     async def stop(self) -> None:
+        if self._clock_task is not None:
+            self._clock_task.cancel()
+            self._clock_task = None
         for poller in self.pollers:
             await poller.stop()
         for server in self.servers.values():

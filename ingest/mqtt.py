@@ -203,7 +203,7 @@ class MqttIngest:
         self.stats["messages"] += 1
         device = self._device_of(str(message.topic))
         payload = bytes(message.payload or b"")
-        received_at = datetime.now(UTC)
+        received_at = runtime.clock.now()
         link = self._window(device)
         frame_id = link.next_frame_id()
         records: list[OutRecord] = []
@@ -339,7 +339,7 @@ class MqttIngest:
             self.runtime.publish_soon([self.runtime.messages.frame(
                 frame_id=link.next_frame_id(), device_id=link.device, service_point=self.name,
                 peer="mqtt", protocol=self.stack.protocol, direction="out", data=data,
-                received_at=datetime.now(UTC))])
+                received_at=self.runtime.clock.now())])
         return True
 
     # ------------------------------------------------------------------ wake windows

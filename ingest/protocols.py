@@ -72,6 +72,8 @@ class DecodersStack:
         self.protocol = protocol
         self.reading_time = reading_time
         self.timezone = timezone
+        #: "now" for requests that name a day (the FEP sets its reception clock)
+        self.now: Callable[[], datetime] = _utc_now
         self._link_specs = tuple(self.link.frame_specs()) if self.link is not None else ()
         self._link_spec_ids = frozenset(map(id, self._link_specs))
         self._ack_parts: tuple[bytes, bytes] | tuple[()] | None = None
@@ -317,7 +319,7 @@ class DecodersStack:
                               field="target")
         label = None
         if daily:
-            label = (datetime.now(ZoneInfo(self.timezone)) - timedelta(days=1)).date()
+            label = (self.now().astimezone(ZoneInfo(self.timezone)) - timedelta(days=1)).date()
         afn, fn = (0x0D, 161) if daily else (0x0C, 129)
         cmd = self.proto.data_request(  # type: ignore[attr-defined]
             link_address, afn, [(pn, fn) for pn in points], sequence=sequence, label=label,
@@ -346,6 +348,10 @@ class DecodersStack:
             details["error_code"] = outcome.error_code
             details["reason"] = outcome.reason
         return outcome.status == "ok", details
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def build_stack(point: ServicePointSettings, timezone: str = "Asia/Shanghai") -> DecodersStack:
@@ -459,7 +465,7 @@ class ModbusPoll:
     def _publish_packets(self, link_id: str, endpoint: str, *, error: str | None = None
                          ) -> tuple[list[OutRecord], str | None]:
         """frames.raw records of the traced packets, and the frame id of the last reply."""
-        now = datetime.now(UTC)
+        now = self.runtime.clock.now()
         records: list[OutRecord] = []
         reply_id: str | None = None
         for sending, data in self._trace:
@@ -493,7 +499,7 @@ class ModbusPoll:
             runtime.publish_soon(records + ([alert] if alert is not None else []))
             return
         meter_id = decision.meter_id or address
-        now = datetime.now(UTC)
+        now = runtime.clock.now()
         records.extend(runtime.messages.readings([Reading(
             meter_id=meter_id, register=draft.register,
             ts=runtime.reception.stamp(meter_id, draft.register, now), value=draft.value,

@@ -129,6 +129,7 @@ class LinkSession:
         loop = asyncio.get_running_loop()
         framer = self.stack.new_framer(self.point.max_frame_bytes)
         reader, transport = self.reader, self.writer.transport
+        clock = self.runtime.clock
         self._last_read = loop.time()
         self._arm_watchdog(loop)
         try:
@@ -154,7 +155,7 @@ class LinkSession:
                     break
                 self._last_read = loop.time()
                 # the frames of one read arrived together: one reception time for all
-                self.last_heard = received_at = datetime.now(UTC)
+                self.last_heard = received_at = clock.now()
                 view = memoryview(data)
                 while view and not self.closed.is_set():
                     room = framer.max_buffer - framer.buffered
@@ -229,7 +230,7 @@ class LinkSession:
                         spec: Any = None) -> None:
         self.stats.frames_in += 1
         if received_at is None:
-            received_at = datetime.now(UTC)
+            received_at = self.runtime.clock.now()
         try:
             inbound = self.stack.interpret(data, spec=spec)
         except UnimeterError as exc:
@@ -464,7 +465,7 @@ class LinkSession:
         reason_fields = {k: (v if isinstance(v, str | int | float | bool | None) else str(v))
                          for k, v in detail.items()}
         runtime.publish_soon([
-            self._frame_record(data, datetime.now(UTC), "in", valid=False, error=reason,
+            self._frame_record(data, self.runtime.clock.now(), "in", valid=False, error=reason,
                                frame_id=frame_id),
             runtime.messages.message("dlq.ingest", DeadLetter(
                 stage="ingest", reason=reason_fields, ts=datetime.now(UTC), value=data,
@@ -511,7 +512,7 @@ class LinkSession:
                 self.close(f"write failed: {exc}")
                 return False
         self.stats.frames_out += 1
-        self.runtime.publish_soon([self._frame_record(data, datetime.now(UTC), "out")])
+        self.runtime.publish_soon([self._frame_record(data, self.runtime.clock.now(), "out")])
         return True
 
     def _settle(self, entry: list[Any], error: BaseException | None) -> None:
@@ -556,7 +557,7 @@ class LinkSession:
             self.close(f"write failed: {exc}")
             return 0
         self.stats.frames_out += len(acks)
-        sent_at = datetime.now(UTC)
+        sent_at = self.runtime.clock.now()
         self.runtime.publish_soon([self._frame_record(a, sent_at, "out") for a in acks])
         return len(acks)
 

@@ -212,6 +212,14 @@ class FepSettings(ComponentSettings):
     publish_max_inflight: int = Field(default=4, ge=1, le=64,
                                       description="Publish rounds awaiting Kafka at once.")
 
+    # -- time
+    clock_file: Path | None = Field(
+        default=None,
+        description="A simulation's time line (written by `unimeter demo`): while the file "
+                    "exists, reception times, sent frames and device events follow the "
+                    "simulated clock it describes instead of the real one. Never for a real "
+                    "fleet.")
+
     # -- admission, registry and commands
     ledger_load_timeout_s: float = Field(default=60.0, gt=0, le=3600,
                                          description="Wait this long at start-up for the "

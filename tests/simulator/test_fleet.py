@@ -82,3 +82,33 @@ def test_clock_speed_change_keeps_time_continuous() -> None:
     _time.sleep(0.05)
     assert clock.now() - after < timedelta(seconds=1)  # real time from now on
     assert before - T0 >= timedelta(seconds=100)  # it had been running fast
+
+
+def test_clock_slows_to_real_speed_at_until_and_shares_its_time_line() -> None:
+    import time as _time
+
+    from simulator.clock import SimClock
+
+    until = T0 + timedelta(hours=1)
+    clock = SimClock(T0, speed=36_000, until=until)  # the hour takes 0.1 real seconds
+    assert clock.current_speed() == 36_000
+    assert clock.real_seconds(timedelta(hours=1)) == pytest.approx(0.1)
+    _time.sleep(0.25)
+    now = clock.now()
+    assert until < now < until + timedelta(seconds=5)  # past until: real speed, no overshoot
+    assert clock.current_speed() == 1.0
+    assert clock.real_seconds(timedelta(seconds=3)) == 3.0
+    # the FEP evaluates the same line on the wall clock: both say the same "now"
+    wall = clock.wall_timeline()
+    assert abs((wall.at(_time.time()) - clock.now()).total_seconds()) < 0.05
+    assert wall.until == until and wall.speed == 36_000
+
+
+def test_clock_anchored_ahead_stands_before_its_start_until_then() -> None:
+    import time as _time
+
+    from simulator.clock import SimClock
+
+    clock = SimClock(T0, speed=60, wall_anchor=_time.time() + 10)
+    assert T0 - timedelta(minutes=11) < clock.now() < T0 - timedelta(minutes=9)
+    assert abs(clock.wall_timeline().anchor - (_time.time() + 10)) < 0.5

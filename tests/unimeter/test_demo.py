@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,27 @@ def test_demo_end_to_end(database: DbHandle, demo_prefix: str, tmp_path: Path) -
         # had one acknowledged has its register stored
         untimed = {(r.meter_id, r.register) for r in acknowledged if r.ts is None}
         assert untimed <= {(m, r) for m, r, _ts in stored}
+        # -- one clock: the FEP stamps reception on the fleet's simulated time line, so the
+        # readings whose frames carry no time (DL/T 645, Modbus) lie in the simulated day
+        # (not in the real minutes of the run), and the meters' clocks agree with the
+        # platform's (no drift is injected: no reading is flagged as drifting)
+        assert log.run is not None
+        sim_start = log.run.sim_start
+        sim_end = sim_start + timedelta(days=1)
+        untimed_meters = {m for m, _r in untimed}
+        assert untimed_meters
+        times = [ts for m, _r, ts in stored if m in untimed_meters]
+        # a few real minutes of polls go on at real speed after the simulated day
+        assert all(sim_start <= ts < sim_end + timedelta(minutes=30) for ts in times), \
+            (min(times), max(times), sim_start)
+        assert sum(ts < sim_end for ts in times) > len(times) / 2
+        received = conn.execute("SELECT min(received_at), max(received_at) "
+                                "FROM data.raw_readings").fetchone()
+        assert received is not None and sim_start <= received[0] <= received[1] < \
+            sim_end + timedelta(minutes=30), received
+        drifting = scalar(conn, "SELECT count(*) FROM data.validated_readings WHERE flags && "
+                                "ARRAY['clock_back', 'clock_forward']")
+        assert drifting == 0
         # every network of the fleet delivered
         networks = {n["network"]: n for n in summary["networks"]}
         assert set(networks) == {m.service_point for m in log.meters.values()}

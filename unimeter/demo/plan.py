@@ -71,6 +71,11 @@ class DemoLayout:
         return self.run_dir / "report"
 
     @property
+    def clock_file(self) -> Path:
+        """The simulated time line the FEP stamps reception by (``fep.clock_file``)."""
+        return self.run_dir / "clock.json"
+
+    @property
     def simulator_log(self) -> Path:
         return self.run_dir / "simulator.jsonl"
 
@@ -127,8 +132,12 @@ def demo_config(fleet: Fleet, layout: DemoLayout, *, run_name: str, speed: float
                               "timeout_s": 5, "retries": 1}
     return {
         "mqtt": {"topic_root": f"unimeter-demo/{run_name}"},
+        # the FEP stamps reception in the fleet's simulated time (the demo writes the file
+        # when the fleet starts): meter clocks agree with it, and readings whose frames carry
+        # no time (DL/T 645, Modbus) land on the simulated day they were taken
         "fep": {"instance": "fep-demo", "service_points": points, "poll_plans": plans,
-                "spool_dir": str(layout.run_dir / "spool"), "registry": "postgres"},
+                "spool_dir": str(layout.run_dir / "spool"), "registry": "postgres",
+                "clock_file": str(layout.clock_file)},
         "pipeline": {"data_dir": str(layout.run_dir / "pipeline"),
                      "app_id": f"pipeline-{run_name}"},
         "simulator": {"fep_host": "127.0.0.1", "dtu_port": ports["dtu-cjt188"],

@@ -44,6 +44,10 @@ from unimeter.supervisor import Supervisor
 
 __all__ = ["DemoOptions", "DemoResult", "run_demo"]
 
+#: seconds between writing the fleet's time line and its start: the FEP, which checks its
+#: clock file twice a second, has it before the first frame arrives
+_CLOCK_LEAD_S = 2.0
+
 Echo = Callable[[str], None]
 
 
@@ -284,16 +288,23 @@ def _psql_line(config: Config) -> str:
 async def _simulate(config: Config, fleet: Fleet, document: dict[str, Any],
                     layout: DemoLayout, options: DemoOptions, speed: float,
                     echo: Echo, *, drain_step: str) -> dict[str, Any]:
-    from simulator.clock import SimClock
+    from simulator.clock import SimClock, write_timeline
     from simulator.runner import Simulator, SimulatorSettings
 
     settings = SimulatorSettings(**document["simulator"])
     mqtt = config.mqtt.model_copy(update={"topic_root": document["mqtt"]["topic_root"]})
-    clock = SimClock(fleet.start, speed)
+    total = options.days * 86400
+    # One time line for the fleet and the FEP: it starts a moment from now (the FEP looks at
+    # its clock file twice a second) and slows to real speed where the simulated days end,
+    # so no meter clock runs ahead into the real future while the platform catches up.
+    anchor = time.time() + _CLOCK_LEAD_S
+    clock = SimClock(fleet.start, speed, until=fleet.start + timedelta(seconds=total),
+                     wall_anchor=anchor)
+    write_timeline(layout.clock_file, clock.wall_timeline())
+    await asyncio.sleep(max(0.0, anchor - time.time()))
     sim = Simulator(settings, spec=fleet.spec, clock=clock, mqtt=mqtt,
                     log_path=layout.simulator_log, seed=options.seed)
     await sim.start()
-    total = options.days * 86400
     conn = await psycopg.AsyncConnection.connect(config.database.conninfo("owner"),
                                                  autocommit=True)
     try:
@@ -307,7 +318,7 @@ async def _simulate(config: Config, fleet: Fleet, document: dict[str, Any],
             if elapsed >= total:
                 break
         sim.stop_reporting()
-        sim.clock.set_speed(1.0)  # no meter clock runs into the future while we wait
+        reports_end = sim.clock.now()  # the clock runs at real speed from here on
         deadline = time.monotonic() + options.ack_timeout_s
         while sim.summary()["unacked"] and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(1.0)  # the simulator has no event for "all acknowledged"
@@ -317,7 +328,7 @@ async def _simulate(config: Config, fleet: Fleet, document: dict[str, Any],
         # decides now still reach their meters
         echo(f"{drain_step} waiting for the pipeline, sink, billing and commands to drain "
              "(the fleet stays connected for commands)")
-        await _drain(conn, options, echo, until=datetime.now(UTC))
+        await _drain(conn, options, echo, until=reports_end)
     finally:
         await conn.close()
         summary = await sim.stop()
