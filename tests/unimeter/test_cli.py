@@ -75,3 +75,33 @@ def test_every_command_module_defines_a_documented_command(module: str) -> None:
     command = importlib.import_module(module).command
     assert isinstance(command, click.Command)
     assert (command.help or "").strip(), f"{module} needs a docstring on its command"
+
+
+def test_simulate_writes_its_time_line_for_the_fep(tmp_path: Path) -> None:
+    """``--clock-file``: the time line the FEP stamps reception by (``fep.clock_file``)."""
+    import socket
+    import time
+    from datetime import datetime, timedelta
+
+    from schemas.timeline import TimeLine
+
+    with socket.socket() as sock:  # a port nobody listens on: the fleet just retries
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    clock_file = tmp_path / "clock.json"
+    before = time.time()
+    result = run_cli("simulate", "--meters", "4", "--kinds", "dtu", "--speed", "600",
+                     "--duration", "1", "--start", "2026-05-01T00:00:00+08:00",
+                     "--dtu-port", str(port), "--log", str(tmp_path / "sim.jsonl"),
+                     "--clock-file", str(clock_file))
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = TimeLine.from_json(clock_file.read_text(encoding="utf-8"))
+    assert line.speed == 600
+    assert line.start == datetime.fromisoformat("2026-05-01T00:00:00+08:00")
+    assert before < line.anchor < time.time()  # the wall clock, when the fleet started
+    assert line.at(line.anchor + 1) - line.start == timedelta(minutes=10)
+    # a manual clock has no time line
+    result = run_cli("simulate", "--meters", "4", "--speed", "0", "--duration", "0",
+                     "--clock-file", str(tmp_path / "manual.json"))
+    assert result.returncode == 2 and "--clock-file" in result.stderr
+    assert not (tmp_path / "manual.json").exists()

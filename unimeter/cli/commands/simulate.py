@@ -59,12 +59,18 @@ from unimeter.config import load_config
               help="NB-IoT JSON meters upload their last N hourly registers in each report "
                    "(the map's series; default simulator.nbiot_pack, 0 = off). With --burst "
                    "they upload their backlog since --start, N hours a message.")
+@click.option("--clock-file", type=click.Path(path_type=Path), default=None,
+              help="Write the fleet's simulated time line here as it starts; give the FEP the "
+                   "same path (fep.clock_file) and it stamps reception in simulated time, so "
+                   "an accelerated fleet's clocks and untimed readings agree with the "
+                   "platform's. Never for a real fleet.")
 @click.option("--seed", type=int, default=20260701, show_default=True)
 def command(meters: int, speed: float | None, days: float | None, duration: float | None,
             start_text: str | None, kinds: str, faults: str, delivery: str, log_path: Path | None,
             log_frames: bool, burst: bool, control_port: int | None, fep_host: str | None,
             dtu_port: int | None, publish_ledger: bool, export_fleet: Path | None,
-            nbiot_protocol: str, nbiot_pack: int | None, seed: int) -> None:
+            nbiot_protocol: str, nbiot_pack: int | None, clock_file: Path | None,
+            seed: int) -> None:
     """Run a simulated meter fleet against the FEPs."""
     from schemas.settings import load_settings
     from simulator.clock import SimClock
@@ -111,6 +117,9 @@ def command(meters: int, speed: float | None, days: float | None, duration: floa
     if unknown:
         raise click.BadParameter(f"unknown link kinds {sorted(unknown)} (known: dtu, nbiot, "
                                  "concentrator, modbus)", param_hint="--kinds")
+    if clock_file is not None and settings.speed <= 0:
+        raise click.BadParameter("a manual clock (speed 0) has no time line to share",
+                                 param_hint="--clock-file")
     clock = SimClock(start, settings.speed)
     if log_path is None:
         log_path = settings.log_dir / f"sim-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.jsonl"
@@ -126,6 +135,17 @@ def command(meters: int, speed: float | None, days: float | None, duration: floa
         asyncio.run(_publish_ledger(sim, config))
         if duration == 0:  # only the ledger
             return
+    if clock_file is not None:
+        from simulator.clock import write_timeline
+
+        # Simulated time starts with the fleet (the ledger publication above took real
+        # time), a moment after the file is written: the FEP, which checks the file twice a
+        # second, has the time line before the first frame.
+        lead_s = 1.0
+        sim.clock = SimClock(start, settings.speed, wall_anchor=time.time() + lead_s)
+        write_timeline(clock_file, sim.clock.wall_timeline())
+        click.echo(f"simulated time line in {clock_file} (the FEP's fep.clock_file)")
+        time.sleep(lead_s)
     asyncio.run(_run(sim, wanted, days, duration, control_port))
 
 
