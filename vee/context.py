@@ -146,7 +146,7 @@ class PointContext:
 
     def group_average_daily_use(self) -> float | None:
         """The rule set's average daily use of the meter's customer group (micro-units)."""
-        return self.ruleset.average_daily_use(self.meter.customer_type)
+        return self.ruleset.average_daily_use(self.meter.customer_type, self.meter.medium)
 
     def expected_interval(self) -> int:
         return self.channel.interval_s

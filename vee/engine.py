@@ -144,7 +144,8 @@ class VeeEngine:
             for ch in state.channels.values():
                 values = [v for v in ch.days if v >= 0]
                 if values:
-                    history_class = self.ruleset.history_class(sum(values) / len(values))
+                    history_class = self.ruleset.history_class(sum(values) / len(values),
+                                                               meter.medium)
                     break
         return self.ruleset.resolve(meter, history_class)
 

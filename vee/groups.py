@@ -8,6 +8,9 @@ A rule set (one YAML file) holds the calendar, reference consumption, state limi
     history:
       average_daily_use: {residential: 0.9, commercial: 14}    # units per day, by customer type
       classes: {low: 0.3, medium: 2.0, high: null}              # history class by own ADU
+      # ... or per medium (a meter's unit differs by medium: m3 of gas, kWh of electricity);
+      # plain numbers beside the media are the fallback of any other medium
+      # average_daily_use: {gas: {residential: 0.9}, electricity: {residential: 8}}
     state: {window_points: 16, history_days: 21}
     groups:
       gas-residential:
@@ -191,8 +194,13 @@ class RuleSet:
 
     groups: dict[str, CompiledGroup]
     calendar: DayCalendar
+    #: customer type → average daily use (micro-units), for any medium without its own table
     average_daily_use_by_type: dict[str, float] = field(default_factory=dict)
     history_classes: list[tuple[str, float | None]] = field(default_factory=list)
+    #: the same two, per medium (they win over the tables above for that medium)
+    average_daily_use_by_medium: dict[str, dict[str, float]] = field(default_factory=dict)
+    history_classes_by_medium: dict[str, list[tuple[str, float | None]]] = field(
+        default_factory=dict)
     window_points: int = 16
     history_days: int = 21
     meters: dict[str, MeterOverride] = field(default_factory=dict)
@@ -201,23 +209,34 @@ class RuleSet:
 
     # ------------------------------------------------------------------ reference data
 
-    def average_daily_use(self, customer_type: str | None) -> float | None:
-        """Average daily use of a customer group in micro-units (None if not configured)."""
-        if customer_type is None:
-            return self.average_daily_use_by_type.get("*")
-        return self.average_daily_use_by_type.get(
-            customer_type, self.average_daily_use_by_type.get("*"))
+    def average_daily_use(self, customer_type: str | None, medium: str | None = None
+                          ) -> float | None:
+        """Average daily use of a customer group in micro-units of the meter's unit (None
+        if not configured): the medium's table (the type, else ``*``), else the table of
+        any medium (the type, else ``*``)."""
+        for table in (self.average_daily_use_by_medium.get(medium or ""),
+                      self.average_daily_use_by_type):
+            if table:
+                found = table.get(customer_type) if customer_type is not None else None
+                if found is None:
+                    found = table.get("*")
+                if found is not None:
+                    return found
+        return None
 
     @property
     def uses_history_classes(self) -> bool:
-        return bool(self.history_classes) and any(
+        return bool(self.history_classes or self.history_classes_by_medium) and any(
             g.uses_history_class for g in self.groups.values())
 
-    def history_class(self, own_adu_micro: float | None) -> str | None:
-        """The consumption history class for an average daily use (micro-units)."""
-        if own_adu_micro is None or not self.history_classes:
+    def history_class(self, own_adu_micro: float | None, medium: str | None = None
+                      ) -> str | None:
+        """The consumption history class for an average daily use (micro-units), by the
+        medium's classes if it has its own."""
+        classes = self.history_classes_by_medium.get(medium or "") or self.history_classes
+        if own_adu_micro is None or not classes:
             return None
-        for name, upper in self.history_classes:
+        for name, upper in classes:
             if upper is None or own_adu_micro <= upper:
                 return name
         return None
@@ -230,7 +249,10 @@ class RuleSet:
         merged.update(extra)
         return RuleSet(groups=merged, calendar=self.calendar,
                        average_daily_use_by_type=self.average_daily_use_by_type,
-                       history_classes=self.history_classes, window_points=self.window_points,
+                       history_classes=self.history_classes,
+                       average_daily_use_by_medium=self.average_daily_use_by_medium,
+                       history_classes_by_medium=self.history_classes_by_medium,
+                       window_points=self.window_points,
                        history_days=self.history_days, meters=self.meters, source=self.source)
 
     def resolve(self, meter: MeterInfo, history_class: str | None = None) -> GroupSet:
@@ -332,14 +354,15 @@ def parse_rule_set(text: str, *, source: str = "<rules>", timezone: str | None =
     calendar = _calendar(doc.get("calendar") or {}, source, timezone)
     history = doc.get("history") or {}
     _only(history, {"average_daily_use", "classes"}, source, "history")
-    adu = {}
-    for name, value in (history.get("average_daily_use") or {}).items():
-        adu[str(name)] = _number(value, source, f"history.average_daily_use.{name}") * _MICRO
-    classes = []
-    for name, upper in (history.get("classes") or {}).items():
-        classes.append((str(name), None if upper is None else
-                        _number(upper, source, f"history.classes.{name}") * _MICRO))
-    classes.sort(key=lambda c: float("inf") if c[1] is None else c[1])
+    adu_tables = _by_medium(history.get("average_daily_use"), source,
+                            "history.average_daily_use", nullable=False)
+    adu = {name: value for name, value in adu_tables.pop("", [])}
+    adu_by_medium = {medium: {name: value for name, value in table}
+                     for medium, table in adu_tables.items()}
+    class_tables = _by_medium(history.get("classes"), source, "history.classes", nullable=True)
+    for table in class_tables.values():
+        table.sort(key=lambda c: float("inf") if c[1] is None else c[1])
+    classes = class_tables.pop("", [])
     state = doc.get("state") or {}
     _only(state, {"window_points", "history_days"}, source, "state")
     window_points = _int(state.get("window_points", 16), source, "state.window_points", 2, 10000)
@@ -354,7 +377,8 @@ def parse_rule_set(text: str, *, source: str = "<rules>", timezone: str | None =
     for meter_id, body in (doc.get("meters") or {}).items():
         meters[str(meter_id)] = _meter_override(str(meter_id), body, groups, source)
     return RuleSet(groups=groups, calendar=calendar, average_daily_use_by_type=adu,
-                   history_classes=classes, window_points=window_points,
+                   history_classes=classes, average_daily_use_by_medium=adu_by_medium,
+                   history_classes_by_medium=class_tables, window_points=window_points,
                    history_days=history_days, meters=meters, source=source)
 
 
@@ -566,6 +590,41 @@ def _only(doc: Any, allowed: set[str], source: str, where: str) -> None:
             raise RuleConfigError(f"unknown key '{key}'",
                                   where=f"{source}: {where + '.' if where else ''}{key}",
                                   hint=f"allowed: {', '.join(sorted(allowed))}")
+
+
+_MEDIA = ("gas", "water", "heat", "electricity")
+
+
+def _by_medium(doc: Any, source: str, where: str, *, nullable: bool
+               ) -> dict[str, list[tuple[str, Any]]]:
+    """A reference table — ``{name: number}`` — or tables per medium — ``{gas: {name:
+    number}, ...}`` — or both (the plain numbers are the fallback of other media); numbers
+    in micro-units. Key ``""`` holds the fallback table."""
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise RuleConfigError("a mapping of name to number (or of medium to such a mapping) "
+                              f"is expected, not {doc!r}", where=f"{source}: {where}",
+                              hint="write e.g. {residential: 0.9} or {gas: {residential: 0.9}}")
+
+    def number(value: Any, path: str) -> float | None:
+        if value is None and nullable:
+            return None
+        return _number(value, source, path) * _MICRO
+
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for key, value in doc.items():
+        name = str(key)
+        if isinstance(value, dict):
+            if name not in _MEDIA:
+                raise RuleConfigError(
+                    f"'{name}' holds a table, but only a medium ({', '.join(_MEDIA)}) may",
+                    where=f"{source}: {where}.{name}",
+                    hint="name the medium, or give a number")
+            out[name] = [(str(k), number(v, f"{where}.{name}.{k}")) for k, v in value.items()]
+        else:
+            out.setdefault("", []).append((name, number(value, f"{where}.{name}")))
+    return out
 
 
 def _number(value: Any, source: str, where: str) -> float:

@@ -83,6 +83,14 @@ def test_per_meter_parameters_override_the_group() -> None:
     ("groups: {g: {rules: []}}\nstate: {window_points: 1}", "state.window_points",
      "an integer from 2"),
     ("groups: [", "set.yaml:1", "not valid YAML"),
+    ("groups: {g: {rules: []}}\nhistory: {average_daily_use: {steam: {residential: 2}}}",
+     "history.average_daily_use.steam", "only a medium"),
+    ("groups: {g: {rules: []}}\nhistory: {average_daily_use: {gas: {residential: lots}}}",
+     "history.average_daily_use.gas.residential", "a number is expected"),
+    ("groups: {g: {rules: []}}\nhistory: {average_daily_use: [1, 2]}",
+     "history.average_daily_use", "a mapping of name to number"),
+    ("groups: {g: {rules: []}}\nhistory: {classes: {water: {low: x}}}",
+     "history.classes.water.low", "a number is expected"),
 ])
 def test_mistakes_name_file_path_and_reason(text: str, where: str, reason: str) -> None:
     with pytest.raises(RuleConfigError) as err:

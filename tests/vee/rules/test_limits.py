@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from tests.vee.conftest import gas_meter, reading, run
+from vee.model import MeterInfo
 
 
 def test_absolute_limits_on_consumption() -> None:
@@ -64,6 +65,41 @@ def test_high_low_against_the_customer_group_average() -> None:
     low = run("[{rule: high_low, low_pct: 20}]", [reading(0, "0"), reading(24, "0.1")],
               extra=extra)
     assert low.at(24).flags == ("high_low",)
+
+
+def test_high_low_takes_the_average_of_the_meters_medium() -> None:
+    """Regression: one table for every medium held 0.9 units a day for a residential
+    customer — right for gas in m³, a tenth of a household's electricity in kWh: every
+    electricity reading over half a day was questionable (the demo showed it once its
+    electricity readings were stamped on their simulated days)."""
+    extra = ("history: {average_daily_use: {gas: {residential: 1.0}, "
+             "electricity: {residential: 8, '*': 20}, residential: 0.5}}")
+    elec = gas_meter(medium="electricity", qmax=None)
+
+    def day(value: str, meter: MeterInfo, unit: str = "m3") -> tuple[str, ...]:
+        readings = [reading(0, "0", unit=unit), reading(24, value, unit=unit)]
+        return run("[high_low]", readings, extra=extra, meter=meter).at(24).flags
+
+    assert day("10", elec, "kWh") == ()  # 10 kWh against 8 a day
+    assert day("30", elec, "kWh") == ("high_low",)  # > 3 × 8
+    assert day("30", gas_meter(medium="electricity", qmax=None, customer_type="public"),
+               "kWh") == ()  # the medium's "*": 20
+    assert day("3.5", gas_meter()) == ("high_low",)  # gas: 1 m³ a day
+    # a medium without a table: the plain numbers (0.5 for residential)
+    assert day("1.2", gas_meter(medium="water", qmax=None)) == ()
+    assert day("1.6", gas_meter(medium="water", qmax=None)) == ("high_low",)
+
+
+def test_the_shipped_reference_use_fits_each_medium() -> None:
+    from vee.groups import default_rules_path, load_rule_set
+
+    rules = load_rule_set(default_rules_path())
+    per_day = {m: rules.average_daily_use("residential", m) for m in
+               ("gas", "water", "electricity", "heat")}
+    assert per_day["electricity"] is not None and per_day["gas"] is not None
+    assert per_day["electricity"] >= 4 * per_day["gas"]  # kWh of a household vs m³ of gas
+    assert rules.history_class(5 * 10**6, "electricity") == "medium"  # 5 kWh a day
+    assert rules.history_class(5 * 10**6, "gas") == "high"  # 5 m³ a day
 
 
 def test_high_low_ignores_short_periods_and_unknown_groups() -> None:
