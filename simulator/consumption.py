@@ -193,6 +193,11 @@ class MeterConsumption:
         self._total += added
         return added
 
+    def skip(self, to: datetime) -> None:
+        """Move to ``to`` without consumption (the supply is shut off meanwhile)."""
+        if to > self._at:
+            self._at = to
+
     @property
     def at(self) -> datetime:
         return self._at

@@ -107,10 +107,10 @@ class Cjt188Meter:
         if request.function == "write_data" and ident == "A017" and meter.has_valve:
             action = str(values.get("valve_action", ""))
             if "close" in action:
-                meter.valve = "closed"
+                meter.set_valve("closed", at)
             elif "open" in action:
                 # A remote open arms the valve; the customer opens it at the meter.
-                meter.valve = "armed" if "free" in action or action == "open" else "open"
+                meter.set_valve("armed" if "free" in action or action == "open" else "open", at)
             return Answer(reply(status_items()), "valve", effect={"valve": meter.valve})
         if request.function == "write_data" and ident == "A010":
             meter.price = Decimal(str(values.get("price_1", "0")))
@@ -163,11 +163,11 @@ class Dlt645Meter:
         if request.function == "relay_control":
             action = str(request.values().get("relay_action", ""))
             if action == "trip":
-                meter.valve = "closed"
+                meter.set_valve("closed", at)
             elif action == "direct_close":
-                meter.valve = "open"
+                meter.set_valve("open", at)
             elif action == "close_allowed":
-                meter.valve = "armed"
+                meter.set_valve("armed", at)
             return Answer(bytes(self.proto.encode(Frame(
                 protocol=self.protocol_name, direction="reply", function="relay_control",
                 address=meter.address))), "relay", effect={"relay": meter.valve})
@@ -316,10 +316,10 @@ class JsonMeter:
             extra["current_volume"] = value
             readings.append(("volume", value))
         elif command == "valve_close" and meter.has_valve:
-            meter.valve = "closed"
+            meter.set_valve("closed", at)
             effect = {"valve": "closed"}
         elif command == "valve_arm_open" and meter.has_valve:
-            meter.valve = "armed"
+            meter.set_valve("armed", at)
             effect = {"valve": "armed"}
         elif command == "set_balance":
             meter.balance = Decimal(str(params["balance"]))

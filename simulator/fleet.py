@@ -113,6 +113,25 @@ class SimMeter:
     point_no: int | None = None  # measuring point in its concentrator's archive (376.1 pN)
     extra: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def supplied(self) -> bool:
+        """Whether the medium flows: a closed (or armed, not yet opened at the meter) valve
+        or a tripped relay shuts the supply off, and the register stands still."""
+        return not self.has_valve or self.valve == "open"
+
+    def advance(self, at: datetime) -> None:
+        """Bring the register up to ``at``: the consumption profile while supplied."""
+        if self.supplied:
+            self.consumption.advance(at)
+        else:
+            self.consumption.skip(at)
+
+    def set_valve(self, state: str, at: datetime) -> None:
+        """Change the valve (relay) at ``at``: the register first takes what flowed until
+        then, under the old state."""
+        self.advance(at)
+        self.valve = state
+
     def ledger_entry(self, now: datetime) -> LedgerMeter:
         return LedgerMeter(
             meter_id=self.meter_id, status="active",

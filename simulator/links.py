@@ -93,7 +93,7 @@ class _LinkBase:
     def build_upload(self, meter: SimMeter, at: datetime) -> Upload | None:
         """Advance the meter to ``at`` and build its report (faults applied), or None."""
         sim, faults = self.sim, self.sim.faults
-        meter.consumption.advance(at)
+        meter.advance(at)
         if faults.should("missing", meter.meter_id, self.link.link_id):
             sim.log.fault("missing", meter.meter_id, at, meter_id=meter.meter_id,
                           register=meter.register_name)
@@ -184,7 +184,7 @@ class _LinkBase:
     def answer(self, meter: SimMeter, request: Any) -> bytes | None:
         sim = self.sim
         at = sim.clock.now()
-        meter.consumption.advance(at)
+        meter.advance(at)
         answer = behaviour_for(meter.protocol).answer(meter, request, at)
         frame_id = self.next_frame_id()
         sim.log.frame(frame_id=frame_id, link=self.link.link_id,
@@ -658,7 +658,7 @@ class ConcentratorLink(_LinkBase):
             meter = by_point.get(pn)
             if (afn, fn) not in ((0x0C, 129), (0x0D, 161)) or meter is None:
                 continue
-            meter.consumption.advance(at)
+            meter.advance(at)
             held = meter.consumption.register_value()
             witnessed = True
             label = None
@@ -706,7 +706,7 @@ class _JsonCommands:
             return  # the radio is off: the downlink is lost
         behaviour = behaviour_for(meter.protocol)
         at = self.sim.clock.now()
-        meter.consumption.advance(at)
+        meter.advance(at)
         answer = behaviour.answer_document(meter, doc, at)
         if answer is None:
             self.sim.stats["bad_requests"] += 1
@@ -863,7 +863,7 @@ class MqttBridge(_JsonCommands, _LinkBase):
             meter.extra["hourly"] = history
         hour = self._next_hour(meter)
         while hour <= at:
-            meter.consumption.advance(hour)
+            meter.advance(hour)
             history.append((hour, meter.consumption.register_value()))
             hour += _HOUR
         meter.extra["hourly_next"] = hour
@@ -909,7 +909,7 @@ class MqttBridge(_JsonCommands, _LinkBase):
         sim, faults = self.sim, self.sim.faults
         if sim.nbiot_pack:
             return self._pack_upload(meter, at, frame_id, clock_at or at)
-        meter.consumption.advance(at)
+        meter.advance(at)
         if faults.should("missing", meter.meter_id):
             sim.log.fault("missing", meter.meter_id, at, meter_id=meter.meter_id,
                           register=meter.register_name)
@@ -924,7 +924,7 @@ class MqttBridge(_JsonCommands, _LinkBase):
     def _pack_upload(self, meter: SimMeter, at: datetime, frame_id: str,
                      clock_at: datetime) -> Upload | None:
         hourly = self._hourly(meter, at)
-        meter.consumption.advance(at)
+        meter.advance(at)
         if self.sim.faults.should("missing", meter.meter_id):
             self.sim.log.fault("missing", meter.meter_id, at, meter_id=meter.meter_id,
                                register=meter.register_name)

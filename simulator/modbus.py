@@ -87,7 +87,7 @@ class ModbusRtuServer:
 
     def _values(self, meter: SimMeter) -> dict[str, Any]:
         at = self.sim.clock.now()
-        meter.consumption.advance(at)
+        meter.advance(at)
         total = meter.consumption.register_value()
         return {"volume_total": total,
                 "volume_standard": (total * self.base_factor(meter)).quantize(
@@ -160,7 +160,7 @@ class ModbusRtuServer:
                 self._log(frame_id, meter, "read_now", answer, at, reading=value)
             return answer
         if request.function == "write_single_coil":
-            meter.valve = "open" if values.get("value") else "closed"
+            meter.set_valve("open" if values.get("value") else "closed", at)
             answer = reply(request.items)
             self._log(frame_id, meter, "valve", answer, at, effect={"valve": meter.valve})
             return answer

@@ -112,3 +112,36 @@ def test_clock_anchored_ahead_stands_before_its_start_until_then() -> None:
     clock = SimClock(T0, speed=60, wall_anchor=_time.time() + 10)
     assert T0 - timedelta(minutes=11) < clock.now() < T0 - timedelta(minutes=9)
     assert abs(clock.wall_timeline().anchor - (_time.time() + 10)) < 0.5
+
+
+def test_a_closed_valve_stops_the_register() -> None:
+    """Regression: valve_close changed the meter's valve state but gas kept flowing, so
+    every cut-off meter looked like a bypass to the VEE (the demo raised hundreds of
+    vee.valve_consistency alerts, all made by the simulator)."""
+    fleet = Fleet(FleetSpec(), T0)
+    meter = next(m for m in fleet.meters.values() if m.has_valve and m.medium == "gas"
+                 and m.customer_type == "commercial")
+    twin = Fleet(FleetSpec(), T0).meters[meter.meter_id]  # same profile, always supplied
+    t1, t2, t3 = (T0 + timedelta(days=d) for d in (1, 2, 3))
+    meter.advance(t1)
+    at_close = meter.consumption.total
+    assert at_close > 0
+    meter.set_valve("closed", t2 - timedelta(hours=12))  # what flowed until then counts
+    closed_at = meter.consumption.total
+    assert closed_at > at_close
+    meter.advance(t2)
+    assert meter.consumption.total == closed_at  # no flow while closed
+    meter.set_valve("armed", t2)  # armed for a local opening: still shut
+    meter.advance(t2 + timedelta(hours=6))
+    assert meter.consumption.total == closed_at
+    meter.set_valve("open", t2 + timedelta(hours=6))
+    meter.advance(t3)
+    # from the opening on it consumes as its always-supplied twin did in the same hours
+    twin.advance(t2 + timedelta(hours=6))
+    before = twin.consumption.total
+    twin.advance(t3)
+    assert meter.consumption.total - closed_at == pytest.approx(twin.consumption.total - before)
+    # a meter without a valve is always supplied
+    plain = next(m for m in fleet.meters.values() if not m.has_valve)
+    plain.valve = "closed"
+    assert plain.supplied
