@@ -64,4 +64,5 @@ def test_a_bad_file_says_what_and_where(text: str, why: str) -> None:
         TimeLine.from_json(text, source="/run/clock.json")
     assert why in str(caught.value)
     assert caught.value.where == "/run/clock.json"
-    assert caught.value.hint and "fep.clock_file" in caught.value.hint
+    assert caught.value.hint
+    assert "fep.clock_file" in caught.value.hint

@@ -103,5 +103,6 @@ def test_simulate_writes_its_time_line_for_the_fep(tmp_path: Path) -> None:
     # a manual clock has no time line
     result = run_cli("simulate", "--meters", "4", "--speed", "0", "--duration", "0",
                      "--clock-file", str(tmp_path / "manual.json"))
-    assert result.returncode == 2 and "--clock-file" in result.stderr
+    assert result.returncode == 2
+    assert "--clock-file" in result.stderr
     assert not (tmp_path / "manual.json").exists()

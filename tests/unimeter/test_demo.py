@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +27,7 @@ import pytest
 from schemas.settings import KafkaSettings
 from simulator.log import read_log
 from tests.plugins.services import DbHandle
+from unimeter.config import Config
 
 pytestmark = pytest.mark.integration
 
@@ -114,8 +116,9 @@ def test_demo_end_to_end(database: DbHandle, demo_prefix: str, tmp_path: Path) -
         assert sum(ts < sim_end for ts in times) > len(times) / 2
         received = conn.execute("SELECT min(received_at), max(received_at) "
                                 "FROM data.raw_readings").fetchone()
-        assert received is not None and sim_start <= received[0] <= received[1] < \
-            sim_end + timedelta(minutes=30), received
+        assert received is not None
+        assert sim_start <= received[0] <= received[1] < sim_end + timedelta(minutes=30), \
+            received
         drifting = scalar(conn, "SELECT count(*) FROM data.validated_readings WHERE flags && "
                                 "ARRAY['clock_back', 'clock_forward']")
         assert drifting == 0
@@ -172,3 +175,69 @@ def test_demo_end_to_end(database: DbHandle, demo_prefix: str, tmp_path: Path) -
     leftovers = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True,
                                check=False).stdout.split()
     assert not leftovers, leftovers
+
+
+@pytest.mark.integration
+def test_each_demo_run_gets_an_emptied_database_and_topics_of_its_own(
+        config: Config, kafka_settings: KafkaSettings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a second `make demo` on the same services met the first run's data — its
+    new pipeline re-read the old readings.raw from the start and the summary counted both
+    runs (validated readings outnumbered raw ones 3 to 2)."""
+    import psycopg
+
+    from unimeter.demo import run as demo_run
+    from unimeter.errors import UnimeterError
+    from unimeter.topics import _admin, create_topics, delete_topics
+
+    name = f"umt_demo_{uuid.uuid4().hex[:6]}"
+    monkeypatch.setattr(demo_run, "DEMO_DATABASE", name)
+    local = replace(config, kafka=kafka_settings, external=frozenset(),
+                    services=config.services.model_copy(update={"state_dir": tmp_path}))
+    prefix = f"{kafka_settings.topic_prefix}demo."
+    lines: list[str] = []
+    try:
+        first, env = demo_run._demo_namespace(local, lines.append)
+        assert first.kafka.topic_prefix == prefix == env["UNIMETER_KAFKA_TOPIC_PREFIX"]
+        assert first.database.url.endswith(f"/{name}")
+        assert env["UNIMETER_DATABASE_URL"] == \
+            first.database.url
+        # the run leaves data behind
+        create_topics(first.kafka)
+        with psycopg.connect(first.database.url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE leftover (n int)")
+        # a second run while the first holds the lock is refused, saying what to do
+        with pytest.raises(UnimeterError) as refused:
+            demo_run._demo_namespace(local, lines.append)
+        assert "another `unimeter demo` is running" in str(refused.value)
+        assert refused.value.hint
+        assert "--no-services" in refused.value.hint
+        # the next run (the first has exited) starts from nothing
+        demo_run._held_locks.pop().close()
+        second, _env = demo_run._demo_namespace(local, lines.append)
+        with psycopg.connect(second.database.url, autocommit=True) as conn:
+            assert conn.execute("SELECT to_regclass('leftover')").fetchone() == (None,)
+        admin = _admin(kafka_settings)
+        try:
+            assert not [t for t in admin.list_topics() if t.startswith(prefix)]
+        finally:
+            admin.close()
+        assert any("deleted" in line for line in lines)
+        # the platform's own topics are untouched
+        admin = _admin(kafka_settings)
+        try:
+            assert f"{kafka_settings.topic_prefix}readings.raw" in admin.list_topics()
+        finally:
+            admin.close()
+    finally:
+        while demo_run._held_locks:
+            demo_run._held_locks.pop().close()
+        admin = _admin(kafka_settings)
+        try:
+            mine = [t for t in admin.list_topics() if t.startswith(prefix)]
+        finally:
+            admin.close()
+        delete_topics(kafka_settings, mine)
+        base = config.database.url.rpartition("/")[0]
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -23,7 +23,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -163,6 +163,7 @@ def run_demo(config: Config, options: DemoOptions, *, echo: Echo = print,
 
     started = time.monotonic()
     steps = 8
+    overrides: dict[str, str] = {}  # settings every process of the run gets in its environment
     run_name = f"{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:4]}"
     layout = DemoLayout.create(options.run_dir or config.services.state_dir / "demo" / run_name,
                                api_port=options.api_port)
@@ -173,6 +174,7 @@ def run_demo(config: Config, options: DemoOptions, *, echo: Echo = print,
 
         echo(f"1/{steps} local services")
         services_up(config, progress=lambda m: echo(f"    {m}"))
+        config, overrides = _demo_namespace(config, echo)
     else:
         echo(f"1/{steps} services: using those configured (not starting any)")
     echo(f"2/{steps} database schema and Kafka topics")
@@ -201,7 +203,7 @@ def run_demo(config: Config, options: DemoOptions, *, echo: Echo = print,
                                           poll_every_s=poll_every_s,
                                           report_every_s=report_every_s))
     write_config(document, layout)
-    env = {**os.environ, "UNIMETER_CONFIG": str(layout.config_file)}
+    env = {**os.environ, "UNIMETER_CONFIG": str(layout.config_file), **overrides}
     python = [sys.executable, "-m", "unimeter"]
     _run([*python, "ledger", "import", str(layout.ledger_dir), "--actor", "demo"], env, echo,
          "ledger import")
@@ -213,7 +215,8 @@ def run_demo(config: Config, options: DemoOptions, *, echo: Echo = print,
 
     # -- the platform's processes
     echo(f"4/{steps} platform processes under the supervisor (logs in {layout.log_dir})")
-    sup = Supervisor(demo_processes(layout, {"UNIMETER_CONFIG": str(layout.config_file)}),
+    sup = Supervisor(demo_processes(layout, {"UNIMETER_CONFIG": str(layout.config_file),
+                                             **overrides}),
                      log_dir=layout.log_dir, progress=lambda m: echo(f"    {m}"))
     stopped = False
     try:
@@ -258,6 +261,78 @@ def run_demo(config: Config, options: DemoOptions, *, echo: Echo = print,
         if not stopped:
             sup.stop()
         raise
+
+
+#: the demo's own database on the local PostgreSQL, and the suffix of its topic prefix
+DEMO_DATABASE = "unimeter_demo"
+DEMO_TOPIC_SUFFIX = "demo."
+_held_locks: list[Any] = []  # the lock stays held until the process exits
+
+
+def _demo_namespace(config: Config, echo: Echo) -> tuple[Config, dict[str, str]]:
+    """Give the run a clean database and topics of its own on the local services.
+
+    A demo started again on the same services would otherwise meet the last run's data: the
+    new pipeline (a new application id) reads the old ``readings.raw`` from the start, the
+    database holds the old rows (a run the same day replays the same meters and times), and
+    the summary counts both. So the demo works in database ``unimeter_demo`` and under topic
+    prefix ``<prefix>demo.``, both emptied at the start of each run; the platform's own
+    database and topics are never touched. One demo at a time per state directory (a lock
+    held until the demo exits); services given from outside are used as they are."""
+    import fcntl
+
+    lock_path = config.services.state_dir / "demo" / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = lock_path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UnimeterError("another `unimeter demo` is running on these services",
+                            where=str(lock_path),
+                            hint="wait until it ends (or stop it with Ctrl-C), or give this "
+                                 "one its own services: --no-services with UNIMETER_DATABASE_URL"
+                                 " and UNIMETER_KAFKA_TOPIC_PREFIX") from None
+    _held_locks.append(handle)
+    overrides: dict[str, str] = {}
+    database, kafka = config.database, config.kafka
+    notes = []
+    if "postgres" not in config.external:
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(config.database.url)
+        admin_url = urlunsplit(parts._replace(path="/postgres"))
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
+        url = urlunsplit(parts._replace(path=f"/{DEMO_DATABASE}"))
+        database = database.model_copy(update={"url": url})
+        overrides["UNIMETER_DATABASE_URL"] = url
+        notes.append(f"database {DEMO_DATABASE} (new)")
+    if "kafka" not in config.external:
+        from unimeter.topics import _admin, delete_topics
+
+        prefix = f"{config.kafka.topic_prefix}{DEMO_TOPIC_SUFFIX}"
+        admin = _admin(config.kafka)
+        try:
+            old = [t for t in admin.list_topics() if t.startswith(prefix)]
+            delete_topics(config.kafka, old)
+            deadline = time.monotonic() + 60
+            # deletion completes in the background: creating a topic of the same name
+            # before it has would fail
+            while old and time.monotonic() < deadline:
+                if not any(t.startswith(prefix) for t in admin.list_topics()):
+                    break
+                time.sleep(0.5)
+        finally:
+            admin.close()
+        kafka = kafka.model_copy(update={"topic_prefix": prefix})
+        overrides["UNIMETER_KAFKA_TOPIC_PREFIX"] = prefix
+        notes.append(f"topics '{prefix}*'" + (f" ({len(old)} of the last run deleted)"
+                                              if old else ""))
+    if notes:
+        echo(f"    this run's own {' and '.join(notes)}; the platform's are not touched")
+    return replace(config, database=database, kafka=kafka), overrides
 
 
 def _simulation_start(days: float, zone: str) -> datetime:

@@ -96,7 +96,8 @@ def test_the_shipped_reference_use_fits_each_medium() -> None:
     rules = load_rule_set(default_rules_path())
     per_day = {m: rules.average_daily_use("residential", m) for m in
                ("gas", "water", "electricity", "heat")}
-    assert per_day["electricity"] is not None and per_day["gas"] is not None
+    assert per_day["electricity"] is not None
+    assert per_day["gas"] is not None
     assert per_day["electricity"] >= 4 * per_day["gas"]  # kWh of a household vs m³ of gas
     assert rules.history_class(5 * 10**6, "electricity") == "medium"  # 5 kWh a day
     assert rules.history_class(5 * 10**6, "gas") == "high"  # 5 m³ a day
