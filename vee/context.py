@@ -145,8 +145,14 @@ class PointContext:
         return self._own_adu if self._own_adu is not False else None
 
     def group_average_daily_use(self) -> float | None:
-        """The rule set's average daily use of the meter's customer group (micro-units)."""
-        return self.ruleset.average_daily_use(self.meter.customer_type, self.meter.medium)
+        """The rule set's average daily use of the meter's customer group (micro-units), in
+        the month of the value under test where the medium has month factors."""
+        month = None
+        if self.point is not None and self.ruleset.seasonal_by_medium:
+            calendar = self.calendar
+            month = calendar.date(calendar.day(self.point.ts)).month
+        return self.ruleset.average_daily_use(self.meter.customer_type, self.meter.medium,
+                                              month)
 
     def expected_interval(self) -> int:
         return self.channel.interval_s

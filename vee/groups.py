@@ -11,6 +11,9 @@ A rule set (one YAML file) holds the calendar, reference consumption, state limi
       # ... or per medium (a meter's unit differs by medium: m3 of gas, kWh of electricity);
       # plain numbers beside the media are the fallback of any other medium
       # average_daily_use: {gas: {residential: 0.9}, electricity: {residential: 8}}
+      # and month factors of the average per medium (January first): a winter day of gas
+      # heating is not a high reading
+      # seasonal: {gas: [1.9, 1.8, 1.4, 1.0, 0.75, 0.6, 0.55, 0.55, 0.65, 0.9, 1.3, 1.7]}
     state: {window_points: 16, history_days: 21}
     groups:
       gas-residential:
@@ -201,6 +204,8 @@ class RuleSet:
     average_daily_use_by_medium: dict[str, dict[str, float]] = field(default_factory=dict)
     history_classes_by_medium: dict[str, list[tuple[str, float | None]]] = field(
         default_factory=dict)
+    #: medium → twelve month factors (January first) of its group average daily use
+    seasonal_by_medium: dict[str, tuple[float, ...]] = field(default_factory=dict)
     window_points: int = 16
     history_days: int = 21
     meters: dict[str, MeterOverride] = field(default_factory=dict)
@@ -209,11 +214,11 @@ class RuleSet:
 
     # ------------------------------------------------------------------ reference data
 
-    def average_daily_use(self, customer_type: str | None, medium: str | None = None
-                          ) -> float | None:
+    def average_daily_use(self, customer_type: str | None, medium: str | None = None,
+                          month: int | None = None) -> float | None:
         """Average daily use of a customer group in micro-units of the meter's unit (None
         if not configured): the medium's table (the type, else ``*``), else the table of
-        any medium (the type, else ``*``)."""
+        any medium (the type, else ``*``); times the medium's factor for ``month`` (1-12)."""
         for table in (self.average_daily_use_by_medium.get(medium or ""),
                       self.average_daily_use_by_type):
             if table:
@@ -221,6 +226,9 @@ class RuleSet:
                 if found is None:
                     found = table.get("*")
                 if found is not None:
+                    factors = self.seasonal_by_medium.get(medium or "")
+                    if factors and month is not None:
+                        return found * factors[month - 1]
                     return found
         return None
 
@@ -252,6 +260,7 @@ class RuleSet:
                        history_classes=self.history_classes,
                        average_daily_use_by_medium=self.average_daily_use_by_medium,
                        history_classes_by_medium=self.history_classes_by_medium,
+                       seasonal_by_medium=self.seasonal_by_medium,
                        window_points=self.window_points,
                        history_days=self.history_days, meters=self.meters, source=self.source)
 
@@ -353,7 +362,7 @@ def parse_rule_set(text: str, *, source: str = "<rules>", timezone: str | None =
                               where=f"{source}: version", hint="this unimeter reads version 1")
     calendar = _calendar(doc.get("calendar") or {}, source, timezone)
     history = doc.get("history") or {}
-    _only(history, {"average_daily_use", "classes"}, source, "history")
+    _only(history, {"average_daily_use", "classes", "seasonal"}, source, "history")
     adu_tables = _by_medium(history.get("average_daily_use"), source,
                             "history.average_daily_use", nullable=False)
     adu = {name: value for name, value in adu_tables.pop("", [])}
@@ -363,6 +372,7 @@ def parse_rule_set(text: str, *, source: str = "<rules>", timezone: str | None =
     for table in class_tables.values():
         table.sort(key=lambda c: float("inf") if c[1] is None else c[1])
     classes = class_tables.pop("", [])
+    seasonal = _seasonal(history.get("seasonal"), source)
     state = doc.get("state") or {}
     _only(state, {"window_points", "history_days"}, source, "state")
     window_points = _int(state.get("window_points", 16), source, "state.window_points", 2, 10000)
@@ -378,7 +388,8 @@ def parse_rule_set(text: str, *, source: str = "<rules>", timezone: str | None =
         meters[str(meter_id)] = _meter_override(str(meter_id), body, groups, source)
     return RuleSet(groups=groups, calendar=calendar, average_daily_use_by_type=adu,
                    history_classes=classes, average_daily_use_by_medium=adu_by_medium,
-                   history_classes_by_medium=class_tables, window_points=window_points,
+                   history_classes_by_medium=class_tables, seasonal_by_medium=seasonal,
+                   window_points=window_points,
                    history_days=history_days, meters=meters, source=source)
 
 
@@ -624,6 +635,33 @@ def _by_medium(doc: Any, source: str, where: str, *, nullable: bool
             out[name] = [(str(k), number(v, f"{where}.{name}.{k}")) for k, v in value.items()]
         else:
             out.setdefault("", []).append((name, number(value, f"{where}.{name}")))
+    return out
+
+
+def _seasonal(doc: Any, source: str) -> dict[str, tuple[float, ...]]:
+    """``{medium: [12 month factors, January first]}``."""
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise RuleConfigError(f"a mapping of medium to 12 month factors is expected, not "
+                              f"{doc!r}", where=f"{source}: history.seasonal",
+                              hint="write e.g. {gas: [1.9, 1.8, 1.4, 1, 0.75, 0.6, 0.55, 0.55, "
+                                   "0.65, 0.9, 1.3, 1.7]}")
+    out: dict[str, tuple[float, ...]] = {}
+    for medium, factors in doc.items():
+        where = f"history.seasonal.{medium}"
+        if str(medium) not in _MEDIA:
+            raise RuleConfigError(f"'{medium}' is not a medium ({', '.join(_MEDIA)})",
+                                  where=f"{source}: {where}", hint="name the medium")
+        if not isinstance(factors, list) or len(factors) != 12:
+            raise RuleConfigError("12 month factors are expected, January first",
+                                  where=f"{source}: {where}",
+                                  hint="one factor of the annual average per month")
+        values = tuple(_number(f, source, f"{where}[{i}]") for i, f in enumerate(factors))
+        if any(v <= 0 for v in values):
+            raise RuleConfigError("month factors must be greater than 0",
+                                  where=f"{source}: {where}", hint="e.g. 0.55 for July")
+        out[str(medium)] = values
     return out
 
 

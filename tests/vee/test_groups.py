@@ -91,6 +91,12 @@ def test_per_meter_parameters_override_the_group() -> None:
      "history.average_daily_use", "a mapping of name to number"),
     ("groups: {g: {rules: []}}\nhistory: {classes: {water: {low: x}}}",
      "history.classes.water.low", "a number is expected"),
+    ("groups: {g: {rules: []}}\nhistory: {seasonal: {gas: [1, 2]}}", "history.seasonal.gas",
+     "12 month factors"),
+    ("groups: {g: {rules: []}}\nhistory: {seasonal: {gaz: [1,1,1,1,1,1,1,1,1,1,1,1]}}",
+     "history.seasonal.gaz", "not a medium"),
+    ("groups: {g: {rules: []}}\nhistory: {seasonal: {gas: [1,1,1,1,1,0,1,1,1,1,1,1]}}",
+     "history.seasonal.gas", "greater than 0"),
 ])
 def test_mistakes_name_file_path_and_reason(text: str, where: str, reason: str) -> None:
     with pytest.raises(RuleConfigError) as err:

@@ -90,6 +90,26 @@ def test_high_low_takes_the_average_of_the_meters_medium() -> None:
     assert day("1.6", gas_meter(medium="water", qmax=None)) == ("high_low",)
 
 
+def test_high_low_scales_the_group_average_by_the_month() -> None:
+    """A winter day of gas heating is not a high reading; the same day in July is."""
+    from datetime import UTC, datetime, timedelta
+
+    factors = "[1.9, 1.8, 1.4, 1.0, 0.75, 0.6, 0.55, 0.55, 0.65, 0.9, 1.3, 1.7]"
+    extra = (f"history: {{average_daily_use: {{gas: {{residential: 1.0}}}}, "
+             f"seasonal: {{gas: {factors}}}}}")
+
+    def day(value: str, month: int) -> tuple[str, ...]:
+        t0 = datetime(2026, month, 10, tzinfo=UTC)
+        readings = [reading(0, "0", t0=t0), reading(24, value, t0=t0)]
+        return run("[high_low]", readings, extra=extra).latest(None)[
+            t0 + timedelta(hours=24)].flags
+
+    assert day("4.5", 12) == ()  # December: 1.7 m³ a day expected, +200 % = 5.1
+    assert day("5.5", 12) == ("high_low",)
+    assert day("2.0", 7) == ("high_low",)  # July: 0.55 expected, +200 % = 1.65
+    assert day("1.5", 7) == ()
+
+
 def test_the_shipped_reference_use_fits_each_medium() -> None:
     from vee.groups import default_rules_path, load_rule_set
 
