@@ -3,6 +3,7 @@ value changes only when that evidence changes materially — no validated ↔ es
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from schemas.messages import Reading, ValidatedReading
@@ -102,7 +103,9 @@ def test_daily_reads_are_judged_on_arrival_against_the_window_before_them() -> N
     for d, use in enumerate(uses, start=1):
         total += Decimal(use)
         readings.append(reading(24 * d, str(total)))
-    r = _focused().feed(readings)
+    # judged from three values on (the default waits for a week: see the next test)
+    r = _focused("[missing, {rule: spike, tolerance_pct: 200, min_window_days: 0}]"
+                 ).feed(readings)
     history = _history(r)
     spikes = {h // 24 for h, versions in history.items() if "spike" in versions[-1].flags}
     assert spikes == {6, 9}
@@ -203,3 +206,34 @@ def test_a_closed_day_is_not_judged_again_on_what_is_left_of_it() -> None:
                  if q == qualities[n - 2] != qualities[n - 1]]
         assert not flips, (hour, [(o.version, o.quality, o.flags) for o in versions])
     assert [o.quality for o in _history(r)[18]][-1] == "estimated"
+
+
+def _shop(days: int, *, extra: dict[int, str] | None = None) -> list[Reading]:
+    """A shop read every 12 hours from a Saturday (local): 3 m³ in each weekday's business
+    half-day, 0.75 at weekends, 0.1 at night; ``extra`` adds to half-day ``n``'s use."""
+    start = T0 - timedelta(days=2) - timedelta(hours=8)  # Saturday 00:00 in Shanghai
+    total, out = Decimal("100"), [reading(0, "100", t0=start)]
+    for n in range(1, 2 * days + 1):
+        day = (n - 1) // 2  # 0 = Saturday
+        business = n % 2 == 1  # 00:00-12:00 local holds the business hours here
+        use = Decimal("0.1") if not business else (Decimal("0.75") if day % 7 in (0, 1)
+                                                    else Decimal("3"))
+        total += use + Decimal((extra or {}).get(n, "0"))
+        out.append(reading(12 * n, str(total), t0=start))
+    return out
+
+
+def test_a_window_that_has_not_seen_a_week_does_not_take_monday_for_a_spike() -> None:
+    """Regression: a shop's first Monday after a weekend — four times the weekend's use —
+    was a spike to a window holding only the weekend, and estimated away (the demo, which
+    starts on a Saturday, estimated a quarter of its commercial readings)."""
+    rules = "[missing, {rule: spike, tolerance_pct: 200%s}]"
+    readings = _shop(4)
+    eager = _focused(rules % ", min_window_days: 0").feed(readings)
+    assert any("spike" in o.flags for o in eager.outputs)  # what the old default did
+    waiting = _focused(rules % "").feed(readings)
+    assert not any("spike" in o.flags for o in waiting.outputs)
+    # once the window has seen a week, a stray value is caught
+    late = _focused(rules % "").feed(_shop(12, extra={19: "40"}))
+    flagged = {o.ts for o in late.outputs if "spike" in o.flags}
+    assert len(flagged) == 1

@@ -166,6 +166,9 @@ class SpikeParams(RuleParams):
     #: values before it in the window (the last 16); ``auto``: the day for values more
     #: frequent than every 6 hours, else the window (daily reads).
     scope: Literal["auto", "day", "window"] = "auto"
+    #: Window scope: judge only once the window covers this many days — a whole week, so
+    #: the reference has seen the meter's weekly cycle (0 = from three values on).
+    min_window_days: float = Field(default=7, ge=0, le=60)
     #: Ignore spikes whose rate is below this (units per hour).
     min_rate: float = Field(default=0, ge=0)
 
@@ -192,12 +195,23 @@ class Spike(ValidationRule):
     def check(self, ctx: PointContext) -> bool:
         return False  # evaluated per day by check_day
 
+    def _window_scope(self, ctx: PointContext) -> bool:
+        scope = self.params.scope
+        return scope == "window" or (scope == "auto" and ctx.channel.interval_s >= 6 * 3600)
+
     def check_day(self, ctx: PointContext, points: list[Point],
                   rates: list[tuple[float, int]]) -> list[Point]:
         """The spikes among ``points``; ``rates`` are ``(rate, index into points)`` of the
         values that count (per hour for a register, per value for an interval channel)."""
         if len(rates) < 3:
             return []
+        if self.params.min_window_days and self._window_scope(ctx):
+            # A window that has not seen a whole week takes a change of use for a stray
+            # value: a shop's first Monday after the weekend, a new meter's first busy day.
+            first, last = points[min(n for _r, n in rates)], points[max(n for _r, n in rates)]
+            covered = last.ts - first.ts + ctx.channel.interval_s
+            if covered < self.params.min_window_days * 86400:
+                return []
         ordered = sorted(rates, reverse=True)
         third = ordered[2][0]
         if third <= 0:
