@@ -122,6 +122,11 @@ def test_demo_end_to_end(database: DbHandle, demo_prefix: str, tmp_path: Path) -
         drifting = scalar(conn, "SELECT count(*) FROM data.validated_readings WHERE flags && "
                                 "ARRAY['clock_back', 'clock_forward']")
         assert drifting == 0
+        # every gas and water meter has its size (Qmax) in the ledger: max_flow judges them
+        # against their own maximum, not a small meter's default
+        unsized = scalar(conn, "SELECT count(*) FROM ledger.meters WHERE medium IN "
+                               "('gas', 'water') AND qmax IS NULL AND size IS NULL")
+        assert unsized == 0
         # every network of the fleet delivered
         networks = {n["network"]: n for n in summary["networks"]}
         assert set(networks) == {m.service_point for m in log.meters.values()}

@@ -19,6 +19,37 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+#: Qmax (m³/h) of the sizes the demo uses, as ``ledger.meter_sizes`` has them
+_QMAX = {"G2.5": 4.0, "G10": 16.0, "DN15": 3.125, "DN20": 5.0, "DN40": 20.0}
+
+
+def test_gas_and_water_meters_get_a_size_above_their_simulated_peak(tmp_path: Path) -> None:
+    """Regression: the demo ledger gave no meter a size or Qmax, so the VEE's max_flow check
+    skipped every gas meter and held every water meter to the 5 m³/h default of a small
+    one — the industrial water meters' ordinary flow was estimated away (133 readings)."""
+    from datetime import timedelta
+
+    fleet = Fleet(FleetSpec().scaled(600), datetime(2026, 1, 1, tzinfo=UTC))
+    write_ledger(fleet, plan_ledger(fleet), tmp_path)
+    checked = 0
+    for row in rows(tmp_path / "meters.csv"):
+        if row["medium"] not in ("gas", "water"):
+            assert (row["size"], row["qmax"]) == ("", "")
+            continue
+        qmax = float(row["qmax"]) if row["qmax"] else _QMAX[row["size"]]
+        sim = fleet.meters[row["meter_id"]]
+        if checked >= 60 and sim.customer_type == "residential":
+            continue  # enough households; every commercial and industrial meter is checked
+        at = sim.consumption.at
+        peak = 0.0
+        for _hour in range(24 * 14):  # two January weeks, hour by hour
+            at += timedelta(hours=1)
+            peak = max(peak, sim.consumption.advance(at))
+        assert peak < qmax, (row["meter_id"], peak, qmax)
+        checked += 1
+    assert checked > 60
+
+
 def test_every_meter_gets_a_customer_account_and_tariff(tmp_path: Path) -> None:
     fleet = Fleet(FleetSpec().scaled(600), T0)
     plan = plan_ledger(fleet)
