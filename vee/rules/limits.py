@@ -64,6 +64,9 @@ class MaxFlowParams(RuleParams):
     tolerance_pct: float = Field(default=10, ge=0, le=1000)
     #: Qmax (units/h) to use when the ledger has none for the meter (0 = skip such meters).
     default_qmax: float = Field(default=0, ge=0)
+    #: Registers a Qmax does not bound: the volume converted to base conditions of a gas
+    #: flow computer is several times the line volume the meter's Qmax limits.
+    skip_registers: list[str] = Field(default_factory=lambda: ["volume_standard"])
 
 
 @register
@@ -79,7 +82,7 @@ class MaxFlow(ValidationRule):
 
     def check(self, ctx: PointContext) -> bool:
         rate = ctx.rate_per_hour()
-        if rate is None:
+        if rate is None or ctx.channel.register in self.params.skip_registers:
             return False
         qmax = ctx.meter.qmax_micro()
         if qmax is None:

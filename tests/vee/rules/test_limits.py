@@ -37,6 +37,19 @@ def test_max_flow_by_ledger_qmax_and_by_gas_size() -> None:
     assert g25.at(1).flags == ()
 
 
+def test_max_flow_leaves_the_volume_at_base_conditions_alone() -> None:
+    """Regression: a gas flow computer's volume converted to base conditions (several times
+    the line volume at line pressure) was held to the meter's Qmax, which bounds the line
+    volume: the demo's RTUs had their billing register estimated away."""
+    readings = [reading(0, "0", register="volume_standard"),
+                reading(1, "30", register="volume_standard")]
+    assert run("[max_flow]", readings).at(1, "volume_standard").flags == ()
+    line = run("[max_flow]", [reading(0, "0"), reading(1, "30")])
+    assert line.at(1).flags == ("max_flow",)  # the line volume is still checked
+    strict = run("[{rule: max_flow, skip_registers: []}]", readings)
+    assert strict.at(1, "volume_standard").flags == ("max_flow",)
+
+
 def test_max_flow_skips_meters_without_qmax_unless_a_default_is_given() -> None:
     meter = gas_meter(qmax=None, size=None)
     assert run("[max_flow]", [reading(0, "0"), reading(1, "30")], meter=meter).at(1).flags == ()
