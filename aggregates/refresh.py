@@ -25,6 +25,7 @@ its owner).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -165,9 +166,35 @@ def _refresh_timescale(conn: psycopg.Connection, report: RefreshReport,
             call = "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz"
             if force:
                 call += ", force => true"
-            conn.execute(call + ")", params)
+            _while_busy(functools.partial(conn.execute, call + ")", params), relation,
+                        progress)
             report.levels.append(LevelRefresh(relation, 1, None,
                                               int((time.monotonic() - began) * 1000)))
+
+
+#: Waits between attempts while TimescaleDB refreshes the same aggregate (its own refresh
+#: policy, or the scheduler): about a minute in all.
+BUSY_WAITS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+def _while_busy(refresh: Callable[[], object], relation: str, progress: Progress,
+                waits: Sequence[float] = BUSY_WAITS_S) -> None:
+    """Run ``refresh``; while another refresh of the same continuous aggregate is in
+    progress (TimescaleDB refuses a second one: SQLSTATE 55P03), wait and try again —
+    the other one materialises the same rows, and ours then folds in what it left."""
+    for wait in (*waits, None):
+        try:
+            refresh()
+            return
+        except psycopg.errors.LockNotAvailable as exc:
+            if wait is None:
+                raise AggregateError(
+                    f"{relation} is being refreshed by another session and still was after "
+                    f"{sum(waits):.0f} s: {str(exc).strip()}", where=relation,
+                    hint="see timescaledb_information.jobs for a refresh job that hangs; "
+                         "run `unimeter aggregates refresh` again later") from None
+            progress(f"{relation}: another refresh is in progress; again in {wait:g} s")
+            time.sleep(wait)
 
 
 def _widen(conn: psycopg.Connection, start: datetime | None, end: datetime | None,

@@ -46,6 +46,7 @@ class ModbusRtuServer:
         self.connected = asyncio.Event()
         self.pending: dict[str, Any] = {}  # nothing is pushed, nothing awaits an ack
         self._frames = 0
+        self._writers: set[asyncio.StreamWriter] = set()  # open client connections
 
     async def run(self) -> None:
         self.server = await asyncio.start_server(self._client, self.host, self.port)
@@ -57,6 +58,11 @@ class ModbusRtuServer:
     def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+        # End the client handlers by closing their connections (they return on EOF) rather
+        # than leaving them to be cancelled at loop shutdown, which Python 3.11 reports as
+        # "Exception in callback ... CancelledError" on the console.
+        for writer in list(self._writers):
+            writer.close()
 
     def endpoints(self, host: str | None = None) -> list[str]:
         """``LINK=host:port/unit`` of every unit, for a collection plan."""
@@ -99,6 +105,7 @@ class ModbusRtuServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         framer = self.proto.framer()
+        self._writers.add(writer)
         try:
             while data := await reader.read(4096):
                 framer.feed(data)
@@ -114,6 +121,7 @@ class ModbusRtuServer:
         except (ConnectionError, OSError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

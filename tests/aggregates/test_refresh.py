@@ -409,3 +409,40 @@ def test_concurrent_refreshes_wait_for_each_other_and_lose_nothing(database: DbH
     assert outcome["report"].buckets > 0
     assert stored_aggregates(database) == oracle.aggregates(first + late, ZONE)
     assert refresh(database).buckets == 0  # nothing left in the log
+
+
+def test_a_refresh_waits_while_another_session_holds_it(database: DbHandle) -> None:
+    """Regression: `make demo` died at its last step when TimescaleDB's own refresh policy
+    was refreshing the hourly aggregate at that moment (SQLSTATE 55P03, "a concurrent
+    refresh is already in progress"). The refresh now waits and tries again. A row lock
+    taken NOWAIT raises the same SQLSTATE on plain PostgreSQL."""
+    import functools
+    import threading
+
+    from aggregates.errors import AggregateError
+    from aggregates.refresh import _while_busy
+
+    with database.admin() as setup:
+        setup.execute("CREATE TABLE busy (n int)")
+        setup.execute("INSERT INTO busy VALUES (1)")
+    holder = database.admin(autocommit=False)
+    holder.execute("SELECT n FROM busy FOR UPDATE")
+    releaser = threading.Timer(1.2, holder.commit)
+    releaser.start()
+    notes: list[str] = []
+    try:
+        with database.admin() as conn:
+            take = functools.partial(conn.execute, "SELECT n FROM busy FOR UPDATE NOWAIT")
+            _while_busy(take, "agg.busy", notes.append, waits=(0.5, 0.5, 0.5, 0.5, 0.5))
+            assert notes  # it had to wait at least once
+            assert all("another refresh is in progress" in n for n in notes)
+            # held for good: a clear error once the waits are spent
+            holder.execute("SELECT n FROM busy FOR UPDATE")
+            with pytest.raises(AggregateError) as caught:
+                _while_busy(take, "agg.busy", notes.append, waits=(0.05, 0.05))
+            assert "is being refreshed by another session" in str(caught.value)
+            assert caught.value.hint
+    finally:
+        releaser.cancel()
+        holder.rollback()
+        holder.close()

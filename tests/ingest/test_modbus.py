@@ -97,3 +97,34 @@ def simulator_for_modbus(spec: Any, tmp_path: Path) -> Any:
 
     return Simulator(SimulatorSettings(modbus_port=0), spec=spec, clock=SimClock(T0, 60),
                      log_path=tmp_path / "sim.jsonl")
+
+
+async def test_stopping_the_simulated_rtus_ends_their_connections(tmp_path: Path) -> None:
+    """Regression: the demo printed "Exception in callback ... CancelledError" from the
+    simulated RTUs' connection handlers when it stopped: they were left to be cancelled at
+    loop shutdown. Stopping now closes their connections and the handlers end by themselves."""
+    import asyncio
+
+    from simulator.modbus import ModbusRtuServer
+
+    sim = simulator_for_modbus(small_fleet(modbus_rtus=1, modbus_service_point="rtu"),
+                               tmp_path)
+    await sim.start(kinds=("modbus",))
+    await sim.wait_connected(5)
+    server = next(link for link in sim.links.values() if isinstance(link, ModbusRtuServer))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        for _ in range(100):  # the handler picks the connection up
+            if server._writers:
+                break
+            await asyncio.sleep(0.01)
+        assert len(server._writers) == 1
+        await sim.stop()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the simulator
+        for _ in range(100):
+            if not server._writers:
+                break
+            await asyncio.sleep(0.01)
+        assert not server._writers  # the handler returned (not cancelled)
+    finally:
+        writer.close()
