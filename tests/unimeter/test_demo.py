@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -103,7 +104,7 @@ def test_demo_end_to_end(database: DbHandle, demo_prefix: str, tmp_path: Path) -
         # -- one clock: the FEP stamps reception on the fleet's simulated time line, so the
         # readings whose frames carry no time (DL/T 645, Modbus) lie in the simulated day
         # (not in the real minutes of the run), and the meters' clocks agree with the
-        # platform's (no drift is injected: no reading is flagged as drifting)
+        # platform's (only a clock the simulator set running away is flagged as drifting)
         assert log.run is not None
         sim_start = log.run.sim_start
         sim_end = sim_start + timedelta(days=1)
@@ -119,9 +120,26 @@ def test_demo_end_to_end(database: DbHandle, demo_prefix: str, tmp_path: Path) -
         assert received is not None
         assert sim_start <= received[0] <= received[1] < sim_end + timedelta(minutes=30), \
             received
-        drifting = scalar(conn, "SELECT count(*) FROM data.validated_readings WHERE flags && "
-                                "ARRAY['clock_back', 'clock_forward']")
-        assert drifting == 0
+        # Only meters whose clocks the simulator set running away are flagged as drifting —
+        # and, rarely, an upload that reached the FEP late (a retransmission after a lost
+        # acknowledgement): at 2,880x, 0.2 real seconds are the rule's 10 minutes. That is
+        # clock_back, never forward, and rare (before the shared clock: 80 % of readings).
+        set_running = {f.meter_id or f.target for f in log.faults if f.kind == "clock_drift"}
+        drifting = conn.execute(
+            "SELECT meter_id, 'clock_forward' = ANY (flags) FROM data.validated_readings "
+            "WHERE flags && ARRAY['clock_back', 'clock_forward']").fetchall()
+        late = [(m, forward) for m, forward in drifting if m not in set_running]
+        assert not any(forward for _m, forward in late), late
+        assert len(late) <= len(stored) / 100, late[:5]
+        # the faults the simulator injected (the demo's default rates) are in the summary,
+        # and the VEE caught stray values: the next report falls back below the spike
+        injected = Counter(f.kind for f in log.faults)
+        assert summary["faults"] == dict(sorted(injected.items()))
+        if injected["spike"]:
+            caught = scalar(conn, "SELECT count(*) FROM data.validated_readings WHERE flags && "
+                                  "ARRAY['max_flow', 'consecutive_jump', 'high_low', "
+                                  "'negative_consumption', 'rollback', 'spike']")
+            assert caught > 0
         # every gas and water meter has its size (Qmax) in the ledger: max_flow judges them
         # against their own maximum, not a small meter's default
         unsized = scalar(conn, "SELECT count(*) FROM ledger.meters WHERE medium IN "

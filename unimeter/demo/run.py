@@ -35,6 +35,7 @@ import yaml
 from schemas.settings import config_file_path
 from simulator.fleet import Fleet, FleetSpec
 from unimeter.config import Config
+from unimeter.demo import DEFAULT_FAULTS
 from unimeter.demo.ledger import opening_top_ups, plan_ledger, write_ledger
 from unimeter.demo.plan import DemoLayout, demo_config, demo_processes, write_config
 from unimeter.demo.report import ReportFiles, write_report
@@ -71,6 +72,7 @@ class DemoOptions:
     quiet_s: float = 15.0  # counts unchanged this long = drained
     drain_timeout_s: float = 900.0
     ack_timeout_s: float = 90.0
+    faults: str = DEFAULT_FAULTS
 
     @property
     def effective_speed(self) -> float:
@@ -378,7 +380,7 @@ async def _simulate(config: Config, fleet: Fleet, document: dict[str, Any],
     write_timeline(layout.clock_file, clock.wall_timeline())
     await asyncio.sleep(max(0.0, anchor - time.time()))
     sim = Simulator(settings, spec=fleet.spec, clock=clock, mqtt=mqtt,
-                    log_path=layout.simulator_log, seed=options.seed)
+                    log_path=layout.simulator_log, seed=options.seed, faults=options.faults)
     await sim.start()
     conn = await psycopg.AsyncConnection.connect(config.database.conninfo("owner"),
                                                  autocommit=True)

@@ -69,6 +69,7 @@ class DemoSummary:
     alerts: dict[str, int] = field(default_factory=dict)
     commands: dict[tuple[str, str], int] = field(default_factory=dict)
     device_valves: dict[str, int] = field(default_factory=dict)  # from the simulator's log
+    faults: dict[str, int] = field(default_factory=dict)  # injected, from the simulator's log
     aggregates: dict[str, int] = field(default_factory=dict)
     days: list[tuple[str, str, str, str, Decimal]] = field(default_factory=list)
     zone: str = "Asia/Shanghai"
@@ -149,6 +150,7 @@ def collect_summary(conn: psycopg.Connection[Any], log: LogSummary, *,
         if c.command.startswith(("valve", "relay")) or "valve" in c.effect:
             effects[f"{c.command} {'ok' if c.ok else 'refused'}"] += 1
     s.device_valves = dict(effects)
+    s.faults = dict(sorted(Counter(f.kind for f in log.faults).items()))
     for level in AGG_LEVELS:
         for h in ("meter_consumption", "dimension_consumption", "tier_consumption"):
             name = f"agg.{h}_{level}"
@@ -180,6 +182,8 @@ def render(s: DemoSummary, *, psql: str, api_url: str, report: str) -> str:
         add(f"  {n.network:<20}{n.meters:>8,}{n.meters_heard:>8,}{_pct(n.success):>10}"
             f"{n.sent:>10,}{n.acknowledged:>10,}{n.stored:>10,}")
     add("VEE OUTCOMES (latest version of each reading)")
+    add("  faults the simulator injected: " + (", ".join(f"{k} {v:,}" for k, v in
+                                                        s.faults.items()) or "none"))
     add("  quality: " + ", ".join(f"{k} {v:,}" for k, v in s.quality.items()))
     add("  by rule (flags raised): " + (", ".join(f"{k} {v:,}" for k, v in s.flags.items())
                                         or "none"))

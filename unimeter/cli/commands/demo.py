@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
+from simulator.faults import parse_fault_spec
 from unimeter.config import load_config
+from unimeter.demo import DEFAULT_FAULTS
 
 
 @click.command(name="demo")
@@ -31,10 +33,14 @@ from unimeter.config import load_config
 @click.option("--no-services", is_flag=True,
               help="Do not start local services; use the configured ones as they are.")
 @click.option("--api-port", type=int, default=None, help="Port of the API (default: any free).")
+@click.option("--faults", default=DEFAULT_FAULTS, show_default=True,
+              help="What goes wrong in the fleet, as rates per report ('' = nothing), for "
+                   "the VEE to catch: kinds missing spike rollback rollover clock_drift "
+                   "duplicate garbage corrupt disconnect.")
 @click.option("--seed", type=int, default=20260701, show_default=True)
 def command(meters: int, days: float, minutes: float, speed: float | None,
             report_hours: float, run_dir: Path | None, keep_running: bool, no_services: bool,
-            api_port: int | None, seed: int) -> None:
+            api_port: int | None, faults: str, seed: int) -> None:
     """Run the main job end to end: services, schema, topics, a simulated fleet in the ledger
     (customers, accounts, tariffs, prepayment), the FEP, the pipeline (VEE and billing), the
     sink, the control plane, the scheduler and the API under the supervisor; the fleet over
@@ -49,10 +55,14 @@ def command(meters: int, days: float, minutes: float, speed: float | None,
 
     signal.signal(signal.SIGTERM, interrupted)
     config = load_config()
+    try:
+        parse_fault_spec(faults)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults") from None
     options = DemoOptions(meters=meters, days=days, sim_seconds=minutes * 60, speed=speed,
                           report_hours=report_hours, run_dir=run_dir,
                           keep_running=keep_running, seed=seed,
-                          api_port=api_port)
+                          api_port=api_port, faults=faults)
     result = run_demo(config, options, echo=click.echo, start_services=not no_services)
     if result.supervisor is not None:
         done = threading.Event()
