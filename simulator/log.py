@@ -249,6 +249,9 @@ class LogSummary:
     commands: list[CommandRec] = field(default_factory=list)
     faults: list[FaultRec] = field(default_factory=list)
     clean_end: bool = False
+    #: the simulator's own summary at the end of the run (``faults``: how often each fault
+    #: kind fired, ``frames_sent``, …)
+    end_stats: dict[str, Any] = field(default_factory=dict)
 
     def acknowledged(self) -> list[ReadingRec]:
         return [r for r in self.readings if r.frame in self.acked_frames]
@@ -280,4 +283,5 @@ def read_log(path: Path) -> LogSummary:
             summary.faults.append(rec)
         elif isinstance(rec, EndRec):
             summary.clean_end = True
+            summary.end_stats = rec.stats
     return summary

@@ -133,8 +133,14 @@ def test_demo_end_to_end(database: DbHandle, demo_prefix: str, tmp_path: Path) -
         assert len(late) <= len(stored) / 100, late[:5]
         # the faults the simulator injected (the demo's default rates) are in the summary,
         # and the VEE caught stray values: the next report falls back below the spike
+        # (what fired, by the simulator's counters, against what its log recorded: missing
+        # reports as fault records, stray values etc. as tags of the report's readings)
         injected = Counter(f.kind for f in log.faults)
+        injected.update(kind for _m, _frame, kind in {
+            (r.meter_id, r.frame, kind) for r in log.readings if r.fault
+            for kind in r.fault.split("+")})
         assert summary["faults"] == dict(sorted(injected.items()))
+        assert set(summary["faults"]) >= {"missing", "spike"}
         if injected["spike"]:
             caught = scalar(conn, "SELECT count(*) FROM data.validated_readings WHERE flags && "
                                   "ARRAY['max_flow', 'consecutive_jump', 'high_low', "

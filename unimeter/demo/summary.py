@@ -150,7 +150,8 @@ def collect_summary(conn: psycopg.Connection[Any], log: LogSummary, *,
         if c.command.startswith(("valve", "relay")) or "valve" in c.effect:
             effects[f"{c.command} {'ok' if c.ok else 'refused'}"] += 1
     s.device_valves = dict(effects)
-    s.faults = dict(sorted(Counter(f.kind for f in log.faults).items()))
+    fired = log.end_stats.get("faults") or {}
+    s.faults = {str(k): int(v) for k, v in sorted(fired.items()) if v}
     for level in AGG_LEVELS:
         for h in ("meter_consumption", "dimension_consumption", "tier_consumption"):
             name = f"agg.{h}_{level}"
