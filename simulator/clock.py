@@ -21,7 +21,7 @@ from pathlib import Path
 
 from schemas.timeline import TimeLine
 
-__all__ = ["SimClock", "write_timeline"]
+__all__ = ["SHARE_LEAD_S", "SimClock", "shared_clock", "write_timeline"]
 
 
 class SimClock:
@@ -79,6 +79,12 @@ class SimClock:
             return 0.0
         return max(0.0, simulated.total_seconds() / speed)
 
+    def starts_in(self) -> float:
+        """Real seconds until simulated time reaches ``start`` (0 once it has)."""
+        if self._line is None:
+            return 0.0
+        return max(0.0, self._line.anchor - time.monotonic())
+
     def elapsed(self) -> timedelta:
         return self.now() - self.start
 
@@ -97,3 +103,17 @@ def write_timeline(path: Path, line: TimeLine) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(line.to_json(), encoding="utf-8")
     os.replace(tmp, path)
+
+
+#: How long before a shared clock starts its time line is written: the FEP checks its clock
+#: file twice a second, so it has the line before the fleet's first frame.
+SHARE_LEAD_S = 2.0
+
+
+def shared_clock(path: Path, start: datetime, speed: float, *, until: datetime | None = None,
+                 lead_s: float = SHARE_LEAD_S) -> SimClock:
+    """A running clock that reaches ``start`` ``lead_s`` from now, its time line written to
+    ``path`` (an FEP's ``fep.clock_file``). Start the fleet after ``clock.starts_in()``."""
+    clock = SimClock(start, speed, until=until, wall_anchor=time.time() + lead_s)
+    write_timeline(path, clock.wall_timeline())
+    return clock

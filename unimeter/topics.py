@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -98,3 +99,27 @@ def delete_topics(kafka: KafkaSettings, names: list[str]) -> None:
             admin.delete_topics(doomed, timeout_ms=30000)
     finally:
         admin.close()
+
+
+def topics_with_prefix(kafka: KafkaSettings, prefix: str) -> list[str]:
+    """The names of the topics that start with ``prefix``."""
+    admin = _admin(kafka)
+    try:
+        return sorted(t for t in admin.list_topics() if t.startswith(prefix))
+    finally:
+        admin.close()
+
+
+def delete_topics_with_prefix(kafka: KafkaSettings, prefix: str, *, wait_s: float = 60.0
+                              ) -> list[str]:
+    """Delete every topic starting with ``prefix`` and wait (at most ``wait_s``) until the
+    broker has: deletion completes in the background, and creating a topic of the same name
+    before it has would fail. Returns the names deleted."""
+    doomed = topics_with_prefix(kafka, prefix)
+    if not doomed:
+        return doomed
+    delete_topics(kafka, doomed)
+    deadline = time.monotonic() + wait_s
+    while topics_with_prefix(kafka, prefix) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return doomed

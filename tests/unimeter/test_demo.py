@@ -39,14 +39,9 @@ PROCESSES = ("ledger-publish", "pipeline", "sink", "commands", "fep", "scheduler
 def demo_prefix(kafka_settings: KafkaSettings) -> Iterator[str]:
     prefix = f"{kafka_settings.topic_prefix}demo{uuid.uuid4().hex[:6]}."
     yield prefix
-    from unimeter.topics import _admin, delete_topics
+    from unimeter.topics import delete_topics, topics_with_prefix
 
-    admin = _admin(kafka_settings)
-    try:
-        mine = [t for t in admin.list_topics() if t.startswith(prefix)]
-    finally:
-        admin.close()
-    delete_topics(kafka_settings, mine)
+    delete_topics(kafka_settings, topics_with_prefix(kafka_settings, prefix))
 
 
 def run_demo(database: DbHandle, prefix: str, run_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -217,7 +212,7 @@ def test_each_demo_run_gets_an_emptied_database_and_topics_of_its_own(
 
     from unimeter.demo import run as demo_run
     from unimeter.errors import UnimeterError
-    from unimeter.topics import _admin, create_topics, delete_topics
+    from unimeter.topics import create_topics, delete_topics, topics_with_prefix
 
     name = f"umt_demo_{uuid.uuid4().hex[:6]}"
     monkeypatch.setattr(demo_run, "DEMO_DATABASE", name)
@@ -246,27 +241,15 @@ def test_each_demo_run_gets_an_emptied_database_and_topics_of_its_own(
         second, _env = demo_run._demo_namespace(local, lines.append)
         with psycopg.connect(second.database.url, autocommit=True) as conn:
             assert conn.execute("SELECT to_regclass('leftover')").fetchone() == (None,)
-        admin = _admin(kafka_settings)
-        try:
-            assert not [t for t in admin.list_topics() if t.startswith(prefix)]
-        finally:
-            admin.close()
+        assert not topics_with_prefix(kafka_settings, prefix)
         assert any("deleted" in line for line in lines)
         # the platform's own topics are untouched
-        admin = _admin(kafka_settings)
-        try:
-            assert f"{kafka_settings.topic_prefix}readings.raw" in admin.list_topics()
-        finally:
-            admin.close()
+        assert f"{kafka_settings.topic_prefix}readings.raw" in topics_with_prefix(
+            kafka_settings, kafka_settings.topic_prefix)
     finally:
         while demo_run._held_locks:
             demo_run._held_locks.pop().close()
-        admin = _admin(kafka_settings)
-        try:
-            mine = [t for t in admin.list_topics() if t.startswith(prefix)]
-        finally:
-            admin.close()
-        delete_topics(kafka_settings, mine)
+        delete_topics(kafka_settings, topics_with_prefix(kafka_settings, prefix))
         base = config.database.url.rpartition("/")[0]
         with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

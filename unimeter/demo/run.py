@@ -45,9 +45,6 @@ from unimeter.supervisor import Supervisor
 
 __all__ = ["DemoOptions", "DemoResult", "run_demo"]
 
-#: seconds between writing the fleet's time line and its start: the FEP, which checks its
-#: clock file twice a second, has it before the first frame arrives
-_CLOCK_LEAD_S = 2.0
 
 Echo = Callable[[str], None]
 
@@ -312,22 +309,10 @@ def _demo_namespace(config: Config, echo: Echo) -> tuple[Config, dict[str, str]]
         overrides["UNIMETER_DATABASE_URL"] = url
         notes.append(f"database {DEMO_DATABASE} (new)")
     if "kafka" not in config.external:
-        from unimeter.topics import _admin, delete_topics
+        from unimeter.topics import delete_topics_with_prefix
 
         prefix = f"{config.kafka.topic_prefix}{DEMO_TOPIC_SUFFIX}"
-        admin = _admin(config.kafka)
-        try:
-            old = [t for t in admin.list_topics() if t.startswith(prefix)]
-            delete_topics(config.kafka, old)
-            deadline = time.monotonic() + 60
-            # deletion completes in the background: creating a topic of the same name
-            # before it has would fail
-            while old and time.monotonic() < deadline:
-                if not any(t.startswith(prefix) for t in admin.list_topics()):
-                    break
-                time.sleep(0.5)
-        finally:
-            admin.close()
+        old = delete_topics_with_prefix(config.kafka, prefix)
         kafka = kafka.model_copy(update={"topic_prefix": prefix})
         overrides["UNIMETER_KAFKA_TOPIC_PREFIX"] = prefix
         notes.append(f"topics '{prefix}*'" + (f" ({len(old)} of the last run deleted)"
@@ -365,20 +350,18 @@ def _psql_line(config: Config) -> str:
 async def _simulate(config: Config, fleet: Fleet, document: dict[str, Any],
                     layout: DemoLayout, options: DemoOptions, speed: float,
                     echo: Echo, *, drain_step: str) -> dict[str, Any]:
-    from simulator.clock import SimClock, write_timeline
+    from simulator.clock import shared_clock
     from simulator.runner import Simulator, SimulatorSettings
 
     settings = SimulatorSettings(**document["simulator"])
     mqtt = config.mqtt.model_copy(update={"topic_root": document["mqtt"]["topic_root"]})
     total = options.days * 86400
-    # One time line for the fleet and the FEP: it starts a moment from now (the FEP looks at
-    # its clock file twice a second) and slows to real speed where the simulated days end,
-    # so no meter clock runs ahead into the real future while the platform catches up.
-    anchor = time.time() + _CLOCK_LEAD_S
-    clock = SimClock(fleet.start, speed, until=fleet.start + timedelta(seconds=total),
-                     wall_anchor=anchor)
-    write_timeline(layout.clock_file, clock.wall_timeline())
-    await asyncio.sleep(max(0.0, anchor - time.time()))
+    # One time line for the fleet and the FEP: it starts a moment from now and slows to
+    # real speed where the simulated days end, so no meter clock runs ahead into the real
+    # future while the platform catches up.
+    clock = shared_clock(layout.clock_file, fleet.start, speed,
+                         until=fleet.start + timedelta(seconds=total))
+    await asyncio.sleep(clock.starts_in())
     sim = Simulator(settings, spec=fleet.spec, clock=clock, mqtt=mqtt,
                     log_path=layout.simulator_log, seed=options.seed, faults=options.faults)
     await sim.start()

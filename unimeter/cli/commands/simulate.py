@@ -136,16 +136,12 @@ def command(meters: int, speed: float | None, days: float | None, duration: floa
         if duration == 0:  # only the ledger
             return
     if clock_file is not None:
-        from simulator.clock import write_timeline
+        from simulator.clock import shared_clock
 
-        # Simulated time starts with the fleet (the ledger publication above took real
-        # time), a moment after the file is written: the FEP, which checks the file twice a
-        # second, has the time line before the first frame.
-        lead_s = 1.0
-        sim.clock = SimClock(start, settings.speed, wall_anchor=time.time() + lead_s)
-        write_timeline(clock_file, sim.clock.wall_timeline())
+        # simulated time starts with the fleet (the ledger publication above took real time)
+        sim.clock = shared_clock(clock_file, start, settings.speed)
         click.echo(f"simulated time line in {clock_file} (the FEP's fep.clock_file)")
-        time.sleep(lead_s)
+        time.sleep(sim.clock.starts_in())
     asyncio.run(_run(sim, wanted, days, duration, control_port))
 
 
