@@ -24,9 +24,14 @@ from pathlib import Path
 from schemas.errors import ConfigurationError
 from schemas.timeline import TimeLine
 
-__all__ = ["ReceptionClock"]
+__all__ = ["ReceptionClock", "utc_now"]
 
 log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    """The real clock (UTC): the default "now" of whatever has no reception clock."""
+    return datetime.now(UTC)
 
 
 class ReceptionClock:

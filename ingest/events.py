@@ -13,9 +13,10 @@ import itertools
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from ingest.clock import utc_now
 from ingest.publisher import OutRecord, record_of
 from schemas.messages import (
     Alert,
@@ -31,10 +32,6 @@ from schemas.settings import KafkaSettings
 __all__ = ["AlertLimiter", "MessageFactory", "new_session_id"]
 
 _session_counter = itertools.count(1)
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_session_id() -> str:
@@ -75,7 +72,7 @@ class MessageFactory:
                  now: Callable[[], datetime] | None = None) -> None:
         self.kafka = kafka
         #: the FEP's reception clock: the time of events and alerts given none
-        self.now = now or _utc_now
+        self.now = now or utc_now
         self.fep = fep
         self.alerts = AlertLimiter(alert_interval_s)
         self._topic_frames = kafka.topic("frames.raw")

@@ -20,10 +20,11 @@ import asyncio
 import contextlib
 import zlib
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from ingest.clock import utc_now
 from ingest.publisher import OutRecord
 from ingest.stack import CommandFrame, EventDraft, Inbound, ReadingDraft
 from schemas.errors import ConfigurationError
@@ -73,7 +74,7 @@ class DecodersStack:
         self.reading_time = reading_time
         self.timezone = timezone
         #: "now" for requests that name a day (the FEP sets its reception clock)
-        self.now: Callable[[], datetime] = _utc_now
+        self.now: Callable[[], datetime] = utc_now
         self._link_specs = tuple(self.link.frame_specs()) if self.link is not None else ()
         self._link_spec_ids = frozenset(map(id, self._link_specs))
         self._ack_parts: tuple[bytes, bytes] | tuple[()] | None = None
@@ -348,10 +349,6 @@ class DecodersStack:
             details["error_code"] = outcome.error_code
             details["reason"] = outcome.reason
         return outcome.status == "ok", details
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def build_stack(point: ServicePointSettings, timezone: str = "Asia/Shanghai") -> DecodersStack:
